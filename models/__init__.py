@@ -1,0 +1,1 @@
+"""Classifier backends behind one interface, training, evaluation and the versioned model store."""

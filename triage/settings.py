@@ -1,0 +1,58 @@
+"""One settings object for every entry point (CLI, API, review UI, benchmarks).
+
+Values come from ``TRIAGE_*`` environment variables (or a ``.env`` file); defaults give a
+working single-machine installation with SQLite under ``var/``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_file=".env", extra="ignore")
+
+    var_dir: Path = PROJECT_ROOT / "var"
+    datasets_dir: Path = PROJECT_ROOT / "datasets"
+    database_url: str = ""  # empty: sqlite:///<var_dir>/triage.db
+    model_dir: Path | None = None  # empty: <var_dir>/models (the versioned model store)
+    backend: str = "sklearn"  # name in models.registry
+    base_model: str | None = None  # local checkpoint for the transformers backend
+    policy_path: Path | None = None  # empty: the policy shipped in triage/policy/default.toml
+    max_text_chars: int = 10_000
+    store_raw_text: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str = "change-me-in-production"  # signs review UI sessions
+    webhook_url: str | None = None
+    webhook_secret: str = "change-me-webhook-secret"
+    sla_warning_share: float = 0.75
+    sla_monitor_interval_s: float = 30.0
+    retrain_after_confirmations: int = 50
+    promotion_margin: float = 0.02
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'triage.db'}"
+
+    @property
+    def effective_model_dir(self) -> Path:
+        return self.model_dir or self.var_dir / "models"
+
+    @property
+    def seed_dir(self) -> Path:
+        return self.datasets_dir / "seed"
+
+    @property
+    def lexicon_dir(self) -> Path:
+        return self.datasets_dir / "lexicons"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
