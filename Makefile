@@ -1,0 +1,35 @@
+# The whole set-up is `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install model run test bench browser clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,transformers]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Train the default model on datasets/ unless the model store already has a current version.
+model: install
+	$(VENV)/bin/triage ensure-model
+
+run: model
+	$(VENV)/bin/triage serve
+
+# Debian's chromium for the browser tests; Playwright never downloads a browser here.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
+	$(PY) -m pytest -q
+
+bench: model
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var
