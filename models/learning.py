@@ -1,0 +1,581 @@
+"""The learning loop: retrain on seed data plus reviewers' confirmed labels, gate, promote.
+
+Why it is shaped this way:
+
+* Confirmed labels are real traffic, so they count more than the team's seed data
+  (``CONFIRMED_WEIGHT``), but a fixed share of them (chosen by a hash of the case key, so
+  the same case is always on the same side) is never trained on: it is the held-out set
+  the quality gate compares the candidate and the current model on.
+* The gate also compares both training recipes by cross-validation on the seed data, so a
+  candidate that learns the new traffic by forgetting the basics is caught.
+* A candidate that fails the gate is still saved, as a *rejected* version with the reason,
+  so people can inspect it and promote it by hand if they disagree.
+* The running service reads its Triager through a :class:`ModelHolder`; promotion and
+  rollback swap the object in one assignment, so a request sees either the old or the new
+  model, never a half-loaded one.
+* Storage is not imported here: confirmed labels, re-grading of open cases and audit
+  entries come in as callables (see :class:`LearningHooks`), which the review service
+  (``triage/review.py``) wires to the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from triage.errors import Conflict, InvalidInput, ModelError, NotFound
+from triage.taxonomy import HEADS, validate_label
+
+CONFIRMED_WEIGHT = 3.0  # a reviewer-confirmed label counts this many seed examples
+HOLDOUT_SHARE = 0.2  # share of confirmed labels kept out of training, for the gate
+CV_FOLDS = 3  # seed cross-validation folds (small: it runs on every retrain)
+MIN_HOLDOUT = 10  # below this many held-out labels the holdout comparison is reported, not gated
+
+Progress = Callable[[str, float], None]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class LabeledExample:
+    """One text with its four labels; ``key`` (case or seed id) decides holdout/fold membership."""
+
+    key: str
+    text: str
+    labels: dict[str, Any]
+    confirmed: bool = False  # True: a reviewer's label (weighted higher); False: seed data
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], *, confirmed: bool = False, key: str | None = None):
+        """Build from a seed/jsonl-style dict; raise InvalidInput naming what is wrong."""
+        try:
+            labels = {head: validate_label(head, record[head]) for head in HEADS}
+        except KeyError as exc:
+            raise InvalidInput(f"labeled example {record.get('id')!r} has no {exc.args[0]!r} label") from None
+        except ValueError as exc:
+            raise InvalidInput(f"labeled example {record.get('id')!r}: {exc}") from None
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput(f"labeled example {record.get('id')!r} has no text")
+        return cls(key=str(key if key is not None else record.get("id")), text=text, labels=labels, confirmed=confirmed)
+
+
+def _unit_hash(key: str, salt: str) -> float:
+    """A stable number in [0, 1) for ``key``; stable across processes (unlike ``hash``)."""
+    digest = hashlib.sha1(f"{salt}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def is_holdout(key: str, share: float = HOLDOUT_SHARE) -> bool:
+    """Whether a confirmed example is kept out of training to judge candidates."""
+    return _unit_hash(key, "holdout") < share
+
+
+def fold_of(key: str, folds: int = CV_FOLDS) -> int:
+    return int(_unit_hash(key, "fold") * folds)
+
+
+def split_confirmed(examples: Sequence[LabeledExample], share: float = HOLDOUT_SHARE):
+    """(train, holdout) partition of confirmed examples, stable per key."""
+    train, holdout = [], []
+    for example in examples:
+        (holdout if is_holdout(example.key, share) else train).append(example)
+    return train, holdout
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _label_key(value: Any) -> str:
+    """Labels compared as strings: JSON gives 1/True, backends may give numpy scalars."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return str(value)
+
+
+def predict_labels(backend, texts: Sequence[str]) -> dict[str, list[Any]]:
+    """head -> top label per text, read from the backend's ``classes_`` order."""
+    if not texts:
+        return {head: [] for head in HEADS}
+    probabilities = backend.predict_proba(list(texts))
+    out: dict[str, list[Any]] = {}
+    for head in HEADS:
+        if head not in probabilities:
+            continue
+        classes = list(backend.classes_[head])
+        out[head] = [classes[i] for i in np.asarray(probabilities[head]).argmax(axis=1)]
+    return out
+
+
+def macro_f1_by_head(examples: Sequence[LabeledExample], predicted: dict[str, list[Any]]) -> dict[str, float]:
+    """Macro-F1 per head, averaged over the labels present in the reference.
+
+    Labels absent from the reference are left out on purpose: with one held-out escalation
+    case in a hundred, a single false alarm on an absent class would otherwise halve the
+    head's score and make the gate a coin toss.
+    """
+    from sklearn.metrics import f1_score
+
+    scores = {}
+    for head, predictions in predicted.items():
+        truth = [_label_key(example.labels[head]) for example in examples]
+        guess = [_label_key(value) for value in predictions]
+        present = sorted(set(truth))
+        if not present:
+            continue
+        scores[head] = float(f1_score(truth, guess, labels=present, average="macro", zero_division=0))
+    return scores
+
+
+# --------------------------------------------------------------------------- gate
+
+
+@dataclass
+class GateDecision:
+    promote: bool
+    reason: str
+    drops: dict[str, dict[str, float]] = field(default_factory=dict)  # evaluation -> head -> drop
+
+
+def quality_gate(
+    current: dict[str, dict[str, float]],
+    candidate: dict[str, dict[str, float]],
+    margin: float,
+    gated: Sequence[str] = ("holdout", "seed_cv"),
+) -> GateDecision:
+    """Promote only if no head's macro-F1 drops by more than ``margin`` on any gated evaluation.
+
+    ``current``/``candidate``: evaluation name -> head -> macro-F1. Evaluations or heads
+    missing on either side are not compared (e.g. no held-out labels yet).
+    """
+    if margin < 0:
+        raise InvalidInput(f"promotion margin must be >= 0, got {margin}")
+    drops: dict[str, dict[str, float]] = {}
+    failures = []
+    for evaluation in gated:
+        if evaluation not in current or evaluation not in candidate:
+            continue
+        for head in HEADS:
+            if head not in current[evaluation] or head not in candidate[evaluation]:
+                continue
+            drop = current[evaluation][head] - candidate[evaluation][head]
+            drops.setdefault(evaluation, {})[head] = round(drop, 4)
+            if drop > margin + 1e-9:
+                failures.append(
+                    f"{head} macro-F1 on {evaluation} drops {drop:.3f} "
+                    f"({current[evaluation][head]:.3f} -> {candidate[evaluation][head]:.3f}) > margin {margin:.3f}"
+                )
+    if not drops:
+        return GateDecision(True, "no comparable evaluation (no current model)", drops)
+    if failures:
+        return GateDecision(False, "; ".join(failures), drops)
+    compared = ", ".join(sorted(drops))
+    return GateDecision(True, f"no head drops more than {margin:.3f} on {compared}", drops)
+
+
+# --------------------------------------------------------------------------- holder
+
+
+class ModelHolder:
+    """The Triager the running service uses; replaced in one assignment (atomic for readers)."""
+
+    def __init__(self, triager=None):
+        self._triager = triager
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[Any], None]] = []
+
+    @property
+    def triager(self):
+        triager = self._triager
+        if triager is None:
+            raise ModelError("no model is loaded; train one with `triage ensure-model` or `triage retrain`")
+        return triager
+
+    @property
+    def loaded(self) -> bool:
+        return self._triager is not None
+
+    def on_swap(self, listener: Callable[[Any], None]) -> None:
+        """Call ``listener(new_triager)`` after every swap (e.g. to update a service attribute)."""
+        self._listeners.append(listener)
+
+    def swap(self, triager) -> None:
+        with self._lock:
+            self._triager = triager
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(triager)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+@dataclass
+class RetrainJob:
+    """A background retrain the UI and API poll: stage, fraction done, outcome."""
+
+    id: str
+    actor: str
+    trigger: str  # "manual" | "auto" | "cli" | "api" | "ui"
+    state: str = "queued"  # queued | running | done | failed
+    stage: str = "queued"
+    progress: float = 0.0
+    started_at: str = ""
+    finished_at: str = ""
+    version: str | None = None
+    promoted: bool | None = None
+    reason: str = ""
+    error: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RetrainOutcome:
+    version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, Any]
+    regraded: int = 0
+
+
+@dataclass
+class LearningHooks:
+    """What the loop needs from the rest of the system, as plain callables.
+
+    confirmed_examples: every reviewer-confirmed example (masked text and four labels).
+    regrade: ``regrade(triager, actor) -> number of cases changed``; re-predicts open,
+        unconfirmed cases and applies changed labels through the service's rules.
+    audit: ``audit(action, actor, details)`` writes one audit entry.
+    """
+
+    confirmed_examples: Callable[[], list[LabeledExample]] = lambda: []
+    regrade: Callable[[Any, str], int] | None = None
+    audit: Callable[[str, str, dict], None] | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _stderr_progress(stage: str, fraction: float) -> None:
+    print(f"[retrain {fraction:5.1%}] {stage}", file=sys.stderr, flush=True)
+
+
+class LearningLoop:
+    """Retrain, gate, promote, roll back, swap and re-grade; one retrain at a time."""
+
+    def __init__(
+        self,
+        store,
+        *,
+        seed_examples: Callable[[], list[LabeledExample]],
+        hooks: LearningHooks | None = None,
+        holder: ModelHolder | None = None,
+        fit: Callable[[Sequence[str], dict[str, list], Sequence[float], Progress | None], Any],
+        prepare: Callable[[str], str] = lambda text: text,
+        load_triager: Callable[[Any, str | None], Any],
+        margin: float = 0.02,
+        retrain_after: int = 50,
+        holdout_share: float = HOLDOUT_SHARE,
+        cv_folds: int = CV_FOLDS,
+        min_holdout: int = MIN_HOLDOUT,
+        confirmed_weight: float = CONFIRMED_WEIGHT,
+    ):
+        """``fit(texts, labels, weights, progress) -> backend`` trains a fresh backend;
+        ``prepare`` normalises and masks a text the way ingestion does (must be idempotent:
+        seed texts are raw, confirmed ones were masked at ingestion);
+        ``load_triager(store, version)`` builds the Triager the service runs."""
+        if retrain_after < 1:
+            raise InvalidInput(f"retrain_after_confirmations must be >= 1, got {retrain_after}")
+        if cv_folds < 2:
+            raise InvalidInput(f"cv_folds must be >= 2, got {cv_folds}")
+        self.store = store
+        self.seed_examples = seed_examples
+        self.hooks = hooks or LearningHooks()
+        self.holder = holder or ModelHolder()
+        self._fit = fit
+        self._prepare = prepare
+        self._load_triager = load_triager
+        self.margin = margin
+        self.retrain_after = retrain_after
+        self.holdout_share = holdout_share
+        self.cv_folds = cv_folds
+        self.min_holdout = min_holdout
+        self.confirmed_weight = confirmed_weight
+        self._job_lock = threading.Lock()
+        self._jobs: dict[str, RetrainJob] = {}
+        self._running: RetrainJob | None = None
+        self._thread: threading.Thread | None = None
+        self._confirmations_since_retrain = 0
+        self._count_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- loading
+
+    def load_current(self) -> None:
+        """Put the store's current version into the holder (at service start)."""
+        self.holder.swap(self._load_triager(self.store, None))
+
+    # ----------------------------------------------------------------- training
+
+    def _training_set(self, seed: Sequence[LabeledExample], confirmed: Sequence[LabeledExample]):
+        texts = [self._prepare(example.text) for example in [*seed, *confirmed]]
+        labels = {head: [example.labels[head] for example in [*seed, *confirmed]] for head in HEADS}
+        weights = [1.0] * len(seed) + [self.confirmed_weight] * len(confirmed)
+        return texts, labels, weights
+
+    def _train(self, seed, confirmed, progress: Progress | None = None):
+        texts, labels, weights = self._training_set(seed, confirmed)
+        return self._fit(texts, labels, weights, progress)
+
+    def seed_cv(self, seed: Sequence[LabeledExample], confirmed: Sequence[LabeledExample], progress: Progress | None = None):
+        """Macro-F1 per head over seed folds, training on the other folds plus ``confirmed``."""
+        predictions: dict[str, list[Any]] = {head: [] for head in HEADS}
+        ordered: list[LabeledExample] = []
+        for fold in range(self.cv_folds):
+            train = [example for example in seed if fold_of(example.key, self.cv_folds) != fold]
+            test = [example for example in seed if fold_of(example.key, self.cv_folds) == fold]
+            if not test or not train:
+                continue
+            if progress:
+                progress(f"seed cross-validation fold {fold + 1}/{self.cv_folds}", fold / self.cv_folds)
+            backend = self._train(train, confirmed)
+            for head, values in predict_labels(backend, [self._prepare(example.text) for example in test]).items():
+                predictions[head].extend(values)
+            ordered.extend(test)
+        return macro_f1_by_head(ordered, {head: values for head, values in predictions.items() if values})
+
+    def _holdout_metrics(self, backend, holdout: Sequence[LabeledExample]) -> dict[str, float]:
+        return macro_f1_by_head(holdout, predict_labels(backend, [self._prepare(example.text) for example in holdout]))
+
+    def _current_seed_cv(self, current_version: str, seed, progress: Progress | None):
+        """The current model's recipe scored by seed CV, cached in its manifest.
+
+        A version this loop trained recorded it at training time; for others (the default
+        model) the recipe is seed-only, scored once and written back.
+        """
+        manifest = self._manifest(current_version)
+        cached = (manifest.get("metrics") or {}).get("learning", {}).get("seed_cv")
+        if cached:
+            return cached
+        scores = self.seed_cv(seed, [], progress)
+        learning = dict((manifest.get("metrics") or {}).get("learning", {}))
+        learning["seed_cv"] = scores
+        try:
+            self.store.update_manifest(current_version, metrics={**(manifest.get("metrics") or {}), "learning": learning})
+        except Exception as exc:  # caching is an optimisation; the gate result does not depend on it
+            print(f"[retrain] could not cache seed CV of {current_version}: {exc}", file=sys.stderr)
+        return scores
+
+    def _manifest(self, version: str) -> dict[str, Any]:
+        for entry in self.store.list_versions():
+            entry = entry if isinstance(entry, dict) else _as_dict(entry)
+            if entry.get("version") == version:
+                return entry
+        raise NotFound(f"model version {version!r} does not exist")
+
+    def retrain(self, actor: str, progress: Progress | None = None, trigger: str = "manual") -> RetrainOutcome:
+        """Train a candidate, gate it against the current model, save it, promote if it passes."""
+        report = progress or _stderr_progress
+        report("loading seed data and confirmed labels", 0.0)
+        seed = list(self.seed_examples())
+        confirmed = list(self.hooks.confirmed_examples())
+        if not seed and not confirmed:
+            raise ModelError("no training data: the seed set is empty and nothing is confirmed yet")
+        train_confirmed, holdout = split_confirmed(confirmed, self.holdout_share)
+
+        report(f"training candidate on {len(seed)} seed + {len(train_confirmed)} confirmed examples", 0.05)
+        candidate = self._train(seed, train_confirmed, lambda stage, f: report(f"candidate: {stage}", 0.05 + 0.25 * f))
+
+        current_version = self.store.current_version()
+        candidate_metrics: dict[str, dict[str, float]] = {}
+        current_metrics: dict[str, dict[str, float]] = {}
+        gated = ["seed_cv"]
+        if holdout:
+            report(f"scoring on {len(holdout)} held-out confirmed labels", 0.32)
+            candidate_metrics["holdout"] = self._holdout_metrics(candidate, holdout)
+            if current_version is not None:
+                current_backend = self._current_backend(current_version)
+                current_metrics["holdout"] = self._holdout_metrics(current_backend, holdout)
+            if len(holdout) >= self.min_holdout:
+                gated.append("holdout")
+        cv_progress = lambda stage, f: report(f"candidate {stage}", 0.35 + 0.3 * f)  # noqa: E731
+        candidate_metrics["seed_cv"] = self.seed_cv(seed, train_confirmed, cv_progress)
+        if current_version is not None:
+            current_metrics["seed_cv"] = self._current_seed_cv(
+                current_version, seed, lambda stage, f: report(f"current model {stage}", 0.65 + 0.25 * f)
+            )
+        decision = quality_gate(current_metrics, candidate_metrics, self.margin, gated)
+
+        metrics = {
+            "learning": {
+                "seed_cv": candidate_metrics["seed_cv"],
+                "holdout": candidate_metrics.get("holdout", {}),
+                "compared_with": current_version,
+                "current": current_metrics,
+                "drops": decision.drops,
+                "gated": gated,
+                "seed_examples": len(seed),
+                "confirmed_train": len(train_confirmed),
+                "confirmed_holdout": len(holdout),
+                "margin": self.margin,
+            }
+        }
+        report("saving candidate", 0.92)
+        version = self._save(candidate, metrics, decision, trigger)
+        self._audit("model.trained", actor, {"version": version, "promoted": decision.promote, "reason": decision.reason})
+        regraded = 0
+        if decision.promote:
+            regraded = self._activate(version, actor, "model.promoted", reason=f"quality gate: {decision.reason}")
+        report(f"{'promoted' if decision.promote else 'rejected'} {version}: {decision.reason}", 1.0)
+        with self._count_lock:
+            self._confirmations_since_retrain = 0
+        return RetrainOutcome(version, decision.promote, decision.reason, metrics, regraded)
+
+    def _current_backend(self, version: str):
+        loaded = self.store.load(version)
+        return getattr(loaded, "backend", loaded)
+
+    def _save(self, backend, metrics, decision: GateDecision, trigger: str) -> str:
+        status = "candidate" if decision.promote else "rejected"
+        version = self.store.save(backend, metrics=metrics, status=status, reason=decision.reason, trigger=trigger)
+        return str(getattr(version, "version", version))
+
+    # ----------------------------------------------------------------- promote / rollback
+
+    def promote(self, version: str, actor: str, reason: str = "promoted by hand") -> int:
+        """Make any saved version (also a rejected one) current; returns re-graded cases."""
+        self._manifest(version)  # NotFound for unknown versions
+        if self.store.current_version() == version:
+            raise Conflict(f"model version {version} is already the current one")
+        return self._activate(version, actor, "model.promoted", reason)
+
+    def rollback(self, version: str, actor: str, reason: str = "rolled back by hand") -> int:
+        """Return to an earlier version; refuses versions newer than the current one."""
+        current = self.store.current_version()
+        order = [str(_as_dict(entry).get("version")) for entry in self.store.list_versions()]
+        if version not in order:
+            raise NotFound(f"model version {version!r} does not exist")
+        if current == version:
+            raise Conflict(f"model version {version} is already the current one")
+        if current in order and order.index(version) > order.index(current):
+            raise Conflict(f"{version} is newer than the current {current}; promote it instead of rolling back")
+        return self._activate(version, actor, "model.rolled_back", reason)
+
+    def _activate(self, version: str, actor: str, action: str, reason: str) -> int:
+        previous = self.store.current_version()
+        triager = self._load_triager(self.store, version)  # load before switching: a broken version never goes live
+        self.store.set_current(version)
+        self.store.update_manifest(version, status="promoted")
+        self.holder.swap(triager)
+        self._audit(action, actor, {"version": version, "previous": previous, "reason": reason})
+        regraded = 0
+        if self.hooks.regrade is not None:
+            regraded = self.hooks.regrade(triager, f"model:{version}")
+        return regraded
+
+    def _audit(self, action: str, actor: str, details: dict) -> None:
+        if self.hooks.audit is not None:
+            self.hooks.audit(action, actor, details)
+
+    # ----------------------------------------------------------------- background
+
+    def start_retrain(self, actor: str, trigger: str = "manual") -> RetrainJob:
+        """Run :meth:`retrain` in a daemon thread; Conflict if one is already running."""
+        with self._job_lock:
+            if self._running is not None and self._running.state in ("queued", "running"):
+                raise Conflict(f"a retrain is already running (job {self._running.id}, {self._running.stage})")
+            job = RetrainJob(id=uuid.uuid4().hex[:12], actor=actor, trigger=trigger, started_at=_now())
+            self._jobs[job.id] = job
+            self._running = job
+
+        def progress(stage: str, fraction: float) -> None:
+            job.stage, job.progress = stage, round(max(0.0, min(1.0, fraction)), 3)
+            _stderr_progress(stage, fraction)
+
+        def run() -> None:
+            job.state = "running"
+            try:
+                outcome = self.retrain(actor, progress, trigger)
+                job.version, job.promoted, job.reason = outcome.version, outcome.promoted, outcome.reason
+                job.metrics = outcome.metrics
+                job.state = "done"
+            except Exception as exc:  # the job reports it; the service keeps running the old model
+                job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+                traceback.print_exc(file=sys.stderr)
+            finally:
+                job.finished_at = _now()
+
+        self._thread = threading.Thread(target=run, name=f"retrain-{job.id}", daemon=True)
+        self._thread.start()
+        return job
+
+    def job(self, job_id: str | None = None) -> RetrainJob | None:
+        """A job by id, or the latest one (None if none ran)."""
+        if job_id is None:
+            return self._running
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise NotFound(f"retrain job {job_id!r} does not exist") from None
+
+    def wait(self, timeout: float | None = None) -> RetrainJob | None:
+        """Block until the running job ends (tests, CLI)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self._running
+
+    def note_confirmations(self, count: int = 1, actor: str = "system") -> RetrainJob | None:
+        """Count new confirmations; start a retrain after ``retrain_after`` of them."""
+        with self._count_lock:
+            self._confirmations_since_retrain += count
+            due = self._confirmations_since_retrain >= self.retrain_after
+        if not due:
+            return None
+        try:
+            job = self.start_retrain(actor, trigger="auto")
+        except Conflict:
+            return None  # the running retrain will reset the counter; next confirmations try again
+        with self._count_lock:
+            self._confirmations_since_retrain = 0
+        return job
+
+    @property
+    def confirmations_since_retrain(self) -> int:
+        return self._confirmations_since_retrain
+
+
+def _as_dict(entry) -> dict[str, Any]:
+    if isinstance(entry, dict):
+        return entry
+    if hasattr(entry, "model_dump"):
+        return entry.model_dump()
+    if hasattr(entry, "__dataclass_fields__"):
+        return asdict(entry)
+    return dict(vars(entry))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; for tests and the CLI's progress loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,293 @@
+"""The learning loop: holdout split, macro-F1, quality gate, retrain/promote/rollback, jobs."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.naive_bayes import MultinomialNB
+
+from models.learning import (
+    LabeledExample,
+    LearningHooks,
+    LearningLoop,
+    ModelHolder,
+    fold_of,
+    is_holdout,
+    macro_f1_by_head,
+    quality_gate,
+    split_confirmed,
+)
+from triage.errors import Conflict, InvalidInput, ModelError, NotFound
+from triage.taxonomy import HEADS
+
+# ------------------------------------------------------------------ tiny fixtures
+
+QUALITY = ["摄像头黑屏开不了机", "麦克风有电流声没法用", "补光灯一直闪烁", "采集卡插上就烧了", "声卡没有声音"]
+SERVICE = ["快递五天才到", "客服一直不回复", "安装师傅没来", "发票一直没寄", "物流丢件了没人管"]
+
+
+def example(key, text, dispute_type, confirmed=False):
+    labels = {"dispute_type": dispute_type, "urgency": 2, "emotion": "calm", "escalation": False}
+    return LabeledExample(key=key, text=text, labels=labels, confirmed=confirmed)
+
+
+def seed_set():
+    out = []
+    for i in range(4):
+        out += [example(f"q{i}-{j}", t + "啊" * i, "quality") for j, t in enumerate(QUALITY)]
+        out += [example(f"s{i}-{j}", t + "呢" * i, "service") for j, t in enumerate(SERVICE)]
+    return out
+
+
+class TinyBackend:
+    """Char-bigram naive Bayes per head: trains in milliseconds, honours sample weights."""
+
+    def __init__(self):
+        self.classes_ = {}
+        self.heads = {}
+
+    def fit(self, texts, labels, sample_weight=None, progress=None):
+        self.vectorizer = CountVectorizer(analyzer="char", ngram_range=(1, 2)).fit(texts)
+        X = self.vectorizer.transform(texts)
+        for head, values in labels.items():
+            model = MultinomialNB().fit(X, [str(v) for v in values], sample_weight=sample_weight)
+            self.heads[head] = model
+            self.classes_[head] = list(model.classes_)
+        return self
+
+    def predict_proba(self, texts):
+        X = self.vectorizer.transform(texts)
+        return {head: model.predict_proba(X) for head, model in self.heads.items()}
+
+
+class ConstantBackend(TinyBackend):
+    """Always predicts one dispute type: a deliberately bad candidate."""
+
+    def __init__(self, label):
+        super().__init__()
+        self.label = label
+
+    def predict_proba(self, texts):
+        out = super().predict_proba(texts)
+        classes = self.classes_["dispute_type"]
+        probs = np.zeros((len(texts), len(classes)))
+        probs[:, classes.index(self.label)] = 1.0
+        out["dispute_type"] = probs
+        return out
+
+
+class MemoryStore:
+    """The ModelStore calls the loop uses, in memory."""
+
+    def __init__(self):
+        self.versions = []  # manifests, oldest first
+        self.backends = {}
+        self.current = None
+
+    def save(self, backend, metrics=None, status="candidate", reason="", trigger=""):
+        version = f"v{len(self.versions) + 1:04d}"
+        self.versions.append({"version": version, "metrics": metrics or {}, "status": status, "reason": reason})
+        self.backends[version] = backend
+        return version
+
+    def current_version(self):
+        return self.current
+
+    def set_current(self, version):
+        self.current = version
+
+    def load(self, version=None):
+        return self.backends[version or self.current]
+
+    def list_versions(self):
+        return list(self.versions)
+
+    def update_manifest(self, version, **changes):
+        for manifest in self.versions:
+            if manifest["version"] == version:
+                manifest.update(changes)
+
+
+def make_loop(store=None, confirmed=(), fit=None, **kwargs):
+    store = store or MemoryStore()
+    audit, regraded = [], []
+    hooks = LearningHooks(
+        confirmed_examples=lambda: list(confirmed),
+        regrade=lambda triager, actor: regraded.append((triager, actor)) or 3,
+        audit=lambda action, actor, details: audit.append((action, actor, details)),
+    )
+    loop = LearningLoop(
+        store,
+        seed_examples=seed_set,
+        hooks=hooks,
+        fit=fit or (lambda texts, labels, weights, progress: TinyBackend().fit(texts, labels, weights)),
+        load_triager=lambda store, version: ("triager", store.load(version)),
+        **kwargs,
+    )
+    return loop, store, audit, regraded
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def test_holdout_split_is_stable_and_near_its_share():
+    keys = [f"case-{i}" for i in range(2000)]
+    share = sum(is_holdout(k) for k in keys) / len(keys)
+    assert 0.17 < share < 0.23
+    examples = [example(k, "x", "quality") for k in keys[:50]]
+    train, holdout = split_confirmed(examples)
+    assert {e.key for e in holdout} == {k for k in keys[:50] if is_holdout(k)}
+    assert not {e.key for e in train} & {e.key for e in holdout}
+    assert {fold_of(k) for k in keys} == {0, 1, 2}
+
+
+def test_from_record_validates_labels():
+    record = {"id": "a", "text": "坏了", "dispute_type": "quality", "urgency": "1", "emotion": "calm", "escalation": False}
+    assert LabeledExample.from_record(record).labels["urgency"] == 1
+    with pytest.raises(InvalidInput, match="dispute_type"):
+        LabeledExample.from_record({**record, "dispute_type": "broken"})
+    with pytest.raises(InvalidInput, match="emotion"):
+        LabeledExample.from_record({k: v for k, v in record.items() if k != "emotion"})
+    with pytest.raises(InvalidInput, match="no text"):
+        LabeledExample.from_record({**record, "text": "  "})
+
+
+def test_macro_f1_ignores_labels_absent_from_reference():
+    examples = [example(str(i), "t", "quality") for i in range(4)] + [example("s", "t", "service")]
+    perfect = macro_f1_by_head(examples, {"dispute_type": ["quality"] * 4 + ["service"]})
+    assert perfect["dispute_type"] == pytest.approx(1.0)
+    # one false "refund" (absent from the reference) lowers only the quality F1
+    one_off = macro_f1_by_head(examples, {"dispute_type": ["quality"] * 3 + ["refund", "service"]})
+    assert one_off["dispute_type"] == pytest.approx((6 / 7 + 1.0) / 2)
+
+
+def test_gate_rejects_a_drop_beyond_the_margin_and_names_it():
+    current = {"holdout": {"dispute_type": 0.80, "urgency": 0.6}, "seed_cv": {"dispute_type": 0.9}}
+    ok = quality_gate(current, {"holdout": {"dispute_type": 0.79, "urgency": 0.7}, "seed_cv": {"dispute_type": 0.885}}, 0.02)
+    assert ok.promote and ok.drops["holdout"]["dispute_type"] == pytest.approx(0.01)
+    bad = quality_gate(current, {"holdout": {"dispute_type": 0.75, "urgency": 0.7}, "seed_cv": {"dispute_type": 0.9}}, 0.02)
+    assert not bad.promote and "dispute_type" in bad.reason and "holdout" in bad.reason
+    # an evaluation that is not gated is reported but does not decide
+    assert quality_gate(current, {"holdout": {"dispute_type": 0.1}, "seed_cv": {"dispute_type": 0.9}}, 0.02, gated=["seed_cv"]).promote
+    assert quality_gate({}, {"seed_cv": {"dispute_type": 0.1}}, 0.02).promote  # nothing to compare with
+    with pytest.raises(InvalidInput):
+        quality_gate(current, current, -0.1)
+
+
+def test_holder_swaps_and_notifies():
+    holder = ModelHolder()
+    with pytest.raises(ModelError):
+        holder.triager
+    seen = []
+    holder.on_swap(seen.append)
+    holder.swap("a")
+    holder.swap("b")
+    assert holder.triager == "b" and seen == ["a", "b"]
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def test_first_retrain_promotes_and_regrades():
+    loop, store, audit, regraded = make_loop()
+    outcome = loop.retrain("alice")
+    assert outcome.promoted and store.current == outcome.version
+    assert loop.holder.triager[1] is store.backends[outcome.version]
+    assert regraded and regraded[0][1] == f"model:{outcome.version}" and outcome.regraded == 3
+    assert [a[0] for a in audit] == ["model.trained", "model.promoted"]
+    assert store.versions[0]["status"] == "promoted"
+
+
+def test_confirmed_labels_are_weighted_and_holdout_never_trained_on():
+    confirmed = [example(f"c{i}", f"声音{i}", "service", confirmed=True) for i in range(100)]
+    seen = {}
+
+    def fit(texts, labels, weights, progress):
+        seen.setdefault("calls", []).append((list(texts), list(weights)))
+        return TinyBackend().fit(texts, labels, weights)
+
+    loop, store, _, _ = make_loop(confirmed=confirmed, fit=fit)
+    outcome = loop.retrain("alice")
+    texts, weights = seen["calls"][0]
+    holdout_texts = {e.text for e in confirmed if is_holdout(e.key)}
+    assert holdout_texts and not holdout_texts & set(texts)
+    assert weights.count(3.0) == len(confirmed) - len(holdout_texts)
+    learning = outcome.metrics["learning"]
+    assert learning["confirmed_holdout"] == len(holdout_texts) and "holdout" in learning["gated"]
+
+
+def test_worse_candidate_is_kept_as_rejected_and_current_stays():
+    loop, store, audit, regraded = make_loop()
+    first = loop.retrain("alice")
+    loop._fit = lambda texts, labels, weights, progress: ConstantBackend("quality").fit(texts, labels, weights)
+    second = loop.retrain("alice")
+    assert not second.promoted and "dispute_type" in second.reason and "seed_cv" in second.reason
+    assert store.current == first.version
+    assert store.versions[1]["status"] == "rejected" and store.versions[1]["reason"] == second.reason
+    assert loop.holder.triager[1] is store.backends[first.version]
+    assert len(regraded) == 1  # only the first promotion re-graded
+    # a person may still promote the rejected version, then roll back to the first
+    loop.promote(second.version, "admin")
+    assert store.current == second.version
+    loop.rollback(first.version, "admin")
+    assert store.current == first.version and audit[-1][0] == "model.rolled_back"
+
+
+def test_promote_and_rollback_refuse_nonsense():
+    loop, store, _, _ = make_loop()
+    first = loop.retrain("a").version
+    second = loop.retrain("a").version
+    with pytest.raises(NotFound):
+        loop.promote("v9999", "admin")
+    with pytest.raises(Conflict, match="already"):
+        loop.promote(second, "admin")
+    loop.rollback(first, "admin")
+    with pytest.raises(Conflict, match="newer"):
+        loop.rollback(second, "admin")
+
+
+def test_background_job_reports_progress_and_refuses_a_second_one():
+    gate = threading.Event()
+
+    def slow_fit(texts, labels, weights, progress):
+        gate.wait(10)
+        return TinyBackend().fit(texts, labels, weights)
+
+    loop, store, _, _ = make_loop(fit=slow_fit)
+    job = loop.start_retrain("alice", trigger="api")
+    with pytest.raises(Conflict, match="already running"):
+        loop.start_retrain("bob")
+    assert job.state in ("queued", "running")
+    gate.set()
+    loop.wait(30)
+    assert job.state == "done" and job.progress == 1.0 and job.version == store.current and job.promoted
+    assert loop.job(job.id) is job
+
+
+def test_failed_job_keeps_the_old_model():
+    loop, store, _, _ = make_loop()
+    loop.retrain("a")
+    before = loop.holder.triager
+
+    def broken(*args):
+        raise ModelError("disk full")
+
+    loop._fit = broken
+    job = loop.start_retrain("a")
+    loop.wait(30)
+    assert job.state == "failed" and "disk full" in job.error
+    assert loop.holder.triager is before
+
+
+def test_auto_retrain_after_n_confirmations():
+    loop, store, _, _ = make_loop(retrain_after=3)
+    assert loop.note_confirmations(2) is None
+    job = loop.note_confirmations(1, actor="auto")
+    assert job is not None and job.trigger == "auto"
+    loop.wait(30)
+    assert job.state == "done" and loop.confirmations_since_retrain == 0
+    with pytest.raises(InvalidInput):
+        make_loop(retrain_after=0)
