@@ -1,0 +1,140 @@
+"""HTML fragments of the review screen. Every piece of message or user text is escaped here.
+
+Complaints are untrusted input: a message may contain ``<script>`` or ``<img onerror=...>``.
+Everything the UI shows goes through :func:`html.escape`; highlighting works on the raw
+text and escapes each segment, so a highlight can never split an entity or open a tag.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from review_ui.guideline import HEAD_TITLES, definition
+
+HEAD_COLOURS = {"dispute_type": "#fde68a", "urgency": "#fecaca", "emotion": "#bfdbfe", "escalation": "#ddd6fe"}
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def driving_words(explanation: Mapping[str, Any] | None, heads: Iterable[str] = HEAD_COLOURS) -> dict[str, str]:
+    """word -> head it drove most strongly (positive weights only), from a prediction's explanation."""
+    best: dict[str, tuple[float, str]] = {}
+    for head in heads:
+        for item in (explanation or {}).get(head, []) or []:
+            try:
+                word, weight = str(item[0]), float(item[1])
+            except (TypeError, ValueError, IndexError):
+                continue
+            word = word.strip()
+            if not word or weight <= 0 or word.startswith("__"):
+                continue
+            if word not in best or weight > best[word][0]:
+                best[word] = (weight, head)
+    return {word: head for word, (_, head) in best.items()}
+
+
+def highlight(text: str, words: Mapping[str, str]) -> str:
+    """Escaped ``text`` with every occurrence of a driving word wrapped in <mark> (longest first)."""
+    text = text or ""
+    spans: list[tuple[int, int, str]] = []
+    taken = [False] * len(text)
+    for word in sorted(words, key=len, reverse=True):
+        start = text.find(word)
+        while start != -1:
+            end = start + len(word)
+            if not any(taken[start:end]):
+                spans.append((start, end, words[word]))
+                for i in range(start, end):
+                    taken[i] = True
+            start = text.find(word, end)
+    spans.sort()
+    out, cursor = [], 0
+    for start, end, head in spans:
+        out.append(esc(text[cursor:start]))
+        colour = HEAD_COLOURS.get(head, "#e5e7eb")
+        out.append(f'<mark class="driver" data-head="{esc(head)}" style="background:{colour}">{esc(text[start:end])}</mark>')
+        cursor = end
+    out.append(esc(text[cursor:]))
+    return '<div class="message-text" style="white-space:pre-wrap;font-size:1.1em;line-height:1.7">' + "".join(out) + "</div>"
+
+
+def label_table(predicted: Mapping[str, Any], scores: Mapping[str, Mapping[str, float]] | None) -> str:
+    """Each head: predicted label, its probability, the runner-up."""
+    rows = []
+    for head, title in HEAD_TITLES.items():
+        label = predicted.get(head)
+        head_scores = dict((scores or {}).get(head, {}) or {})
+        ranked = sorted(head_scores.items(), key=lambda kv: kv[1], reverse=True)
+        prob = head_scores.get(str(label), ranked[0][1] if ranked else None)
+        others = ", ".join(f"{esc(k)} {v:.0%}" for k, v in ranked[1:3])
+        bar = f'<div style="background:{HEAD_COLOURS[head]};width:{(prob or 0) * 100:.0f}%;height:6px"></div>'
+        prob_text = f"{prob:.0%}" if prob is not None else "–"
+        rows.append(
+            f'<tr><th style="text-align:left">{esc(title)}</th><td data-head="{esc(head)}"><b>{esc(label)}</b></td>'
+            f"<td>{prob_text}{bar}</td><td style='color:#6b7280'>{others}</td></tr>"
+        )
+    return '<table class="labels" style="width:100%">' + "".join(rows) + "</table>"
+
+
+def rules_list(rules: Sequence[Mapping[str, Any]] | None) -> str:
+    if not rules:
+        return "<p><i>No rule fired.</i></p>"
+    items = []
+    for rule in rules:
+        matched = ", ".join(esc(m) for m in rule.get("matched", []) or [])
+        effect = esc(rule.get("effect", ""))
+        items.append(f"<li><b>{esc(rule.get('rule'))}</b>{' — ' + matched if matched else ''}{' → ' + effect if effect else ''}</li>")
+    return "<ul class='rules'>" + "".join(items) + "</ul>"
+
+
+def flags(emotion: str | None, vulnerable: bool, escalation: bool) -> str:
+    badges = []
+    if emotion in ("upset", "angry"):
+        colour = "#dc2626" if emotion == "angry" else "#f59e0b"
+        badges.append(f'<span class="flag" style="background:{colour};color:white;padding:2px 8px;border-radius:8px">{esc(emotion)}</span>')
+    if vulnerable:
+        badges.append('<span class="flag" style="background:#7c3aed;color:white;padding:2px 8px;border-radius:8px">vulnerable customer</span>')
+    if escalation:
+        badges.append('<span class="flag" style="background:#111827;color:white;padding:2px 8px;border-radius:8px">escalation threat</span>')
+    return " ".join(badges) or '<span style="color:#6b7280">no flags</span>'
+
+
+def countdown(deadline: datetime | None, now: datetime) -> str:
+    """'3h 20m left' or 'breached 1h 05m ago'."""
+    if deadline is None:
+        return "no deadline"
+    delta: timedelta = deadline - now
+    seconds = int(abs(delta.total_seconds()))
+    hours, minutes = divmod(seconds // 60, 60)
+    days, hours = divmod(hours, 24)
+    text = (f"{days}d " if days else "") + f"{hours}h {minutes:02d}m"
+    return f"{text} left" if delta.total_seconds() >= 0 else f"breached {text} ago"
+
+
+def sla_block(tier: str | None, deadlines: Mapping[str, datetime | None], now: datetime) -> str:
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{esc(name)}</th><td>{esc(countdown(when, now))}</td>"
+        f"<td style='color:#6b7280'>{esc(when.isoformat(timespec='minutes') if when else '')}</td></tr>"
+        for name, when in deadlines.items()
+    )
+    return f"<p>Tier: <b class='tier'>{esc(tier)}</b></p><table class='sla'>{rows}</table>"
+
+
+def guideline_block(predicted: Mapping[str, Any]) -> str:
+    items = []
+    for head, title in HEAD_TITLES.items():
+        text = definition(head, predicted.get(head))
+        if text:
+            items.append(f"<li><b>{esc(title)}</b>: {esc(text)}</li>")
+    return "<ul class='guideline'>" + "".join(items) + "</ul>"
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{esc(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows)
+    return f"<table class='grid'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
