@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
-import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
@@ -383,11 +382,7 @@ class LearningLoop:
         return scores
 
     def _manifest(self, version: str) -> dict[str, Any]:
-        for entry in self.store.list_versions():
-            entry = entry if isinstance(entry, dict) else _as_dict(entry)
-            if entry.get("version") == version:
-                return entry
-        raise NotFound(f"model version {version!r} does not exist")
+        return self.store.read_manifest(version)  # NotFound / ModelError name the problem
 
     def retrain(self, actor: str, progress: Progress | None = None, trigger: str = "manual") -> RetrainOutcome:
         """Train a candidate, gate it against the current model, save it, promote if it passes."""
@@ -448,13 +443,17 @@ class LearningLoop:
         return RetrainOutcome(version, decision.promote, decision.reason, metrics, regraded)
 
     def _current_backend(self, version: str):
-        loaded = self.store.load(version)
-        return getattr(loaded, "backend", loaded)
+        backend, _manifest = self.store.load(version)
+        return backend
 
     def _save(self, backend, metrics, decision: GateDecision, trigger: str) -> str:
-        status = "candidate" if decision.promote else "rejected"
-        version = self.store.save(backend, metrics=metrics, status=status, reason=decision.reason, trigger=trigger)
-        return str(getattr(version, "version", version))
+        extra = {
+            "metrics": metrics,
+            "status": "candidate" if decision.promote else "rejected",
+            "reason": decision.reason,
+            "trigger": trigger,
+        }
+        return self.store.save(backend, manifest_extra=extra)
 
     # ----------------------------------------------------------------- promote / rollback
 
@@ -466,14 +465,12 @@ class LearningLoop:
         return self._activate(version, actor, "model.promoted", reason)
 
     def rollback(self, version: str, actor: str, reason: str = "rolled back by hand") -> int:
-        """Return to an earlier version; refuses versions newer than the current one."""
+        """Return to an earlier version; refuses versions created after the current one."""
+        target = self._manifest(version)
         current = self.store.current_version()
-        order = [str(_as_dict(entry).get("version")) for entry in self.store.list_versions()]
-        if version not in order:
-            raise NotFound(f"model version {version!r} does not exist")
         if current == version:
             raise Conflict(f"model version {version} is already the current one")
-        if current in order and order.index(version) > order.index(current):
+        if current is not None and str(target.get("created", "")) > str(self._manifest(current).get("created", "")):
             raise Conflict(f"{version} is newer than the current {current}; promote it instead of rolling back")
         return self._activate(version, actor, "model.rolled_back", reason)
 
@@ -559,23 +556,3 @@ class LearningLoop:
     @property
     def confirmations_since_retrain(self) -> int:
         return self._confirmations_since_retrain
-
-
-def _as_dict(entry) -> dict[str, Any]:
-    if isinstance(entry, dict):
-        return entry
-    if hasattr(entry, "model_dump"):
-        return entry.model_dump()
-    if hasattr(entry, "__dataclass_fields__"):
-        return asdict(entry)
-    return dict(vars(entry))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; for tests and the CLI's progress loop."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -80,16 +80,18 @@ class ConstantBackend(TinyBackend):
 
 
 class MemoryStore:
-    """The ModelStore calls the loop uses, in memory."""
+    """The ``models.store.ModelStore`` calls the loop uses, in memory (same signatures)."""
 
     def __init__(self):
         self.versions = []  # manifests, oldest first
         self.backends = {}
         self.current = None
 
-    def save(self, backend, metrics=None, status="candidate", reason="", trigger=""):
+    def save(self, backend, manifest_extra=None):
         version = f"v{len(self.versions) + 1:04d}"
-        self.versions.append({"version": version, "metrics": metrics or {}, "status": status, "reason": reason})
+        manifest = {"version": version, "created": f"2026-01-01T00:00:{len(self.versions):02d}",
+                    "status": "candidate", "metrics": {}, **(manifest_extra or {})}
+        self.versions.append(manifest)
         self.backends[version] = backend
         return version
 
@@ -97,18 +99,28 @@ class MemoryStore:
         return self.current
 
     def set_current(self, version):
+        self.read_manifest(version)
         self.current = version
 
+    def read_manifest(self, version):
+        for manifest in self.versions:
+            if manifest["version"] == version:
+                return dict(manifest)
+        raise NotFound(f"model version {version} does not exist")
+
     def load(self, version=None):
-        return self.backends[version or self.current]
+        version = version or self.current
+        return self.backends[version], self.read_manifest(version)
 
     def list_versions(self):
-        return list(self.versions)
+        return [dict(m, current=m["version"] == self.current) for m in self.versions]
 
     def update_manifest(self, version, **changes):
         for manifest in self.versions:
             if manifest["version"] == version:
                 manifest.update(changes)
+                return dict(manifest)
+        raise NotFound(version)
 
 
 def make_loop(store=None, confirmed=(), fit=None, **kwargs):
@@ -124,7 +136,7 @@ def make_loop(store=None, confirmed=(), fit=None, **kwargs):
         seed_examples=seed_set,
         hooks=hooks,
         fit=fit or (lambda texts, labels, weights, progress: TinyBackend().fit(texts, labels, weights)),
-        load_triager=lambda store, version: ("triager", store.load(version)),
+        load_triager=lambda store, version: ("triager", store.load(version)[0]),
         **kwargs,
     )
     return loop, store, audit, regraded
