@@ -1,0 +1,137 @@
+"""SLA clocks: how much of a deadline's time has passed, and when a deadline falls.
+
+Two kinds of time count towards a deadline: *calendar* time (every hour counts) and
+*business* time (only hours inside the working calendar count: working days, working hours,
+minus holidays, plus make-up working days 调休). In both, time while a case waits on the
+customer (status ``pending``) does not count: the caller passes those pause intervals.
+
+All datetimes are timezone-aware; results are in UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from triage.errors import PolicyError
+
+UTC = timezone.utc
+Interval = tuple[datetime, datetime | None]  # (start, end); end None: still running
+_MAX_SEARCH_DAYS = 3 * 366  # a deadline further than this is a broken calendar, not a date
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Naive datetimes are taken as UTC (that is how the database stores them)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class WorkingCalendar:
+    """Working days and hours in one timezone, with holidays and make-up working days."""
+
+    timezone: str = "Asia/Shanghai"
+    workdays: frozenset[int] = frozenset({1, 2, 3, 4, 5})  # ISO weekday: 1 Monday .. 7 Sunday
+    start: time = time(9, 0)
+    end: time = time(18, 0)
+    holidays: frozenset[date] = field(default_factory=frozenset)
+    extra_workdays: frozenset[date] = field(default_factory=frozenset)  # 调休: weekend days worked
+
+    def __post_init__(self):
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PolicyError(f"clock.timezone: unknown timezone {self.timezone!r}") from None
+        if not self.start < self.end:
+            raise PolicyError(f"clock.hours: start {self.start} must be before end {self.end}")
+        if not self.workdays and not self.extra_workdays:
+            raise PolicyError("clock.workdays: a business-hours calendar needs at least one working day")
+        bad = [d for d in self.workdays if d not in range(1, 8)]
+        if bad:
+            raise PolicyError(f"clock.workdays: ISO weekdays are 1 (Monday) .. 7 (Sunday), got {bad}")
+
+    def is_working_day(self, day: date) -> bool:
+        if day in self.holidays:
+            return False
+        return day in self.extra_workdays or day.isoweekday() in self.workdays
+
+    def working_intervals(self, since: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """Working intervals (UTC) that end after ``since``, in order, for up to three years."""
+        zone = ZoneInfo(self.timezone)
+        day = as_utc(since).astimezone(zone).date() - timedelta(days=1)
+        for _ in range(_MAX_SEARCH_DAYS):
+            if self.is_working_day(day):
+                lo = datetime.combine(day, self.start, zone).astimezone(UTC)
+                hi = datetime.combine(day, self.end, zone).astimezone(UTC)
+                if hi > since:
+                    yield max(lo, as_utc(since)), hi
+            day += timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class SlaClock:
+    """Counts deadline time either on the calendar or on a :class:`WorkingCalendar`."""
+
+    mode: str = "calendar"  # "calendar" or "business"
+    calendar: WorkingCalendar | None = None
+
+    def __post_init__(self):
+        if self.mode not in ("calendar", "business"):
+            raise PolicyError(f"clock.mode must be 'calendar' or 'business', got {self.mode!r}")
+        if self.mode == "business" and self.calendar is None:
+            raise PolicyError("clock.mode 'business' needs a working calendar")
+
+    def _active(self, start: datetime, pauses: Sequence[Interval]) -> Iterator[tuple[datetime, datetime]]:
+        """Intervals from ``start`` on during which the clock runs (working time minus pauses)."""
+        start = as_utc(start)
+        if self.mode == "calendar":
+            base: Iterable[tuple[datetime, datetime]] = [(start, datetime.max.replace(tzinfo=UTC))]
+        else:
+            base = self.calendar.working_intervals(start)
+        cuts = sorted((as_utc(a), as_utc(b) if b is not None else None) for a, b in pauses)
+        for lo, hi in base:
+            for p_lo, p_hi in cuts:
+                if p_hi is not None and p_hi <= lo:
+                    continue
+                if p_lo >= hi:
+                    break
+                if p_lo > lo:
+                    yield lo, p_lo
+                if p_hi is None:
+                    return  # paused now: the clock never runs again until resumed
+                lo = max(lo, p_hi)
+                if lo >= hi:
+                    break
+            if lo < hi:
+                yield lo, hi
+
+    def elapsed(self, start: datetime, now: datetime, pauses: Sequence[Interval] = ()) -> timedelta:
+        """Deadline time that has run between ``start`` and ``now``."""
+        now = as_utc(now)
+        total = timedelta()
+        for lo, hi in self._active(start, pauses):
+            if lo >= now:
+                break
+            total += min(hi, now) - lo
+        return total
+
+    def deadline(self, start: datetime, budget: timedelta, pauses: Sequence[Interval] = ()) -> datetime | None:
+        """The moment when ``budget`` of deadline time has run; None while paused before that."""
+        left = budget
+        cursor = as_utc(start)
+        for lo, hi in self._active(start, pauses):
+            cursor = lo
+            if hi - lo >= left:
+                return lo + left
+            left -= hi - lo
+            cursor = hi
+        if self.mode == "business" and not any(p[1] is None for p in pauses):
+            raise PolicyError(f"no working time within {_MAX_SEARCH_DAYS} days after {cursor}; check the calendar")
+        return None

@@ -1,0 +1,1037 @@
+"""The service layer every adapter calls (HTTP API, review UI, CLI, SLA monitor).
+
+One place for the rules of the product: ingestion (idempotent on source + external id,
+safe under concurrency), the SLA and routing policy applied to cases, case events, label
+changes with recomputed deadlines, users and API keys, and the append-only audit log. Every
+change of label, grade, deadline, tier and status writes an audit entry in the same
+transaction as the change, and outbound webhook events go into the outbox in that same
+transaction (the dispatcher sends them later, so a dead receiver never blocks ingestion).
+
+Functions take and return plain pydantic views, never ORM objects, so adapters cannot
+lazy-load outside a session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload
+
+from triage.clock import UTC, as_utc, utcnow
+from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from triage.policy import Decision, Labels, Policy
+from triage.storage import (
+    ApiKey,
+    AuditEntry,
+    Case,
+    Database,
+    Message,
+    Prediction as PredictionRow,
+    ReviewDecision,
+    SlaEvent,
+    User,
+)
+from triage.taxonomy import HEADS, validate_label
+
+SCOPES = ("ingest", "review", "admin")
+ROLES = ("agent", "reviewer", "supervisor", "team_leader", "admin", "integration")
+CASE_EVENTS = ("first_response", "pending", "resumed", "resolved", "closed")
+MAX_BATCH = 1000
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # received_at may be this far in the future (clock drift)
+KEY_PREFIX = "tri_"
+
+
+# ----------------------------------------------------------------------------- views
+
+
+class MessageIn(BaseModel):
+    """One complaint pushed by a helpdesk. Unknown fields are refused, so typos are not lost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=64, description="the sending system, e.g. 'zendesk'")
+    external_id: str = Field(min_length=1, max_length=200, description="the message's id in that system")
+    text: str = Field(description="the customer's words; masked before storage")
+    channel: str | None = Field(default=None, max_length=64, description="e.g. 'hotline', 'live_room', 'email'")
+    customer_ref: str | None = Field(default=None, max_length=200, description="the customer's id upstream")
+    received_at: datetime | None = Field(default=None, description="when the customer sent it (with offset); default now")
+
+
+class PredictionView(BaseModel):
+    model_version: str
+    dispute_type: str
+    urgency: int
+    emotion: str
+    escalation: bool
+    vulnerable: bool
+    confidence: float
+    scores: dict[str, Any]
+    explanation: dict[str, Any]
+    rules: list[Any]
+    created_at: datetime
+
+
+class CaseView(BaseModel):
+    id: int
+    message_id: int
+    source: str
+    external_id: str
+    dispute_type: str
+    grade: int
+    priority_grade: int
+    emotion: str
+    angry: bool
+    escalation: bool
+    vulnerable: bool
+    labels_source: str
+    status: str
+    tier: str
+    teams: list[str]
+    hints: list[str]
+    actions: list[str]
+    received_at: datetime
+    respond_due_at: datetime | None
+    resolve_due_at: datetime | None
+    respond_warn_at: datetime | None
+    resolve_warn_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    respond_warned: bool
+    resolve_warned: bool
+    respond_breached: bool
+    resolve_breached: bool
+    breached: bool
+    breach_count: int
+    model_version: str | None
+    confidence: float | None
+    updated_at: datetime
+
+
+class MessageView(BaseModel):
+    id: int
+    source: str
+    external_id: str
+    channel: str | None
+    customer_ref: str | None
+    text: str  # masked
+    received_at: datetime
+    created_at: datetime
+    case: CaseView | None
+    prediction: PredictionView | None
+
+
+class IngestResult(BaseModel):
+    """Outcome of one message: its case (new or the one a retry finds), or an error."""
+
+    index: int = 0
+    created: bool = False
+    case: CaseView | None = None
+    error: dict[str, Any] | None = None  # {"field": ..., "message": ...}
+
+
+class SlaEventView(BaseModel):
+    id: int
+    case_id: int
+    kind: str
+    deadline: str
+    due_at: datetime
+    occurred_at: datetime
+    detected_at: datetime
+    tier_before: str | None
+    tier_after: str | None
+
+
+class AuditView(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    reason: str | None
+
+
+class UserView(BaseModel):
+    id: int
+    name: str
+    role: str
+    active: bool
+    created_at: datetime
+
+
+class ApiKeyView(BaseModel):
+    id: int
+    user: str
+    prefix: str
+    scopes: list[str]
+    label: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class Principal(BaseModel):
+    """Who is calling, with which scopes (admin implies every scope)."""
+
+    user: str
+    role: str
+    scopes: list[str]
+    key_id: int | None = None
+
+    def has(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    def require(self, *any_of: str) -> None:
+        if not any(self.has(scope) for scope in any_of):
+            raise Forbidden(
+                f"API key of {self.user!r} has scopes {self.scopes}; this needs one of {list(any_of)}"
+            )
+
+
+class CaseFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["open", "pending", "resolved", "closed"] | None = None
+    tier: str | None = None
+    grade: int | None = Field(default=None, ge=1, le=3)
+    dispute_type: Literal["quality", "service", "advertising", "refund", "other"] | None = None
+    breached: bool | None = None
+    due_before: datetime | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    after_id: int = Field(default=0, ge=0, description="return cases with a larger id (paging)")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class _StaticModels:
+    """Adapts a bare Triager to the ``.triager`` / ``.loaded`` shape of models.learning.ModelHolder."""
+
+    def __init__(self, triager):
+        self._triager = triager
+
+    @property
+    def triager(self):
+        from triage.errors import ModelError
+
+        if self._triager is None:
+            raise ModelError("no model is loaded; train one with `triage ensure-model`")
+        return self._triager
+
+    @property
+    def loaded(self) -> bool:
+        return self._triager is not None
+
+    def swap(self, triager) -> None:
+        self._triager = triager
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else as_utc(moment).isoformat()
+
+
+def _parse_pauses(raw: Sequence[Sequence[str | None]]) -> list[tuple[datetime, datetime | None]]:
+    return [
+        (datetime.fromisoformat(a), datetime.fromisoformat(b) if b else None) for a, b in (raw or [])
+    ]
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def mask_text(text: str) -> str:
+    """Normalise and mask personal data the way the triage pipeline does (what gets stored)."""
+    from triage.text import mask_personal_data, normalise
+
+    return mask_personal_data(normalise(text)).text
+
+
+def case_view(case: Case) -> CaseView:
+    prediction = case.prediction
+    return CaseView(
+        id=case.id,
+        message_id=case.message_id,
+        source=case.message.source,
+        external_id=case.message.external_id,
+        dispute_type=case.dispute_type,
+        grade=case.grade,
+        priority_grade=case.priority_grade,
+        emotion=case.emotion,
+        angry=case.angry,
+        escalation=case.escalation,
+        vulnerable=case.vulnerable,
+        labels_source=case.labels_source,
+        status=case.status,
+        tier=case.tier,
+        teams=list(case.teams or []),
+        hints=list(case.hints or []),
+        actions=list(case.actions or []),
+        received_at=case.received_at,
+        respond_due_at=case.respond_due_at,
+        resolve_due_at=case.resolve_due_at,
+        respond_warn_at=case.respond_warn_at,
+        resolve_warn_at=case.resolve_warn_at,
+        first_response_at=case.first_response_at,
+        resolved_at=case.resolved_at,
+        closed_at=case.closed_at,
+        respond_warned=case.respond_warned,
+        resolve_warned=case.resolve_warned,
+        respond_breached=case.respond_breached,
+        resolve_breached=case.resolve_breached,
+        breached=case.breached,
+        breach_count=case.breach_count,
+        model_version=prediction.model_version if prediction else None,
+        confidence=prediction.confidence if prediction else None,
+        updated_at=case.updated_at,
+    )
+
+
+def prediction_view(row: PredictionRow) -> PredictionView:
+    return PredictionView(
+        model_version=row.model_version,
+        dispute_type=row.dispute_type,
+        urgency=row.urgency,
+        emotion=row.emotion,
+        escalation=row.escalation,
+        vulnerable=row.vulnerable,
+        confidence=row.confidence,
+        scores=row.scores,
+        explanation=row.explanation,
+        rules=row.rules or [],
+        created_at=row.created_at,
+    )
+
+
+# Fields whose change the audit log records for a case.
+AUDITED_CASE_FIELDS = (
+    "dispute_type", "grade", "priority_grade", "emotion", "escalation", "vulnerable", "status",
+    "tier", "teams", "respond_due_at", "resolve_due_at", "first_response_at", "resolved_at",
+    "closed_at", "respond_breached", "resolve_breached", "breach_count",
+)
+
+
+def case_snapshot(case: Case) -> dict[str, Any]:
+    out = {}
+    for name in AUDITED_CASE_FIELDS:
+        value = getattr(case, name)
+        out[name] = _iso(value) if isinstance(value, datetime) else (list(value) if isinstance(value, list) else value)
+    return out
+
+
+def refresh_next_check(case: Case) -> None:
+    """When the SLA monitor must look at ``case`` next: its earliest unmet warning or deadline.
+
+    None while the clock is stopped (pending) or nothing is left to watch."""
+    moments = []
+    if case.status == "open":
+        if case.first_response_at is None:
+            if not case.respond_warned and case.respond_warn_at:
+                moments.append(case.respond_warn_at)
+            if not case.respond_breached and case.respond_due_at:
+                moments.append(case.respond_due_at)
+        if case.resolved_at is None:
+            if not case.resolve_warned and case.resolve_warn_at:
+                moments.append(case.resolve_warn_at)
+            if not case.resolve_breached and case.resolve_due_at:
+                moments.append(case.resolve_due_at)
+    case.next_check_at = min(moments) if moments else None
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    changed = [k for k in after if before.get(k) != after.get(k)]
+    return {k: before.get(k) for k in changed}, {k: after[k] for k in changed}
+
+
+# ----------------------------------------------------------------------------- the service
+
+
+class TriageService:
+    """The product's operations over one database, one policy and the current model."""
+
+    def __init__(
+        self,
+        db: Database,
+        policy: Policy,
+        models=None,
+        settings=None,
+        *,
+        now: Callable[[], datetime] = utcnow,
+        webhook_urls: Sequence[str] | None = None,
+    ):
+        from triage.settings import get_settings
+
+        self.db = db
+        self.policy = policy
+        self.settings = settings or get_settings()
+        # models: a models.learning.ModelHolder (``.triager``, ``.loaded``) or a bare Triager.
+        self.models = models if hasattr(models, "loaded") else _StaticModels(models)
+        self.now = now
+        if webhook_urls is None:
+            raw = self.settings.webhook_url or ""
+            webhook_urls = [u.strip() for u in raw.split(",") if u.strip()]
+        self.webhook_urls = list(webhook_urls)
+        self.warning_share = float(self.settings.sla_warning_share)
+        if not 0 < self.warning_share < 1:
+            raise InvalidInput(f"TRIAGE_SLA_WARNING_SHARE must be between 0 and 1, got {self.warning_share}")
+
+    @classmethod
+    def from_settings(cls, settings, models=None, *, upgrade: bool = True) -> "TriageService":
+        db = Database.from_settings(settings)
+        if upgrade:
+            db.upgrade()
+        return cls(db, Policy.from_settings(settings), models, settings)
+
+    @property
+    def triager(self):
+        return self.models.triager
+
+    # ------------------------------------------------------------------ audit & outbox
+
+    def _audit(self, session: Session, actor: str, action: str, entity: str, entity_id, before=None,
+               after=None, reason: str | None = None) -> None:
+        session.add(AuditEntry(
+            at=self.now(), actor=actor, action=action, entity=entity, entity_id=str(entity_id),
+            before=before, after=after, reason=reason,
+        ))
+
+    def audit(self, action: str, actor: str, details: dict[str, Any], entity: str = "system",
+              entity_id: str = "-") -> None:
+        """Write one audit entry on its own (model promotions, retrains, settings changes)."""
+        with self.db.session(write=True) as session:
+            self._audit(session, actor, action, entity, entity_id, after=details)
+
+    def _emit(self, session: Session, event: str, case: Case, extra: dict[str, Any] | None = None) -> None:
+        """Queue ``event`` for every webhook receiver, in the caller's transaction."""
+        if not self.webhook_urls:
+            return
+        from triage.webhooks import enqueue
+
+        session.flush()
+        payload = {"event": event, "occurred_at": _iso(self.now()),
+                   "case": case_view(case).model_dump(mode="json"), **(extra or {})}
+        for url in self.webhook_urls:
+            enqueue(session, event, url, payload, case_id=case.id, now=self.now())
+
+    # ------------------------------------------------------------------ policy on a case
+
+    def _apply_decision(self, case: Case, labels: Labels, decision: Decision) -> None:
+        """Set labels, routing and deadlines (from the original receipt time) on ``case``."""
+        case.dispute_type = labels.dispute_type
+        case.grade = labels.urgency
+        case.priority_grade = decision.priority_grade
+        case.emotion = labels.emotion
+        case.angry = labels.emotion == "angry"
+        case.escalation = labels.escalation
+        case.vulnerable = labels.vulnerable
+        base_tier = decision.tier
+        # Escalations already earned by breaches keep their effect on the new routing.
+        for n in range(1, (case.breach_count or 0) + 1):
+            base_tier = self.policy.escalated_tier(base_tier, n)
+        case.tier = base_tier
+        case.teams = decision.teams
+        case.hints = decision.hints
+        case.actions = decision.actions
+        self._schedule(case, decision)
+
+    def _schedule(self, case: Case, decision: Decision | None = None) -> None:
+        if decision is None:
+            decision = self.policy.decide(self._labels_of(case), case.message.text_masked if case.message else "")
+        now = self.now()
+        # A pause still running counts as ending now: the deadline shown is "if resumed now".
+        pauses = [(a, b or max(now, a)) for a, b in _parse_pauses(case.pauses)]
+        clock = self.policy.clock
+        start, share = case.received_at, self.warning_share
+        case.respond_due_at = clock.deadline(start, decision.respond, pauses)
+        case.respond_warn_at = clock.deadline(start, decision.respond * share, pauses)
+        if decision.resolve:
+            case.resolve_due_at = clock.deadline(start, decision.resolve, pauses)
+            case.resolve_warn_at = clock.deadline(start, decision.resolve * share, pauses)
+        else:
+            case.resolve_due_at = case.resolve_warn_at = None
+        refresh_next_check(case)
+
+    @staticmethod
+    def _labels_of(case: Case) -> Labels:
+        return Labels(case.dispute_type, case.grade, case.emotion, case.escalation, case.vulnerable)
+
+    # ------------------------------------------------------------------ ingestion
+
+    def _validate(self, raw: MessageIn | dict[str, Any]) -> MessageIn:
+        if isinstance(raw, MessageIn):
+            msg = raw
+        else:
+            if not isinstance(raw, dict):
+                raise InvalidInput(f"a message must be a JSON object, got {type(raw).__name__}", field="body")
+            try:
+                msg = MessageIn.model_validate(raw)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(p) for p in err["loc"]) or "body"
+                raise InvalidInput(f"{field}: {err['msg']}", field=field) from None
+        if not msg.text or not msg.text.strip():
+            raise InvalidInput("text is empty or only whitespace", field="text")
+        limit = self.settings.max_text_chars
+        if len(msg.text) > limit:
+            raise InvalidInput(f"text has {len(msg.text)} characters; the limit is {limit}", field="text")
+        if not msg.source.strip() or not msg.external_id.strip():
+            field = "source" if not msg.source.strip() else "external_id"
+            raise InvalidInput(f"{field} is empty or only whitespace", field=field)
+        if msg.received_at is not None:
+            if msg.received_at.tzinfo is None:
+                raise InvalidInput("received_at needs a timezone offset, e.g. 2026-05-01T10:00:00+08:00",
+                                   field="received_at")
+            if as_utc(msg.received_at) > self.now() + MAX_CLOCK_SKEW:
+                raise InvalidInput("received_at is in the future", field="received_at")
+        return msg
+
+    def _existing_cases(self, session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Case]:
+        keys = list(set(keys))
+        found: dict[tuple[str, str], Case] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            by_source: dict[str, list[str]] = {}
+            for source, external_id in chunk:
+                by_source.setdefault(source, []).append(external_id)
+            conditions = [and_(Message.source == s, Message.external_id.in_(ids)) for s, ids in by_source.items()]
+            rows = session.scalars(
+                select(Case).join(Case.message).where(or_(*conditions))
+                .options(joinedload(Case.message), joinedload(Case.prediction))
+            ).all()
+            for case in rows:
+                found[(case.message.source, case.message.external_id)] = case
+        return found
+
+    def _create(self, session: Session, msg: MessageIn, prediction, actor: str) -> Case:
+        now = self.now()
+        received = as_utc(msg.received_at) if msg.received_at else now
+        message = Message(
+            source=msg.source, external_id=msg.external_id, channel=msg.channel,
+            customer_ref=msg.customer_ref, text_masked=mask_text(msg.text),
+            raw_text=msg.text if self.settings.store_raw_text else None,
+            received_at=received, created_at=now,
+        )
+        session.add(message)
+        rules = [hit.model_dump() for hit in getattr(prediction, "rules", [])]
+        row = PredictionRow(
+            message=message, model_version=prediction.model_version,
+            dispute_type=prediction.dispute_type, urgency=int(prediction.urgency),
+            emotion=prediction.emotion, escalation=bool(prediction.escalation),
+            vulnerable=bool(getattr(prediction, "vulnerable", False)),
+            confidence=float(prediction.confidence), scores=_jsonable(prediction.scores),
+            explanation=_jsonable(prediction.explanation), rules=rules, created_at=now,
+        )
+        session.add(row)
+        labels = Labels(row.dispute_type, row.urgency, row.emotion, row.escalation, row.vulnerable)
+        decision = self.policy.decide(labels, message.text_masked, {hit["rule"] for hit in rules})
+        case = Case(message=message, prediction=row, status="open", received_at=received, pauses=[],
+                    labels_source="model", created_at=now, updated_at=now, breach_count=0)
+        self._apply_decision(case, labels, decision)
+        session.add(case)
+        session.flush()
+        self._audit(session, actor, "case.created", "case", case.id, before=None, after=case_snapshot(case),
+                    reason=f"triaged by model {row.model_version}")
+        self._emit(session, "triaged", case)
+        return case
+
+    def ingest(self, raw: MessageIn | dict[str, Any], actor: str = "api") -> IngestResult:
+        """Triage one message into a case; a retry with the same source + external id returns
+        the existing case (``created`` False), also when 20 retries race each other."""
+        msg = self._validate(raw)
+        return self._ingest_valid([(0, msg)], actor)[0]
+
+    def ingest_many(self, raws: Sequence[MessageIn | dict[str, Any]], actor: str = "api") -> list[IngestResult]:
+        """Triage up to 1,000 messages; each item succeeds or fails on its own."""
+        if len(raws) > MAX_BATCH:
+            raise InvalidInput(f"a batch holds at most {MAX_BATCH} messages, got {len(raws)}", field="messages")
+        if not raws:
+            raise InvalidInput("the batch is empty", field="messages")
+        results: dict[int, IngestResult] = {}
+        valid: list[tuple[int, MessageIn]] = []
+        for index, raw in enumerate(raws):
+            try:
+                valid.append((index, self._validate(raw)))
+            except InvalidInput as exc:
+                results[index] = IngestResult(index=index, error={"field": exc.field, "message": str(exc)})
+        if valid:
+            for result in self._ingest_valid(valid, actor):
+                results[result.index] = result
+        return [results[i] for i in range(len(raws))]
+
+    def _ingest_valid(self, items: list[tuple[int, MessageIn]], actor: str) -> list[IngestResult]:
+        keys = [(m.source, m.external_id) for _, m in items]
+        with self.db.session() as session:
+            existing = {k: case_view(c) for k, c in self._existing_cases(session, keys).items()}
+        # The first occurrence of a key in this batch creates it; later ones repeat its result.
+        first: dict[tuple[str, str], int] = {}
+        fresh: list[tuple[int, MessageIn]] = []
+        for index, msg in items:
+            key = (msg.source, msg.external_id)
+            if key not in existing and key not in first:
+                first[key] = index
+                fresh.append((index, msg))
+        created: dict[tuple[str, str], CaseView] = {}
+        if fresh:
+            triager = self.triager
+            predictions = (
+                triager.predict_many([m.text for _, m in fresh]) if len(fresh) > 1 else [triager.predict(fresh[0][1].text)]
+            )
+            created = self._store_new(list(zip(fresh, predictions)), actor)
+            missing = [k for k in first if k not in created]
+            if missing:  # lost a race to a concurrent request: theirs is the case
+                with self.db.session() as session:
+                    existing.update({k: case_view(c) for k, c in self._existing_cases(session, missing).items()})
+        results = []
+        for index, msg in items:
+            key = (msg.source, msg.external_id)
+            if key in created and first.get(key) == index:
+                results.append(IngestResult(index=index, created=True, case=created[key]))
+            elif key in created:
+                results.append(IngestResult(index=index, created=False, case=created[key]))
+            elif key in existing:
+                results.append(IngestResult(index=index, created=False, case=existing[key]))
+            else:  # pragma: no cover - the unique key guarantees one of the above
+                raise Conflict(f"message {key} could neither be stored nor found; retry")
+        return results
+
+    def _store_new(self, items: list[tuple[tuple[int, MessageIn], Any]], actor: str) -> dict[tuple[str, str], CaseView]:
+        """Insert all in one transaction; if a key was taken meanwhile, insert one by one."""
+        try:
+            with self.db.session(write=True) as session:
+                cases = [(m, self._create(session, m, p, actor)) for (_, m), p in items]
+                return {(m.source, m.external_id): case_view(c) for m, c in cases}
+        except IntegrityError:
+            if len(items) == 1:
+                return {}
+        out = {}
+        for (index, msg), prediction in items:
+            try:
+                with self.db.session(write=True) as session:
+                    out[(msg.source, msg.external_id)] = case_view(self._create(session, msg, prediction, actor))
+            except IntegrityError:
+                continue
+        return out
+
+    # ------------------------------------------------------------------ reading
+
+    def _case(self, session: Session, case_id: int, lock: bool = False) -> Case:
+        query = select(Case).where(Case.id == case_id).options(joinedload(Case.message), joinedload(Case.prediction))
+        if lock and self.db.is_postgres:
+            query = query.with_for_update(of=Case)
+        case = session.scalars(query).first()
+        if case is None:
+            raise NotFound(f"case {case_id} does not exist")
+        return case
+
+    def get_case(self, case_id: int) -> CaseView:
+        with self.db.session() as session:
+            return case_view(self._case(session, case_id))
+
+    def get_message(self, message_id: int) -> MessageView:
+        with self.db.session() as session:
+            message = session.get(Message, message_id, options=[joinedload(Message.case).joinedload(Case.prediction)])
+            if message is None:
+                raise NotFound(f"message {message_id} does not exist")
+            latest = session.scalars(
+                select(PredictionRow).where(PredictionRow.message_id == message_id).order_by(PredictionRow.id.desc())
+            ).first()
+            return MessageView(
+                id=message.id, source=message.source, external_id=message.external_id, channel=message.channel,
+                customer_ref=message.customer_ref, text=message.text_masked, received_at=message.received_at,
+                created_at=message.created_at,
+                case=case_view(message.case) if message.case else None,
+                prediction=prediction_view(latest) if latest else None,
+            )
+
+    def find_case(self, source: str, external_id: str) -> CaseView:
+        with self.db.session() as session:
+            found = self._existing_cases(session, [(source, external_id)])
+            if not found:
+                raise NotFound(f"no message {external_id!r} from source {source!r}")
+            return case_view(next(iter(found.values())))
+
+    def list_cases(self, filters: CaseFilter | None = None, **kwargs) -> list[CaseView]:
+        """Cases matching every given filter, oldest first, paged by ``after_id``."""
+        f = filters or CaseFilter(**kwargs)
+        query = select(Case).options(joinedload(Case.message), joinedload(Case.prediction)).where(Case.id > f.after_id)
+        if f.status:
+            query = query.where(Case.status == f.status)
+        if f.tier:
+            if f.tier not in self.policy.tiers:
+                raise InvalidInput(f"tier must be one of {self.policy.tiers}, got {f.tier!r}", field="tier")
+            query = query.where(Case.tier == f.tier)
+        if f.grade:
+            query = query.where(Case.grade == f.grade)
+        if f.dispute_type:
+            query = query.where(Case.dispute_type == f.dispute_type)
+        if f.breached is not None:
+            either = or_(Case.respond_breached.is_(True), Case.resolve_breached.is_(True))
+            query = query.where(either if f.breached else ~either)
+        if f.due_before is not None:
+            if f.due_before.tzinfo is None:
+                raise InvalidInput("due_before needs a timezone offset", field="due_before")
+            due = as_utc(f.due_before)
+            query = query.where(or_(
+                and_(Case.first_response_at.is_(None), Case.respond_due_at < due),
+                and_(Case.resolved_at.is_(None), Case.resolve_due_at < due),
+            ))
+        query = query.order_by(Case.id).limit(f.limit)
+        with self.db.session() as session:
+            return [case_view(c) for c in session.scalars(query).unique().all()]
+
+    def list_breaches(self, since: datetime | None = None, limit: int = 100, after_id: int = 0) -> list[SlaEventView]:
+        """Breach events, oldest first (the deadline that passed, when it was noticed, tiers)."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000", field="limit")
+        query = select(SlaEvent).where(SlaEvent.kind == "breach", SlaEvent.id > after_id)
+        if since is not None:
+            if since.tzinfo is None:
+                raise InvalidInput("since needs a timezone offset", field="since")
+            query = query.where(SlaEvent.occurred_at >= as_utc(since))
+        with self.db.session() as session:
+            rows = session.scalars(query.order_by(SlaEvent.id).limit(limit)).all()
+            return [SlaEventView.model_validate(r, from_attributes=True) for r in rows]
+
+    def list_sla_events(self, case_id: int) -> list[SlaEventView]:
+        with self.db.session() as session:
+            rows = session.scalars(select(SlaEvent).where(SlaEvent.case_id == case_id).order_by(SlaEvent.id)).all()
+            return [SlaEventView.model_validate(r, from_attributes=True) for r in rows]
+
+    def list_audit(self, entity: str | None = None, entity_id: Any = None, limit: int = 1000) -> list[AuditView]:
+        query = select(AuditEntry)
+        if entity:
+            query = query.where(AuditEntry.entity == entity)
+        if entity_id is not None:
+            query = query.where(AuditEntry.entity_id == str(entity_id))
+        with self.db.session() as session:
+            rows = session.scalars(query.order_by(AuditEntry.id).limit(limit)).all()
+            return [AuditView.model_validate(r, from_attributes=True) for r in rows]
+
+    def counts(self) -> dict[str, Any]:
+        """Totals for /metrics: cases per status, breaches per deadline."""
+        with self.db.session() as session:
+            by_status = dict(session.execute(select(Case.status, func.count()).group_by(Case.status)).all())
+            breaches = dict(session.execute(
+                select(SlaEvent.deadline, func.count()).where(SlaEvent.kind == "breach").group_by(SlaEvent.deadline)
+            ).all())
+        return {"cases": by_status, "breaches": breaches}
+
+    # ------------------------------------------------------------------ case events
+
+    def record_case_event(self, case_id: int, event: str, actor: str, at: datetime | None = None,
+                          note: str | None = None) -> CaseView:
+        """Apply a helpdesk event (first_response, pending, resumed, resolved, closed).
+
+        pending stops the SLA clock, resumed restarts it and moves the deadlines by the pause.
+        """
+        if event not in CASE_EVENTS:
+            raise InvalidInput(f"event must be one of {list(CASE_EVENTS)}, got {event!r}", field="event")
+        now = self.now()
+        if at is not None and at.tzinfo is None:
+            raise InvalidInput("at needs a timezone offset", field="at")
+        moment = as_utc(at) if at else now
+        if moment > now + MAX_CLOCK_SKEW:
+            raise InvalidInput("at is in the future", field="at")
+        with self.db.session(write=True) as session:
+            case = self._case(session, case_id, lock=True)
+            if moment < case.received_at:
+                raise InvalidInput("at is before the message was received", field="at")
+            before = case_snapshot(case)
+            status = case.status
+            if status == "closed":
+                raise Conflict(f"case {case_id} is closed; no further events")
+            if event == "first_response":
+                if case.first_response_at is not None:
+                    raise Conflict(f"case {case_id} already has a first response at {_iso(case.first_response_at)}")
+                case.first_response_at = moment
+            elif event == "pending":
+                if status != "open":
+                    raise Conflict(f"case {case_id} is {status}; only an open case can become pending")
+                case.status = "pending"
+                case.pauses = [*(case.pauses or []), [_iso(moment), None]]
+            elif event == "resumed":
+                if status != "pending":
+                    raise Conflict(f"case {case_id} is {status}; only a pending case can be resumed")
+                case.status = "open"
+                case.pauses = self._close_pause(case, moment)
+                self._schedule(case)
+            elif event == "resolved":
+                if status not in ("open", "pending"):
+                    raise Conflict(f"case {case_id} is {status}; only an open or pending case can be resolved")
+                if status == "pending":
+                    case.pauses = self._close_pause(case, moment)
+                case.status = "resolved"
+                case.resolved_at = moment
+            elif event == "closed":
+                if status == "pending":
+                    case.pauses = self._close_pause(case, moment)
+                case.status = "closed"
+                case.closed_at = moment
+                if case.resolved_at is None:
+                    case.resolved_at = moment
+            case.updated_at = now
+            refresh_next_check(case)
+            old, new = diff(before, case_snapshot(case))
+            self._audit(session, actor, f"case.{event}", "case", case.id, old, new, note)
+            session.flush()
+            return case_view(case)
+
+    @staticmethod
+    def _close_pause(case: Case, moment: datetime) -> list:
+        pauses = [list(p) for p in case.pauses or []]
+        if pauses and pauses[-1][1] is None:
+            start = datetime.fromisoformat(pauses[-1][0])
+            pauses[-1][1] = _iso(max(moment, start))
+        return pauses
+
+    # ------------------------------------------------------------------ labels
+
+    def apply_labels(self, case_id: int, labels: dict[str, Any], actor: str, reason: str | None = None,
+                     *, review: bool = True) -> CaseView:
+        """Set a case's labels (a reviewer's decision, or a retrained model's with review=False).
+
+        Deadlines are recomputed from the original receipt time and routing is re-run; the
+        audit log gets the before/after of every field that changed. With ``review`` a
+        ReviewDecision is stored (also for a confirmation that changes nothing) and a
+        ``reviewed`` webhook event is queued.
+        """
+        clean: dict[str, Any] = {}
+        for head, value in labels.items():
+            if head == "vulnerable":
+                if not isinstance(value, bool):
+                    raise InvalidInput(f"vulnerable must be true or false, got {value!r}", field="vulnerable")
+                clean[head] = value
+                continue
+            if head not in HEADS:
+                raise InvalidInput(f"unknown label {head!r}; expected {list(HEADS)} or vulnerable", field=head)
+            try:
+                clean[head] = validate_label(head, value)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), field=head) from None
+        if not actor or not str(actor).strip():
+            raise InvalidInput("actor is required", field="actor")
+        with self.db.session(write=True) as session:
+            case = self._case(session, case_id, lock=True)
+            current = self._labels_of(case)
+            merged = {**current.as_dict(), **clean}
+            new_labels = Labels(**merged)
+            before = case_snapshot(case)
+            previous_labels = {**current.as_dict()}
+            rule_hits = {hit.get("rule") for hit in (case.prediction.rules if case.prediction else []) or []}
+            decision = self.policy.decide(new_labels, case.message.text_masked, rule_hits)
+            self._apply_decision(case, new_labels, decision)
+            if review:
+                case.labels_source = "review"
+            after = case_snapshot(case)
+            old, new = diff(before, after)
+            changed = new_labels.as_dict() != previous_labels
+            if old or new:
+                case.updated_at = self.now()
+                self._audit(session, actor, "case.labels_changed" if review else "case.regraded", "case",
+                            case.id, old, new, reason)
+            if review:
+                session.add(ReviewDecision(
+                    case_id=case.id, message_id=case.message_id, reviewer=actor,
+                    labels={k: new_labels.as_dict()[k] for k in (*HEADS, "vulnerable")},
+                    previous=previous_labels, changed=changed, reason=reason,
+                    model_version=case.prediction.model_version if case.prediction else None,
+                    created_at=self.now(),
+                ))
+                self._audit(session, actor, "review.confirmed" if not changed else "review.corrected", "case",
+                            case.id, previous_labels, new_labels.as_dict(), reason)
+            session.flush()
+            if review:
+                self._emit(session, "reviewed", case, {"changed": changed, "reviewer": actor})
+            if before["tier"] != after["tier"] and self.policy.tiers.index(after["tier"]) > self.policy.tiers.index(before["tier"]):
+                self._emit(session, "escalated", case, {"reason": "labels changed", "tier_before": before["tier"]})
+            return case_view(case)
+
+    def regrade_open_cases(self, triager, actor: str, batch: int = 200) -> int:
+        """Re-predict open/pending cases no reviewer has confirmed, and apply changed labels
+        (after a new model is promoted). Returns how many cases changed."""
+        changed = 0
+        last_id = 0
+        while True:
+            with self.db.session() as session:
+                rows = session.execute(
+                    select(Case.id, Message.text_masked, Case.dispute_type, Case.grade, Case.emotion, Case.escalation,
+                           Case.vulnerable)
+                    .join(Case.message)
+                    .where(Case.id > last_id, Case.status.in_(("open", "pending")), Case.labels_source == "model")
+                    .order_by(Case.id).limit(batch)
+                ).all()
+            if not rows:
+                return changed
+            last_id = rows[-1][0]
+            predictions = triager.predict_many([r[1] for r in rows])
+            for row, p in zip(rows, predictions):
+                new = {"dispute_type": p.dispute_type, "urgency": int(p.urgency), "emotion": p.emotion,
+                       "escalation": bool(p.escalation), "vulnerable": bool(getattr(p, "vulnerable", False))}
+                old = {"dispute_type": row[2], "urgency": row[3], "emotion": row[4], "escalation": row[5],
+                       "vulnerable": row[6]}
+                if new != old:
+                    self._store_prediction(row[0], p)
+                    self.apply_labels(row[0], new, actor, reason=f"re-triaged by model {p.model_version}",
+                                      review=False)
+                    changed += 1
+
+    def _store_prediction(self, case_id: int, prediction) -> None:
+        with self.db.session(write=True) as session:
+            case = self._case(session, case_id, lock=True)
+            row = PredictionRow(
+                message_id=case.message_id, model_version=prediction.model_version,
+                dispute_type=prediction.dispute_type, urgency=int(prediction.urgency), emotion=prediction.emotion,
+                escalation=bool(prediction.escalation), vulnerable=bool(getattr(prediction, "vulnerable", False)),
+                confidence=float(prediction.confidence), scores=_jsonable(prediction.scores),
+                explanation=_jsonable(prediction.explanation),
+                rules=[h.model_dump() for h in getattr(prediction, "rules", [])], created_at=self.now(),
+            )
+            session.add(row)
+            session.flush()
+            case.prediction_id = row.id
+
+    def confirmed_examples(self) -> list[dict[str, Any]]:
+        """The latest review decision per case with its masked text (for retraining)."""
+        with self.db.session() as session:
+            latest = (select(func.max(ReviewDecision.id)).group_by(ReviewDecision.case_id)).scalar_subquery()
+            rows = session.execute(
+                select(ReviewDecision, Message.text_masked).join(Message, Message.id == ReviewDecision.message_id)
+                .where(ReviewDecision.id.in_(latest)).order_by(ReviewDecision.id)
+            ).all()
+            return [{"case_id": d.case_id, "text": text, "labels": d.labels, "reviewer": d.reviewer,
+                     "decided_at": d.created_at} for d, text in rows]
+
+    # ------------------------------------------------------------------ users & API keys
+
+    def create_user(self, name: str, role: str = "agent", actor: str = "cli") -> UserView:
+        name = (name or "").strip()
+        if not name:
+            raise InvalidInput("user name is empty", field="name")
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {list(ROLES)}, got {role!r}", field="role")
+        try:
+            with self.db.session(write=True) as session:
+                user = User(name=name, role=role, active=True, created_at=self.now())
+                session.add(user)
+                session.flush()
+                self._audit(session, actor, "user.created", "user", user.id, None, {"name": name, "role": role})
+                return UserView.model_validate(user, from_attributes=True)
+        except IntegrityError:
+            raise Conflict(f"user {name!r} already exists") from None
+
+    def list_users(self) -> list[UserView]:
+        with self.db.session() as session:
+            return [UserView.model_validate(u, from_attributes=True) for u in session.scalars(select(User).order_by(User.id))]
+
+    def set_user_active(self, name: str, active: bool, actor: str = "cli") -> UserView:
+        with self.db.session(write=True) as session:
+            user = session.scalars(select(User).where(User.name == name)).first()
+            if user is None:
+                raise NotFound(f"user {name!r} does not exist")
+            if user.active != active:
+                self._audit(session, actor, "user.activated" if active else "user.deactivated", "user", user.id,
+                            {"active": user.active}, {"active": active})
+                user.active = active
+            return UserView.model_validate(user, from_attributes=True)
+
+    def create_api_key(self, user_name: str, scopes: Sequence[str], label: str | None = None,
+                       actor: str = "cli") -> tuple[ApiKeyView, str]:
+        """A new key for ``user_name``; the secret is returned once and only its hash is kept."""
+        scopes = sorted(set(scopes))
+        if not scopes:
+            raise InvalidInput(f"give at least one scope of {list(SCOPES)}", field="scopes")
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown:
+            raise InvalidInput(f"unknown scopes {unknown}; expected {list(SCOPES)}", field="scopes")
+        prefix = secrets.token_hex(6)
+        secret = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+        with self.db.session(write=True) as session:
+            user = session.scalars(select(User).where(User.name == user_name)).first()
+            if user is None:
+                raise NotFound(f"user {user_name!r} does not exist; create it with `triage users add`")
+            key = ApiKey(user=user, prefix=prefix, key_hash=hash_key(secret), scopes=scopes, label=label,
+                         created_at=self.now())
+            session.add(key)
+            session.flush()
+            self._audit(session, actor, "api_key.created", "api_key", key.id, None,
+                        {"user": user.name, "prefix": prefix, "scopes": scopes, "label": label})
+            return self._key_view(key), secret
+
+    @staticmethod
+    def _key_view(key: ApiKey) -> ApiKeyView:
+        return ApiKeyView(id=key.id, user=key.user.name, prefix=key.prefix, scopes=list(key.scopes), label=key.label,
+                          created_at=key.created_at, last_used_at=key.last_used_at, revoked_at=key.revoked_at)
+
+    def list_api_keys(self, user_name: str | None = None) -> list[ApiKeyView]:
+        query = select(ApiKey).join(ApiKey.user).options(joinedload(ApiKey.user)).order_by(ApiKey.id)
+        if user_name:
+            query = query.where(User.name == user_name)
+        with self.db.session() as session:
+            return [self._key_view(k) for k in session.scalars(query)]
+
+    def revoke_api_key(self, key_id_or_prefix: str | int, actor: str = "cli") -> ApiKeyView:
+        with self.db.session(write=True) as session:
+            ref = str(key_id_or_prefix)
+            query = select(ApiKey).options(joinedload(ApiKey.user))
+            query = query.where(ApiKey.id == int(ref)) if ref.isdigit() else query.where(ApiKey.prefix == ref)
+            key = session.scalars(query).first()
+            if key is None:
+                raise NotFound(f"API key {ref!r} does not exist")
+            if key.revoked_at is None:
+                key.revoked_at = self.now()
+                self._audit(session, actor, "api_key.revoked", "api_key", key.id, {"revoked_at": None},
+                            {"revoked_at": _iso(key.revoked_at)})
+            return self._key_view(key)
+
+    def authenticate(self, secret: str | None) -> Principal:
+        """The principal behind an API key, or Unauthorized with a reason the caller can act on."""
+        if not secret:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        parts = secret.split("_")
+        if not secret.startswith(KEY_PREFIX) or len(parts) < 3:
+            raise Unauthorized("malformed API key")
+        prefix = parts[1]
+        now = self.now()
+        with self.db.session() as session:
+            key = session.scalars(select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.prefix == prefix)).first()
+            if key is None or not hmac.compare_digest(key.key_hash, hash_key(secret)):
+                raise Unauthorized("unknown API key")
+            if key.revoked_at is not None:
+                raise Unauthorized("API key was revoked")
+            if not key.user.active:
+                raise Unauthorized(f"user {key.user.name!r} is deactivated")
+            principal = Principal(user=key.user.name, role=key.user.role, scopes=list(key.scopes), key_id=key.id)
+            stale = key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1)
+        if stale:  # at most one write a minute per key: reads stay cheap under load
+            try:
+                with self.db.session(write=True) as session:
+                    session.execute(ApiKey.__table__.update().where(ApiKey.id == principal.key_id).values(last_used_at=now))
+            except Exception:
+                pass  # best effort; never fail a request over a usage timestamp
+        return principal
+
+
+def _jsonable(value):
+    """Explanations carry tuples and RuleHit objects; store plain JSON."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value

@@ -1,0 +1,212 @@
+"""Outbound webhooks: an outbox table filled inside the business transaction, and a
+dispatcher thread that delivers it.
+
+Why an outbox: ingestion commits the case and its "triaged" event together and returns at
+once; delivery happens later on another thread, so a slow or dead receiver never blocks or
+fails ingestion, and no event is lost when the process restarts. Each delivery is
+HMAC-SHA256 signed, retried with exponential backoff, and every attempt is recorded.
+
+Several processes may run dispatchers against one database: a delivery is claimed with a
+conditional UPDATE (only one process's claim matches), so it is sent by one of them at a time.
+
+Signature: ``X-Triage-Signature: sha256=<hex>`` over ``<X-Triage-Timestamp>.<raw body>``
+with the shared secret (``TRIAGE_WEBHOOK_SECRET``); receivers should also reject stale
+timestamps. See :func:`verify_signature`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from triage.clock import utcnow
+from triage.storage import Database, WebhookAttempt, WebhookDelivery
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("triaged", "escalated", "warning", "breached", "reviewed")
+
+
+def enqueue(session: Session, event: str, url: str, payload: dict[str, Any], case_id: int | None = None,
+            now: datetime | None = None) -> WebhookDelivery:
+    """Add one delivery to the outbox in the caller's transaction."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown webhook event {event!r}; expected one of {EVENTS}")
+    now = now or utcnow()
+    delivery = WebhookDelivery(event=event, case_id=case_id, url=url, payload=payload, status="pending",
+                               attempts=0, next_attempt_at=now, created_at=now)
+    session.add(delivery)
+    return delivery
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, signature: str, max_age_s: float = 300,
+                     now: float | None = None) -> bool:
+    """What a receiver does: constant-time compare, and refuse replays older than ``max_age_s``."""
+    try:
+        age = (now if now is not None else time.time()) - int(timestamp)
+    except ValueError:
+        return False
+    if abs(age) > max_age_s:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+class WebhookDispatcher:
+    """Delivers due outbox rows; ``run_once`` for tests and catch-up, ``start`` for a thread."""
+
+    def __init__(
+        self,
+        db: Database,
+        secret: str,
+        *,
+        max_attempts: int = 8,
+        backoff_base_s: float = 2.0,
+        backoff_max_s: float = 900.0,
+        timeout_s: float = 5.0,
+        poll_interval_s: float = 1.0,
+        claim_s: float = 60.0,
+        batch: int = 50,
+        client: httpx.Client | None = None,
+        now=utcnow,
+    ):
+        self.db = db
+        self.secret = secret
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.poll_interval_s = poll_interval_s
+        self.claim_s = claim_s
+        self.batch = batch
+        self.client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self.now = now
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Delay before the next try after ``attempts`` failures: base * 2^(n-1), capped."""
+        return timedelta(seconds=min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, attempts - 1)))
+
+    def _claim(self) -> list[int]:
+        """Claim up to ``batch`` due deliveries; a row claimed by another process is skipped."""
+        now = self.now()
+        with self.db.session() as session:
+            ids = session.scalars(
+                select(WebhookDelivery.id)
+                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
+                       or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now))
+                .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(self.batch)
+            ).all()
+        claimed = []
+        for delivery_id in ids:
+            with self.db.session(write=True) as session:
+                result = session.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
+                           or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now))
+                    .values(claimed_until=now + timedelta(seconds=self.claim_s))
+                )
+                if result.rowcount == 1:
+                    claimed.append(delivery_id)
+        return claimed
+
+    def _deliver(self, delivery_id: int) -> bool:
+        with self.db.session() as session:
+            delivery = session.get(WebhookDelivery, delivery_id)
+            url, event, payload = delivery.url, delivery.event, delivery.payload
+        body = json.dumps({"delivery_id": delivery_id, **payload}, ensure_ascii=False, separators=(",", ":")).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Triage-Event": event,
+            "X-Triage-Delivery": str(delivery_id),
+            "X-Triage-Timestamp": timestamp,
+            "X-Triage-Signature": sign(self.secret, timestamp, body),
+            "User-Agent": "complaint-triage-webhooks/1",
+        }
+        started = time.perf_counter()
+        status_code, error = None, None
+        try:
+            response = self.client.post(url, content=body, headers=headers)
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}: {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            error = f"{exc.__class__.__name__}: {exc}"[:500]
+        duration_ms = (time.perf_counter() - started) * 1000
+        ok = error is None
+        now = self.now()
+        with self.db.session(write=True) as session:
+            delivery = session.get(WebhookDelivery, delivery_id)
+            session.add(WebhookAttempt(delivery_id=delivery_id, attempted_at=now, status_code=status_code,
+                                       error=error, duration_ms=duration_ms))
+            delivery.attempts += 1
+            delivery.claimed_until = None
+            delivery.last_error = error
+            if ok:
+                delivery.status = "delivered"
+                delivery.delivered_at = now
+            elif delivery.attempts >= self.max_attempts:
+                delivery.status = "failed"
+            else:
+                delivery.next_attempt_at = now + self.backoff(delivery.attempts)
+        if not ok:
+            log.warning("webhook %s to %s failed (attempt %s): %s", delivery_id, url, delivery.attempts, error)
+        return ok
+
+    def run_once(self) -> int:
+        """Deliver what is due now; returns how many deliveries were attempted."""
+        claimed = self._claim()
+        for delivery_id in claimed:
+            try:
+                self._deliver(delivery_id)
+            except Exception:  # a broken row must not stop the others; it is retried after the claim expires
+                log.exception("webhook delivery %s crashed", delivery_id)
+        return len(claimed)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception as exc:  # database down: try again later, keep the thread alive
+                print(f"webhook dispatcher: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+                busy = 0
+            if not busy:
+                self._wake.wait(self.poll_interval_s)
+                self._wake.clear()
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="webhook-dispatcher", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        self.client.close()
