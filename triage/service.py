@@ -798,13 +798,14 @@ class TriageService:
     # ------------------------------------------------------------------ labels
 
     def apply_labels(self, case_id: int, labels: dict[str, Any], actor: str, reason: str | None = None,
-                     *, review: bool = True) -> CaseView:
+                     *, review: bool = True, expected_version: int | None = None) -> CaseView:
         """Set a case's labels (a reviewer's decision, or a retrained model's with review=False).
 
         Deadlines are recomputed from the original receipt time and routing is re-run; the
         audit log gets the before/after of every field that changed. With ``review`` a
         ReviewDecision is stored (also for a confirmation that changes nothing) and a
-        ``reviewed`` webhook event is queued.
+        ``reviewed`` webhook event is queued. ``expected_version`` (the case version the
+        reviewer looked at) turns a concurrent change into Conflict instead of an overwrite.
         """
         clean: dict[str, Any] = {}
         for head, value in labels.items():
@@ -823,6 +824,9 @@ class TriageService:
             raise InvalidInput("actor is required", field="actor")
         with self.db.session(write=True) as session:
             case = self._case(session, case_id, lock=True)
+            if expected_version is not None and case.version != expected_version:
+                raise Conflict(f"case {case_id} changed since version {expected_version} (now {case.version}); "
+                               "reload it and decide again")
             current = self._labels_of(case)
             merged = {**current.as_dict(), **clean}
             new_labels = Labels(**merged)
