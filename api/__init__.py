@@ -1,0 +1,1 @@
+"""The FastAPI adapter: thin routes over :mod:`triage.service` (``api.app:create_app``)."""

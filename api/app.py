@@ -1,0 +1,107 @@
+"""The FastAPI application factory: ``api.app:create_app(settings=None)``.
+
+The lifespan starts the SLA monitor and the webhook dispatcher threads and stops them on
+shutdown; the database schema is upgraded to the newest migration when the app is created.
+The review UI mounts itself on the app this returns (``app.state.service`` is the service).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+import triage
+from api import errors
+from api.metrics import Metrics
+from api.routes import router
+from triage.monitor import SlaMonitor
+from triage.policy import Policy
+from triage.service import TriageService
+from triage.settings import Settings, get_settings
+from triage.storage import Database
+from triage.webhooks import WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+
+def load_models(settings: Settings):
+    """A ModelHolder with the store's current model, or empty (readyz says so) if there is none."""
+    from models.learning import ModelHolder
+
+    holder = ModelHolder()
+    try:
+        from models.store import ModelStore
+        from triage.triager import Triager
+
+        holder.swap(Triager.from_store(ModelStore(settings.effective_model_dir)))
+    except Exception as exc:  # no model yet, or unreadable: serve, but not ready
+        print(f"warning: no model loaded ({exc}); run `triage ensure-model`", file=sys.stderr)
+    return holder
+
+
+def create_app(settings: Settings | None = None, *, models=None, service: TriageService | None = None,
+               background: bool = True) -> FastAPI:
+    """Build the app. ``models``: a ModelHolder or Triager (default: the model store's current
+    model); ``service``: a ready TriageService (tests); ``background``: run the monitor and
+    webhook threads (tests drive them by hand with ``run_once``)."""
+    settings = settings or get_settings()
+    if service is None:
+        db = Database.from_settings(settings)
+        db.upgrade()
+        service = TriageService(db, Policy.from_settings(settings),
+                                models if models is not None else load_models(settings), settings)
+    monitor = SlaMonitor(service, interval_s=settings.sla_monitor_interval_s)
+    dispatcher = WebhookDispatcher(service.db, settings.webhook_secret)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if background:
+            monitor.start()
+            if service.webhook_urls:
+                dispatcher.start()
+        try:
+            yield
+        finally:
+            monitor.stop()
+            dispatcher.close()
+
+    app = FastAPI(
+        title="Complaint triage",
+        version=triage.__version__,
+        description="Triage of Chinese after-sales complaints: graded cases with SLA deadlines, routing, "
+        "escalation and signed webhooks. Authenticate with `Authorization: Bearer <API key>`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.monitor = monitor
+    app.state.dispatcher = dispatcher
+    metrics = Metrics(app)
+    app.state.metrics = metrics
+    monitor.on_breach = lambda case_id, deadline: metrics.breaches.labels(deadline).inc()
+    metrics.install(app)
+    errors.install(app)
+    app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"], summary="The process is up")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Database reachable and a model loaded")
+    def readyz(request: Request):
+        svc = request.app.state.service
+        database = svc.db.ping()
+        model = svc.models.loaded
+        body = {
+            "status": "ready" if database and model else "not ready",
+            "database": "ok" if database else "unreachable",
+            "model": getattr(svc.models.triager, "version", "loaded") if model else "not loaded",
+            "sla_monitor_error": monitor.last_error,
+        }
+        return JSONResponse(body, status_code=200 if database and model else 503)
+
+    return app
