@@ -287,6 +287,7 @@ class LearningLoop:
         hooks: LearningHooks | None = None,
         holder: ModelHolder | None = None,
         fit: Callable[[Sequence[str], dict[str, list], Sequence[float], Progress | None], Any],
+        fit_quick: Callable[[Sequence[str], dict[str, list], Sequence[float], Progress | None], Any] | None = None,
         prepare: Callable[[str], str] = lambda text: text,
         load_triager: Callable[[Any, str | None], Any],
         margin: float = 0.02,
@@ -296,9 +297,10 @@ class LearningLoop:
         min_holdout: int = MIN_HOLDOUT,
         confirmed_weight: float = CONFIRMED_WEIGHT,
     ):
-        """``fit(texts, labels, weights, progress) -> backend`` trains a fresh backend;
-        ``prepare`` normalises and masks a text the way ingestion does (must be idempotent:
-        seed texts are raw, confirmed ones were masked at ingestion);
+        """``fit(texts, labels, weights, progress) -> backend`` trains a fresh backend
+        (``fit_quick``, if given, the same recipe cheaper, for cross-validation only);
+        ``prepare`` turns a text into the backend's input (e.g. ``triage.text.prepare``, run
+        once per text and retrain, not once per fold);
         ``load_triager(store, version)`` builds the Triager the service runs."""
         if retrain_after < 1:
             raise InvalidInput(f"retrain_after_confirmations must be >= 1, got {retrain_after}")
@@ -309,7 +311,9 @@ class LearningLoop:
         self.hooks = hooks or LearningHooks()
         self.holder = holder or ModelHolder()
         self._fit = fit
-        self._prepare = prepare
+        self._fit_quick = fit_quick or fit
+        self._prepare_text = prepare
+        self._prepared: dict[str, Any] = {}
         self._load_triager = load_triager
         self.margin = margin
         self.retrain_after = retrain_after
@@ -332,15 +336,21 @@ class LearningLoop:
 
     # ----------------------------------------------------------------- training
 
+    def _prepare(self, text: str):
+        prepared = self._prepared.get(text)
+        if prepared is None:
+            prepared = self._prepared[text] = self._prepare_text(text)
+        return prepared
+
     def _training_set(self, seed: Sequence[LabeledExample], confirmed: Sequence[LabeledExample]):
         texts = [self._prepare(example.text) for example in [*seed, *confirmed]]
         labels = {head: [example.labels[head] for example in [*seed, *confirmed]] for head in HEADS}
         weights = [1.0] * len(seed) + [self.confirmed_weight] * len(confirmed)
         return texts, labels, weights
 
-    def _train(self, seed, confirmed, progress: Progress | None = None):
+    def _train(self, seed, confirmed, progress: Progress | None = None, quick: bool = False):
         texts, labels, weights = self._training_set(seed, confirmed)
-        return self._fit(texts, labels, weights, progress)
+        return (self._fit_quick if quick else self._fit)(texts, labels, weights, progress)
 
     def seed_cv(self, seed: Sequence[LabeledExample], confirmed: Sequence[LabeledExample], progress: Progress | None = None):
         """Macro-F1 per head over seed folds, training on the other folds plus ``confirmed``."""
@@ -353,7 +363,7 @@ class LearningLoop:
                 continue
             if progress:
                 progress(f"seed cross-validation fold {fold + 1}/{self.cv_folds}", fold / self.cv_folds)
-            backend = self._train(train, confirmed)
+            backend = self._train(train, confirmed, quick=True)
             for head, values in predict_labels(backend, [self._prepare(example.text) for example in test]).items():
                 predictions[head].extend(values)
             ordered.extend(test)
@@ -388,6 +398,7 @@ class LearningLoop:
         """Train a candidate, gate it against the current model, save it, promote if it passes."""
         report = progress or _stderr_progress
         report("loading seed data and confirmed labels", 0.0)
+        self._prepared = {}
         seed = list(self.seed_examples())
         confirmed = list(self.hooks.confirmed_examples())
         if not seed and not confirmed:
@@ -438,6 +449,7 @@ class LearningLoop:
         if decision.promote:
             regraded = self._activate(version, actor, "model.promoted", reason=f"quality gate: {decision.reason}")
         report(f"{'promoted' if decision.promote else 'rejected'} {version}: {decision.reason}", 1.0)
+        self._prepared = {}
         with self._count_lock:
             self._confirmations_since_retrain = 0
         return RetrainOutcome(version, decision.promote, decision.reason, metrics, regraded)
@@ -556,3 +568,85 @@ class LearningLoop:
     @property
     def confirmations_since_retrain(self) -> int:
         return self._confirmations_since_retrain
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def backend_fitter(backend: str = "sklearn", **params: Any):
+    """``(fit, fit_quick)`` for a registered backend.
+
+    ``fit_quick`` is used only for the gate's seed cross-validation: for the sklearn backend
+    it skips probability calibration, which rescales scores but never changes the argmax,
+    so the macro-F1 it measures is that of the full recipe at a quarter of the cost.
+    """
+    from models.base import get_backend_class
+
+    backend_cls = get_backend_class(backend)
+
+    def fit(texts, labels, weights, progress=None):
+        return backend_cls(**params).fit(texts, labels, sample_weight=weights, progress=progress)
+
+    def fit_quick(texts, labels, weights, progress=None):
+        quick = {**params, "calibration_folds": 0} if backend == "sklearn" else params
+        return backend_cls(**quick).fit(texts, labels, sample_weight=weights, progress=progress)
+
+    return fit, fit_quick
+
+
+def seed_examples_from(paths) -> Callable[[], list[LabeledExample]]:
+    """A loader of the seed set (JSONL files or folders), read on every retrain so edits count."""
+    from models.training import load_labeled
+
+    def load() -> list[LabeledExample]:
+        records, problems = load_labeled(paths)
+        for problem in problems:
+            print(f"[retrain] skipped seed line {problem}", file=sys.stderr)
+        return [LabeledExample.from_record(r, key=f"seed-{r.get('id') or i}") for i, r in enumerate(records)]
+
+    return load
+
+
+def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
+    """The learning loop of a running :class:`triage.service.TriageService`.
+
+    Confirmed labels come from the service's review decisions, promotions re-grade open
+    cases through ``service.regrade_open_cases`` and are audited with ``service.audit``;
+    the service's model holder is the one that gets swapped.
+    """
+    from triage.text import prepare
+    from triage.triager import Triager
+
+    settings = settings or service.settings
+
+    def confirmed() -> list[LabeledExample]:
+        return [
+            LabeledExample.from_record({**row["labels"], "text": row["text"], "id": row["case_id"]},
+                                       confirmed=True, key=f"case-{row['case_id']}")
+            for row in service.confirmed_examples()
+        ]
+
+    def audit(action: str, actor: str, details: dict) -> None:
+        service.audit(action, actor, details, entity="model", entity_id=str(details.get("version", "-")))
+
+    holder = service.models if isinstance(service.models, ModelHolder) else None
+    if holder is None:
+        holder = ModelHolder(service.models.triager if service.models.loaded else None)
+        service.models = holder
+    fit, fit_quick = backend_fitter(settings.backend)
+    options = {
+        "fit": fit,
+        "fit_quick": fit_quick,
+        "prepare": lambda text: prepare(text, settings.lexicon_dir),
+        "load_triager": lambda store, version: Triager.from_store(store, version, lexicon_dir=settings.lexicon_dir),
+        "margin": settings.promotion_margin,
+        "retrain_after": settings.retrain_after_confirmations,
+        **kwargs,
+    }
+    return LearningLoop(
+        store,
+        seed_examples=seed_examples_from([settings.seed_dir]),
+        hooks=LearningHooks(confirmed_examples=confirmed, regrade=service.regrade_open_cases, audit=audit),
+        holder=holder,
+        **options,
+    )

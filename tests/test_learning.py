@@ -234,7 +234,7 @@ def test_confirmed_labels_are_weighted_and_holdout_never_trained_on():
 def test_worse_candidate_is_kept_as_rejected_and_current_stays():
     loop, store, audit, regraded = make_loop()
     first = loop.retrain("alice")
-    loop._fit = lambda texts, labels, weights, progress: ConstantBackend("quality").fit(texts, labels, weights)
+    loop._fit = loop._fit_quick = lambda texts, labels, weights, progress: ConstantBackend("quality").fit(texts, labels, weights)
     second = loop.retrain("alice")
     assert not second.promoted and "dispute_type" in second.reason and "seed_cv" in second.reason
     assert store.current == first.version

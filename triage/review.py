@@ -312,28 +312,6 @@ class ReviewService:
         events.sort(key=lambda e: e["at"])
         return [{**e, "at": e["at"].isoformat(timespec="seconds")} for e in events]
 
-    # ----------------------------------------------------------------- learning input
-
-    def confirmed_examples(self):
-        """The newest reviewed labels of every reviewed case, for :class:`LearningLoop`."""
-        from models.learning import LabeledExample
-
-        with self.db.session() as session:
-            latest = (
-                select(func.max(ReviewDecision.id)).group_by(ReviewDecision.case_id).scalar_subquery()
-            )
-            rows = session.execute(
-                select(ReviewDecision, Message.text_masked)
-                .join(Message, Message.id == ReviewDecision.message_id)
-                .where(ReviewDecision.id.in_(latest))
-                .order_by(ReviewDecision.id)
-            ).all()
-        out = []
-        for decision, text in rows:
-            labels = {head: validate_label(head, decision.labels[head]) for head in HEADS}
-            out.append(LabeledExample(key=f"message-{decision.message_id}", text=text, labels=labels, confirmed=True))
-        return out
-
     # ----------------------------------------------------------------- dashboard
 
     def dashboard(self, days: int = 30, now: datetime | None = None) -> dict[str, Any]:
