@@ -1,0 +1,132 @@
+"""``triage serve``, ``triage users ...`` and ``triage keys ...``: run the HTTP service and
+give a new installation its first users and API keys.
+
+Registered on the main CLI by one import line in ``triage/cli.py``. Keys are printed once,
+on stdout (so ``KEY=$(triage keys create desk --scope ingest)`` works); only their SHA-256
+is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from triage.cli import app, err, fail
+from triage.errors import TriageError
+
+users_app = typer.Typer(help="Create and list users (people and integrations that own API keys).",
+                        no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys (scopes: ingest, review, admin).",
+                       no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+
+
+def _service():
+    from triage.service import TriageService
+    from triage.settings import get_settings
+
+    return TriageService.from_settings(get_settings())
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="address to bind (default TRIAGE_HOST, 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="port (default TRIAGE_PORT, 8000)"),
+    workers: int = typer.Option(1, min=1, help="server processes (each runs its SLA monitor; they coordinate)"),
+    log_level: str = typer.Option("info", help="uvicorn log level"),
+):
+    """Run the HTTP API (OpenAPI at /docs) with the SLA monitor and the webhook dispatcher."""
+    import uvicorn
+
+    from triage.settings import get_settings
+
+    settings = get_settings()
+    host = host or settings.host
+    port = port or settings.port
+    err(f"serving on http://{host}:{port} (docs at /docs), database {settings.effective_database_url}")
+    try:
+        if workers > 1:
+            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                        log_level=log_level)
+        else:
+            from api.app import create_app
+
+            uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    except TriageError as exc:
+        raise fail(exc)
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., help="unique user name, e.g. 'zendesk' or 'li.wei'"),
+    role: str = typer.Option("agent", help="agent, reviewer, supervisor, team_leader, admin or integration"),
+):
+    """Create a user."""
+    try:
+        user = _service().create_user(name, role, actor="cli")
+    except TriageError as exc:
+        raise fail(exc)
+    err(f"created user {user.name!r} ({user.role}); give it a key: triage keys create {user.name} --scope ingest")
+
+
+@users_app.command("list")
+def users_list():
+    """List users as JSON lines."""
+    for user in _service().list_users():
+        typer.echo(user.model_dump_json())
+
+
+@users_app.command("deactivate")
+def users_deactivate(name: str):
+    """Deactivate a user: every key of theirs stops working at once."""
+    try:
+        _service().set_user_active(name, False, actor="cli")
+    except TriageError as exc:
+        raise fail(exc)
+    err(f"deactivated {name!r}")
+
+
+@users_app.command("activate")
+def users_activate(name: str):
+    """Re-activate a user."""
+    try:
+        _service().set_user_active(name, True, actor="cli")
+    except TriageError as exc:
+        raise fail(exc)
+    err(f"activated {name!r}")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: str = typer.Argument(..., help="the user that owns the key"),
+    scope: list[str] = typer.Option(..., "--scope", help="ingest, review or admin (repeatable)"),
+    label: Optional[str] = typer.Option(None, help="what the key is for"),
+):
+    """Create an API key and print it once on stdout; only its hash is stored."""
+    try:
+        key, secret = _service().create_api_key(user, scope, label, actor="cli")
+    except TriageError as exc:
+        raise fail(exc)
+    err(f"key {key.id} ({key.prefix}) for {key.user} with scopes {key.scopes}; store it now, it is not shown again")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list(user: Optional[str] = typer.Option(None, help="only this user's keys")):
+    """List keys (never the secrets) as JSON lines."""
+    for key in _service().list_api_keys(user):
+        typer.echo(key.model_dump_json())
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: str = typer.Argument(..., help="key id or prefix")):
+    """Revoke a key; requests with it get 401 from now on."""
+    try:
+        view = _service().revoke_api_key(key, actor="cli")
+    except TriageError as exc:
+        raise fail(exc)
+    err(f"revoked key {view.id} ({view.prefix}) of {view.user}")
+    typer.echo(json.dumps({"id": view.id, "revoked_at": view.revoked_at.isoformat()}))
