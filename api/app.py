@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     metrics.install(app)
     errors.install(app)
     app.include_router(router)
+    __import__("api.routes_review").routes_review.install(app)  # review + model routes, UI at /review
 
     @app.get("/healthz", tags=["ops"], summary="The process is up")
     def healthz():

@@ -21,6 +21,13 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def score_key(label: Any) -> str:
+    """How a label is keyed in a prediction's ``scores`` (booleans as 'true'/'false')."""
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    return str(label)
+
+
 def driving_words(explanation: Mapping[str, Any] | None, heads: Iterable[str] = HEAD_COLOURS) -> dict[str, str]:
     """word -> head it drove most strongly (positive weights only), from a prediction's explanation."""
     best: dict[str, tuple[float, str]] = {}
@@ -70,7 +77,7 @@ def label_table(predicted: Mapping[str, Any], scores: Mapping[str, Mapping[str, 
         label = predicted.get(head)
         head_scores = dict((scores or {}).get(head, {}) or {})
         ranked = sorted(head_scores.items(), key=lambda kv: kv[1], reverse=True)
-        prob = head_scores.get(str(label), ranked[0][1] if ranked else None)
+        prob = head_scores.get(score_key(label))
         others = ", ".join(f"{esc(k)} {v:.0%}" for k, v in ranked[1:3])
         bar = f'<div style="background:{HEAD_COLOURS[head]};width:{(prob or 0) * 100:.0f}%;height:6px"></div>'
         prob_text = f"{prob:.0%}" if prob is not None else "–"

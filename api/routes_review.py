@@ -1,0 +1,109 @@
+"""HTTP routes of human review and the learning loop, and the review UI mounted at /review.
+
+``install(app)`` is the one line ``api/app.py`` calls. Reviewers need the ``review`` scope,
+model changes (retrain, promote, roll back) the ``admin`` scope.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import Scoped
+from triage.review import QueueFilters, ReviewContext
+from triage.service import Principal
+
+router = APIRouter(prefix="/v1")
+_context_lock = threading.Lock()
+
+
+def review_context(app) -> ReviewContext:
+    """The app's ReviewContext, built on first use from ``app.state.service``."""
+    context = getattr(app.state, "review_context", None)
+    if context is None:
+        with _context_lock:
+            context = getattr(app.state, "review_context", None)
+            if context is None:
+                context = ReviewContext(app.state.service, settings=app.state.settings)
+                app.state.review_context = context
+    return context
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["confirm", "correct", "skip"]
+    labels: dict[str, Any] | None = Field(default=None, description="correct: head -> label, e.g. {\"urgency\": 1}")
+    note: str | None = Field(default=None, max_length=2000)
+    expected_version: int | None = Field(default=None, description="the case version you reviewed (confirm/correct)")
+
+
+class ModelChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@router.get("/review/queue", tags=["review"], summary="Cases waiting for review, most pressing first")
+def get_queue(
+    request: Request,
+    order: Literal["deadline", "uncertainty"] = "deadline",
+    type_: Literal["quality", "service", "advertising", "refund", "other"] | None = Query(None, alias="type"),
+    grade: int | None = Query(None, ge=1, le=3),
+    emotion: Literal["calm", "upset", "angry"] | None = None,
+    status_: Literal["open", "pending"] | None = Query(None, alias="status"),
+    tier: str | None = None,
+    breached: bool | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    principal: Principal = Scoped("review"),
+):
+    review = review_context(request.app).review
+    filters = QueueFilters(dispute_type=type_, grade=grade, emotion=emotion, status=status_, tier=tier, breached=breached)
+    return {"total": review.queue_size(filters), "items": review.queue(filters, order, limit, offset)}
+
+
+@router.post("/cases/{case_id}/review", tags=["review"],
+             summary="Confirm, correct or skip a case; 409 if someone else changed it since expected_version")
+def post_review(request: Request, case_id: int, body: ReviewIn, principal: Principal = Scoped("review")):
+    review = review_context(request.app).review
+    return review.decide(case_id, body.action, principal.user, body.expected_version, body.labels, body.note)
+
+
+@router.get("/models", tags=["models"], summary="Model versions with metrics and status, and the latest retrain")
+def get_models(request: Request, principal: Principal = Scoped("review")):
+    return review_context(request.app).models_overview()
+
+
+@router.post("/models/retrain", tags=["models"], status_code=status.HTTP_202_ACCEPTED,
+             summary="Start a retrain in the background (409 while one runs); poll GET /v1/models")
+def post_retrain(request: Request, principal: Principal = Scoped("admin")):
+    job = review_context(request.app).learning.start_retrain(f"api:{principal.user}", trigger="api")
+    return {"job": job.as_dict()}
+
+
+@router.post("/models/{version}/promote", tags=["models"], summary="Make any saved version current")
+def post_promote(request: Request, version: str, body: ModelChangeIn | None = None,
+                 principal: Principal = Scoped("admin")):
+    context = review_context(request.app)
+    reason = (body.reason if body else None) or "promoted through the API"
+    regraded = context.learning.promote(version, f"api:{principal.user}", reason)
+    return {"current": context.store.current_version(), "regraded": regraded}
+
+
+@router.post("/models/{version}/rollback", tags=["models"], summary="Return to an earlier version")
+def post_rollback(request: Request, version: str, body: ModelChangeIn | None = None,
+                  principal: Principal = Scoped("admin")):
+    context = review_context(request.app)
+    reason = (body.reason if body else None) or "rolled back through the API"
+    regraded = context.learning.rollback(version, f"api:{principal.user}", reason)
+    return {"current": context.store.current_version(), "regraded": regraded}
+
+
+def install(app: FastAPI) -> None:
+    """Add the review and model routes and mount the review UI at /review."""
+    from review_ui.app import mount_review_ui
+
+    app.include_router(router)
+    mount_review_ui(app, lambda: review_context(app))
