@@ -50,7 +50,8 @@ def open_triager(model: Path | None = None):
 def _progress_bar(desc: str, total: int | None):
     from tqdm import tqdm
 
-    disable = total is not None and total < PROGRESS_MIN_LINES
+    # Unknown length (stdin): show the bar only to a person watching a terminal.
+    disable = total < PROGRESS_MIN_LINES if total is not None else not sys.stderr.isatty()
     return tqdm(total=total, desc=desc, file=sys.stderr, unit="msg", disable=disable, mininterval=0.5)
 
 
@@ -282,6 +283,8 @@ def pretrain(
 
 
 import triage.cli_service  # noqa: E402,F401  adds serve, users and keys (issue 3)
+from triage.cli_review import models_app, retrain  # noqa: E402  learning loop (issue 4)
+app.command()(retrain); app.add_typer(models_app, name="models")  # noqa: E702
 
 if __name__ == "__main__":  # pragma: no cover
     app()

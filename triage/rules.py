@@ -1,0 +1,189 @@
+"""Domain rules on top of the classifiers: escalation threats, safety hazards, vulnerable customers.
+
+The lexicons live in ``datasets/lexicons/`` so after-sales staff can extend them. Rules
+only ever raise urgency (1 is the top grade), never lower it, and every rule that fired
+is reported with the words that matched and what it changed.
+
+Escalation matching is careful about the cases a bare substring search gets wrong:
+negation in the same clause (算了不打12315, 不想曝光), questions (是否支持假一赔十？),
+digit terms inside longer numbers (an order number containing 12315) and longer words
+that merely contain a term (多媒体, 自动曝光).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from triage.lexicons import Lexicons, load_lexicons
+from triage.prediction import RuleHit
+
+_CLAUSE_BOUNDARY = re.compile(r"[,.!?;。，！？；\n]")
+# Words allowed between a negation cue and the term it negates: 不(去)(打)12315, 没必要(找)律师.
+_NEGATION_GAP = re.compile(r"^(?:去|打|找|向|到|给|请|上|发|报|用|再|会|想|要|了|的|去找|去打|拨打|联系|投诉)*$")
+_QUESTION_CUES = ("是否", "能否", "可否", "吗", "支不支持", "支持不支持", "有没有", "可不可以", "能不能", "怎么")
+_INTENT_CUES = ("我要", "我会", "我就", "就去", "就打", "必须", "一定", "马上", "已经", "直接", "准备", "打算去", "要去", "会去")
+_NEGATION_WINDOW = 6  # characters before a term searched for a negation cue
+
+
+@dataclass
+class TermHit:
+    term: str
+    start: int
+    category: str = ""
+
+
+@dataclass
+class RuleOutcome:
+    """Labels after the rules, and which rules fired."""
+
+    urgency: int
+    escalation: bool
+    vulnerable: bool = False
+    hits: list[RuleHit] = field(default_factory=list)
+
+
+def _clause_bounds(text: str, start: int, end: int) -> tuple[int, int, str]:
+    """Start and end of the clause around [start, end), and the mark that closes it."""
+    left = 0
+    for m in _CLAUSE_BOUNDARY.finditer(text, 0, start):
+        left = m.end()
+    m = _CLAUSE_BOUNDARY.search(text, end)
+    right = m.start() if m else len(text)
+    closing = text[right] if m else ""
+    return left, right, closing
+
+
+def _find_terms(text: str, terms, exclusions) -> list[TermHit]:
+    """Occurrences of ``terms`` (longest first, no overlaps), minus those inside an exclusion word."""
+    taken = [False] * len(text)
+    excluded = [False] * len(text)
+    for word in exclusions:
+        pos = text.find(word)
+        while pos >= 0:
+            for i in range(pos, pos + len(word)):
+                excluded[i] = True
+            pos = text.find(word, pos + 1)
+    hits = []
+    for term in terms:
+        pos = text.find(term)
+        while pos >= 0:
+            end = pos + len(term)
+            ok = not any(taken[pos:end]) and not all(excluded[pos:end])
+            if ok and term.isdigit():
+                # 12315 inside an order or phone number is no threat.
+                ok = not (pos > 0 and text[pos - 1].isdigit()) and not (end < len(text) and text[end].isdigit())
+            if ok:
+                hits.append(TermHit(term, pos))
+                for i in range(pos, end):
+                    taken[i] = True
+            pos = text.find(term, pos + 1)
+    hits.sort(key=lambda h: h.start)
+    return hits
+
+
+def _negated(text: str, hit: TermHit, negations, clause_start: int) -> bool:
+    """A negation cue shortly before the term, in the same clause, with only light verbs between."""
+    window_start = max(clause_start, hit.start - _NEGATION_WINDOW)
+    prefix = text[window_start : hit.start]
+    for cue in negations:
+        idx = prefix.rfind(cue)
+        while idx >= 0:
+            gap = prefix[idx + len(cue) :]
+            if _NEGATION_GAP.match(gap):
+                return True
+            idx = prefix.rfind(cue, 0, idx)
+    # Retraction anywhere earlier in the clause: 算了，… is a boundary, but 算了不投诉了 is not.
+    clause_prefix = text[clause_start : hit.start]
+    return "算了" in clause_prefix and any(n in clause_prefix for n in ("不", "没"))
+
+
+def _is_question(text: str, hit: TermHit, clause_start: int, clause_end: int, closing: str) -> bool:
+    """是否支持假一赔十？ asks about a remedy; 再不处理我就打12315? still threatens."""
+    clause = text[clause_start:clause_end]
+    if any(cue in clause for cue in _INTENT_CUES):
+        return False
+    return closing == "?" or any(cue in clause for cue in _QUESTION_CUES)
+
+
+def find_escalation(text: str, lexicons: Lexicons | None = None) -> tuple[list[str], list[str]]:
+    """Escalation terms that count, and those ignored (negated or asked about), in order."""
+    lex = lexicons or load_lexicons()
+    counted, ignored = [], []
+    for hit in _find_terms(text, lex.escalation, lex.escalation_exclusions):
+        left, right, closing = _clause_bounds(text, hit.start, hit.start + len(hit.term))
+        if _negated(text, hit, lex.negations, left) or _is_question(text, hit, left, right, closing):
+            ignored.append(hit.term)
+        else:
+            counted.append(hit.term)
+    return counted, ignored
+
+
+def find_safety(text: str, lexicons: Lexicons | None = None) -> list[str]:
+    """Safety-hazard terms of ``text`` that are not negated (没有漏电 does not count)."""
+    lex = lexicons or load_lexicons()
+    found = []
+    for hit in _find_terms(text, lex.safety, lex.safety_exclusions):
+        left, _, _ = _clause_bounds(text, hit.start, hit.start + len(hit.term))
+        if not _negated(text, hit, lex.negations, left):
+            found.append(hit.term)
+    return found
+
+
+def find_vulnerable(text: str, lexicons: Lexicons | None = None) -> list[str]:
+    lex = lexicons or load_lexicons()
+    return [h.term for h in _find_terms(text, lex.vulnerable, ())]
+
+
+def _raise_to(urgency: int, target: int) -> int:
+    return min(urgency, target)  # 1 is the most urgent grade: raising means a smaller number
+
+
+def apply_rules(
+    text: str,
+    urgency: int,
+    escalation: bool = False,
+    lexicons: Lexicons | None = None,
+    lexicon_dir: Path | str | None = None,
+) -> RuleOutcome:
+    """Apply the domain rules to one normalised text and the model's labels.
+
+    ``escalation`` is the model's own escalation decision. A counted lexicon term sets it;
+    a term that was only negated or asked about clears it; otherwise the model's decision
+    stands. Escalation always means urgency 1.
+    """
+    lex = lexicons or load_lexicons(lexicon_dir)
+    out = RuleOutcome(urgency=urgency, escalation=escalation)
+
+    counted, ignored = find_escalation(text, lex)
+    if counted:
+        before = out.urgency
+        out.escalation = True
+        out.urgency = _raise_to(out.urgency, 1)
+        effect = "escalation=true" + (f", urgency {before} -> 1" if before != 1 else "")
+        out.hits.append(RuleHit(rule="escalation_threat", matched=counted, effect=effect))
+    elif ignored:
+        # The customer mentioned a channel only to rule it out (or asked about it): the model,
+        # which sees the word but not the negation, is overruled.
+        effect = "escalation=false (negated or a question)" if escalation else "none (negated or a question)"
+        out.escalation = False
+        out.hits.append(RuleHit(rule="escalation_negated", matched=ignored, effect=effect))
+    elif out.escalation:
+        before = out.urgency
+        out.urgency = _raise_to(out.urgency, 1)
+        effect = "escalation=true (model)" + (f", urgency {before} -> 1" if before != 1 else "")
+        out.hits.append(RuleHit(rule="escalation_model", matched=[], effect=effect))
+
+    safety = find_safety(text, lex)
+    if safety:
+        before = out.urgency
+        out.urgency = _raise_to(out.urgency, 1)
+        effect = f"urgency {before} -> 1" if before != 1 else "none (already 1)"
+        out.hits.append(RuleHit(rule="safety", matched=safety, effect=effect))
+
+    vulnerable = find_vulnerable(text, lex)
+    if vulnerable:
+        out.vulnerable = True
+        out.hits.append(RuleHit(rule="vulnerable_customer", matched=vulnerable, effect="vulnerable=true"))
+    return out

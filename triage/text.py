@@ -1,0 +1,306 @@
+"""Text pipeline: normalise, mask personal data, segment.
+
+Order matters: normalisation first (so full-width digits become digits the masks can
+see), masking before anything is stored, segmented or trained on (PIPL), segmentation
+last. :func:`prepare` runs the three in one pass for the triager and the trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jieba
+import opencc
+
+from triage.lexicons import load_lexicons
+
+jieba.setLogLevel(logging.WARNING)
+
+# --------------------------------------------------------------------------- normalise
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffd\ufeff\u200b-\u200f\u2028-\u202e]")
+_WHITESPACE = re.compile(r"\s+")
+_PUNCT_RUN = re.compile(r"([!?.,~。，、;:…\-=*^])\1+")
+_CONVERTER = opencc.OpenCC("t2s")
+_CONVERTER_LOCK = threading.Lock()
+
+
+@dataclass
+class PunctStats:
+    """What folding repeated punctuation removed, kept as emotion features."""
+
+    exclamations: int = 0  # '!' before folding
+    questions: int = 0  # '?' before folding
+    longest_run: int = 0  # longest run of one punctuation mark (!!! -> 3)
+
+
+def _has_han_traditional_candidates(text: str) -> bool:
+    # OpenCC is the slowest step of normalisation; pure ASCII text cannot change.
+    return not text.isascii()
+
+
+def normalise_with_stats(text: str) -> tuple[str, PunctStats]:
+    """:func:`normalise` plus the punctuation counts that folding would otherwise lose."""
+    text = _CONTROL.sub(" ", text)
+    text = unicodedata.normalize("NFKC", text)
+    if _has_han_traditional_candidates(text):
+        with _CONVERTER_LOCK:  # the OpenCC binding is not documented as thread-safe
+            text = _CONVERTER.convert(text)
+    text = _WHITESPACE.sub(" ", text).strip()
+    stats = PunctStats(exclamations=text.count("!"), questions=text.count("?"))
+    longest = 1 if (stats.exclamations or stats.questions) else 0
+    for match in _PUNCT_RUN.finditer(text):
+        longest = max(longest, len(match.group(0)))
+    stats.longest_run = longest
+    text = _PUNCT_RUN.sub(r"\1", text)
+    return text, stats
+
+
+def normalise(text: str) -> str:
+    """NFKC (full-width to half-width), traditional to simplified, whitespace and
+    repeated punctuation folded, control characters removed; emoji are kept."""
+    return normalise_with_stats(text)[0]
+
+
+# --------------------------------------------------------------------------- masking
+
+PLACEHOLDERS = ("<PHONE>", "<ID>", "<BANKCARD>", "<EMAIL>", "<ADDRESS>")
+_PLACEHOLDER_RE = re.compile(r"(<(?:PHONE|ID|BANKCARD|EMAIL|ADDRESS)>)")
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+_ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])(\d{17}[\dXx])(?![0-9A-Za-z])")
+# 13-19 digits, optionally in groups of 4 separated by one space or hyphen.
+_CARD_CANDIDATE = re.compile(r"(?<![\d\-])(\d{4}(?:[ \-]?\d{4}){2,3}(?:[ \-]?\d{1,3})?|\d{13,19})(?![\d\-])")
+_MOBILE = re.compile(r"(?<![\d+])(?:\+?86[ \-]?)?(1[3-9]\d(?:[ \-]?\d{4}){2})(?!\d)")
+_LANDLINE = re.compile(r"(?<![\d\-])(?:\(0\d{2,3}\)|0\d{2,3}-)\s?\d{7,8}(?:-\d{1,5})?(?![\d\-])")
+_ORDER_CONTEXT = re.compile(r"(?:订单|单号|运单|快递|物流|编号|流水号|工单|sn|SN|序列号|No\.?|NO\.?)[号码编是为:# ]{0,4}$")
+_HAN = r"[\u4e00-\u9fa5]"
+_ADDRESS = re.compile(
+    rf"(?:{_HAN}{{2,7}}?(?:省|自治区|市|区|县|旗|镇|乡|街道))*"
+    rf"{_HAN}{{1,12}}?(?:路|街|大道|巷|弄|胡同|村|小区|花园|公寓|大厦|广场|苑)"
+    r"[\dA-Za-z\-]{1,6}(?:号院|号楼|号|弄|栋|幢|单元|室)"
+    r"(?:[\dA-Za-z\-]{1,6}(?:号楼|号|栋|幢|单元|楼|层|室))*"
+)
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def id_number_valid(number: str) -> bool:
+    """GB 11643 check digit of an 18-character resident ID number."""
+    if len(number) != 18 or not number[:17].isdigit():
+        return False
+    total = sum(int(d) * w for d, w in zip(number[:17], _ID_WEIGHTS))
+    if _ID_CHECK[total % 11] != number[17].upper():
+        return False
+    month, day = int(number[10:12]), int(number[12:14])
+    return 1 <= month <= 12 and 1 <= day <= 31
+
+
+def luhn_valid(digits: str) -> bool:
+    """Luhn checksum, which every bank card number satisfies."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+@dataclass
+class MaskedText:
+    """Text with personal data replaced by typed placeholders, and how many of each."""
+
+    text: str
+    counts: dict[str, int] = field(default_factory=dict)  # placeholder type -> number replaced
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _after_order_word(text: str, start: int) -> bool:
+    return bool(_ORDER_CONTEXT.search(text[max(0, start - 8) : start]))
+
+
+def mask_personal_data(text: str) -> MaskedText:
+    """Replace phones, ID numbers, bank cards, e-mails and street addresses by placeholders.
+
+    Order numbers stay: long digit strings are masked only when they pass the ID check
+    digit or (for cards) the Luhn check with a card-issuer prefix, and not right after a
+    word such as 订单号/单号/快递.
+    """
+    counts: Counter[str] = Counter()
+    if not any(ch.isdigit() or ch == "@" for ch in text) and not any(
+        k in text for k in ("路", "街", "巷", "弄", "村", "区", "苑", "院", "厦", "寓", "园", "场")
+    ):
+        return MaskedText(text, {})
+
+    def sub_email(m: re.Match) -> str:
+        counts["EMAIL"] += 1
+        return "<EMAIL>"
+
+    if "@" in text:
+        text = _EMAIL.sub(sub_email, text)
+
+    def sub_id(m: re.Match) -> str:
+        if id_number_valid(m.group(1)) and not _after_order_word(m.string, m.start()):
+            counts["ID"] += 1
+            return "<ID>"
+        return m.group(0)
+
+    def sub_card(m: re.Match) -> str:
+        digits = re.sub(r"[ \-]", "", m.group(1))
+        if (
+            13 <= len(digits) <= 19
+            and digits[0] in "3456"
+            and luhn_valid(digits)
+            and not _after_order_word(m.string, m.start())
+        ):
+            counts["BANKCARD"] += 1
+            return "<BANKCARD>"
+        return m.group(0)
+
+    def sub_mobile(m: re.Match) -> str:
+        if _after_order_word(m.string, m.start()):
+            return m.group(0)
+        counts["PHONE"] += 1
+        return "<PHONE>"
+
+    def sub_landline(m: re.Match) -> str:
+        counts["PHONE"] += 1
+        return "<PHONE>"
+
+    def sub_address(m: re.Match) -> str:
+        counts["ADDRESS"] += 1
+        return "<ADDRESS>"
+
+    if any(ch.isdigit() for ch in text):
+        text = _ID_CANDIDATE.sub(sub_id, text)
+        text = _CARD_CANDIDATE.sub(sub_card, text)
+        text = _MOBILE.sub(sub_mobile, text)
+        text = _LANDLINE.sub(sub_landline, text)
+        text = _ADDRESS.sub(sub_address, text)
+    return MaskedText(text, dict(counts))
+
+
+# --------------------------------------------------------------------------- segmentation
+
+_TOKENIZERS: dict[Path, jieba.Tokenizer] = {}
+_TOKENIZER_LOCK = threading.Lock()
+_SKIP_TOKEN = re.compile(r"^[\s,.、;:，。；：\"'“”‘’()（）\[\]【】《》<>/\\|_`]+$")
+_LONG_NUMBER = re.compile(r"^\d{7,}$")  # order/tracking numbers; 12315 stays
+
+
+def get_tokenizer(lexicon_dir: Path | str | None = None) -> jieba.Tokenizer:
+    """A jieba tokenizer with the domain user dictionary; built once per lexicon folder."""
+    lex = load_lexicons(lexicon_dir)
+    tok = _TOKENIZERS.get(lex.directory)
+    if tok is not None:
+        return tok
+    with _TOKENIZER_LOCK:
+        tok = _TOKENIZERS.get(lex.directory)
+        if tok is None:
+            tok = jieba.Tokenizer()
+            tok.initialize()
+            for entry in (lex.user_dict_path.read_text(encoding="utf-8")).splitlines():
+                entry = entry.strip()
+                if not entry or entry.startswith("#"):
+                    continue
+                parts = entry.split()
+                word = parts[0]
+                freq = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+                tag = parts[2] if len(parts) > 2 else None
+                tok.add_word(word, freq, tag)
+            _TOKENIZERS[lex.directory] = tok
+    return tok
+
+
+def segment(text: str, drop_stopwords: bool = False, lexicon_dir: Path | str | None = None) -> list[str]:
+    """Words of ``text`` (jieba + domain dictionary); placeholders stay whole tokens.
+
+    Never raises on odd input: non-strings are rejected by the caller, anything else
+    (empty, 100k characters, binary junk, mixed scripts) yields a list of tokens.
+    """
+    if not text:
+        return []
+    tok = get_tokenizer(lexicon_dir)
+    stop = load_lexicons(lexicon_dir).stopwords if drop_stopwords else frozenset()
+    words: list[str] = []
+    pieces = _PLACEHOLDER_RE.split(text) if "<" in text else [text]
+    for piece in pieces:
+        if not piece:
+            continue
+        if piece[0] == "<" and piece in PLACEHOLDERS:
+            words.append(piece)
+            continue
+        for word in tok.cut(piece, HMM=True):
+            if word.isspace() or word in stop:
+                continue
+            words.append(word)
+    return words
+
+
+def feature_tokens(words: list[str], lexicon_dir: Path | str | None = None) -> list[str]:
+    """Words as the classifier sees them: no stopwords or bare punctuation, long numbers as <NUM>."""
+    stop = load_lexicons(lexicon_dir).stopwords
+    out = []
+    for w in words:
+        if w in stop or _SKIP_TOKEN.match(w):
+            continue
+        if _LONG_NUMBER.match(w):
+            w = "<NUM>"
+        out.append(w.lower())
+    return out
+
+
+# --------------------------------------------------------------------------- combined
+
+
+@dataclass
+class PreparedText:
+    """Everything downstream needs from one raw message, computed once."""
+
+    text: str  # normalised and masked: the only form that is stored or trained on
+    tokens: list[str]  # feature tokens (see feature_tokens)
+    masked: dict[str, int]  # placeholder type -> count
+    punct: PunctStats
+
+    @property
+    def feature_string(self) -> str:
+        """Tokens joined by spaces, for the word vectorizer."""
+        return " ".join(self.tokens)
+
+    @property
+    def intensity(self) -> tuple[float, float, float, float]:
+        """Binary emotion/urgency cues folding removed: any '!', '!!!' or more, '??', masked personal data."""
+        p = self.punct
+        return (
+            float(p.exclamations >= 1),
+            float(p.exclamations >= 3 or p.longest_run >= 3),
+            float(p.questions >= 2),
+            float(bool(self.masked)),
+        )
+
+
+def prepare(text: str, lexicon_dir: Path | str | None = None) -> PreparedText:
+    """Normalise, mask and segment ``text`` in one pass (the triager's and trainer's entry)."""
+    norm, stats = normalise_with_stats(text)
+    masked = mask_personal_data(norm)
+    words = segment(masked.text, lexicon_dir=lexicon_dir)
+    return PreparedText(masked.text, feature_tokens(words, lexicon_dir), masked.counts, stats)
+
+
+@lru_cache(maxsize=1)
+def warm_up() -> None:
+    """Build the tokenizer now (about a second) rather than on the first message."""
+    segment("预热")

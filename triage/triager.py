@@ -1,0 +1,156 @@
+"""From raw complaint text to a :class:`~triage.prediction.Prediction`: the one entry point
+the CLI, the API, the review UI and the benchmarks share.
+
+Pipeline per message: validate, :func:`triage.text.prepare` (normalise, mask, segment),
+the backend's probabilities and explanations (one featurisation for both), the domain
+rules (which may raise urgency and set escalation, never lower urgency), then the
+Prediction. ``predict_many`` does the backend step for the whole batch at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.base import ClassifierBackend
+from triage.errors import InvalidInput, ModelError
+from triage.lexicons import load_lexicons
+from triage.prediction import Prediction
+from triage.rules import apply_rules
+from triage.taxonomy import HEADS
+from triage.text import PreparedText, prepare
+
+DEFAULT_MAX_CHARS = 10_000
+ESCALATION_THRESHOLD = 0.5  # the model's P(escalation) needed when no lexicon term speaks
+
+
+def _label_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Triager:
+    """A loaded model plus the rules; cheap to call, safe to share between threads."""
+
+    def __init__(
+        self,
+        backend: ClassifierBackend,
+        version: str,
+        lexicon_dir: Path | str | None = None,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        top_k: int = 5,
+        escalation_threshold: float = ESCALATION_THRESHOLD,
+    ):
+        missing = [h for h in HEADS if h not in backend.classes_]
+        if missing:
+            raise ModelError(f"model {version} lacks the heads {', '.join(missing)}")
+        self.backend = backend
+        self.version = version
+        self.lexicon_dir = lexicon_dir
+        self.lexicons = load_lexicons(lexicon_dir)
+        self.max_chars = max_chars
+        self.top_k = top_k
+        self.escalation_threshold = escalation_threshold
+        self.manifest: dict[str, Any] = {}
+
+    @classmethod
+    def from_store(cls, store, version: str | None = None, **kwargs) -> "Triager":
+        """Load ``version`` (default: the current one) from a :class:`models.store.ModelStore`."""
+        backend, manifest = store.load(version)
+        if "max_chars" not in kwargs:
+            from triage.settings import get_settings
+
+            kwargs["max_chars"] = get_settings().max_text_chars
+        triager = cls(backend, manifest["version"], **kwargs)
+        triager.manifest = manifest
+        return triager
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, text: Any, index: int | None = None) -> str:
+        where = "" if index is None else f" (message {index})"
+        if not isinstance(text, str):
+            raise InvalidInput(f"text must be a string, got {type(text).__name__}{where}", field="text")
+        if not text.strip():
+            raise InvalidInput(f"text is empty{where}", field="text")
+        if len(text) > self.max_chars:
+            raise InvalidInput(
+                f"text has {len(text)} characters, more than the limit of {self.max_chars}{where}", field="text"
+            )
+        return text
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict(self, text: str) -> Prediction:
+        """Triage one message; InvalidInput for empty, too long or non-string text."""
+        return self.predict_many([text])[0]
+
+    def predict_many(self, texts: Sequence[str]) -> list[Prediction]:
+        """Triage a batch; the whole batch is validated first so a bad item fails fast and whole."""
+        if isinstance(texts, str):
+            raise InvalidInput("predict_many takes a list of texts, not one string", field="texts")
+        for i, t in enumerate(texts):
+            self.validate(t, i)
+        prepared = [prepare(t, self.lexicon_dir) for t in texts]
+        if not prepared:
+            return []
+        return self.predict_prepared(prepared)
+
+    def predict_prepared(self, prepared: list[PreparedText]) -> list[Prediction]:
+        """Triage texts already through :func:`triage.text.prepare` (the trainer's CV uses this)."""
+        explain = getattr(self.backend, "predict_explained", None)
+        if explain is not None:
+            proba, explanations = explain(prepared, top_k=self.top_k)
+        else:
+            proba = self.backend.predict_proba([p.text for p in prepared])
+            explanations = None
+        classes = self.backend.classes_
+        top = {h: np.asarray(proba[h]).argmax(axis=1) for h in HEADS}
+        out = []
+        for i, p in enumerate(prepared):
+            labels = {h: classes[h][int(top[h][i])] for h in HEADS}
+            scores = {
+                h: {_label_str(c): round(float(proba[h][i, j]), 4) for j, c in enumerate(classes[h])} for h in HEADS
+            }
+            model_escalation = scores["escalation"].get("true", 0.0) >= self.escalation_threshold
+            outcome = apply_rules(p.text, int(labels["urgency"]), model_escalation, lexicons=self.lexicons)
+            final = {
+                "dispute_type": str(labels["dispute_type"]),
+                "urgency": outcome.urgency,
+                "emotion": str(labels["emotion"]),
+                "escalation": outcome.escalation,
+            }
+            # Confidence: the lowest probability the model gave to a final label; a label a rule
+            # decided against the model is certain by rule (the rule says why).
+            confidences = []
+            for h in HEADS:
+                label = _label_str(final[h])
+                ruled = (h == "urgency" and final[h] != labels["urgency"]) or (
+                    h == "escalation" and final[h] != model_escalation
+                )
+                confidences.append(1.0 if ruled else scores[h].get(label, 0.0))
+            if explanations is not None:
+                expl: dict[str, Any] = {h: [[w, s] for w, s in explanations[i].get(h, [])] for h in HEADS}
+            else:
+                expl = {
+                    h: [[w, s] for w, s in self.backend.explain(p.text, h, labels[h], self.top_k)] for h in HEADS
+                }
+            expl["rules"] = [hit.model_dump() for hit in outcome.hits]
+            if p.masked:
+                expl["masked"] = dict(p.masked)
+            out.append(
+                Prediction(
+                    **final,
+                    vulnerable=outcome.vulnerable,
+                    confidence=round(min(confidences), 4),
+                    scores=scores,
+                    explanation=expl,
+                    rules=outcome.hits,
+                    model_version=self.version,
+                )
+            )
+        return out
