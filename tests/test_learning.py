@@ -303,3 +303,60 @@ def test_auto_retrain_after_n_confirmations():
     assert job.state == "done" and loop.confirmations_since_retrain == 0
     with pytest.raises(InvalidInput):
         make_loop(retrain_after=0)
+
+
+# ------------------------------------------------------------------ with the real service, store and backend
+
+
+def test_retrain_promote_rollback_with_the_real_service_and_cli(tmp_path, monkeypatch):
+    """Confirmed labels from real review decisions feed a real retrain; the service's model
+    swaps; the CLI lists, rolls back and promotes; every change is audited."""
+    from typer.testing import CliRunner
+
+    from review_fixtures import make_service, make_settings, train_tiny_model
+    from triage.cli import app as cli
+    from triage.review import ReviewContext
+    from triage.settings import get_settings
+
+    settings = make_settings(tmp_path, per_type=12, retrain_after_confirmations=1000)
+    store = train_tiny_model(settings)
+    first = store.current_version()
+    service = make_service(settings, store)
+    context = ReviewContext(service, store, settings)
+    texts = ["摄像头黑屏开不了机，直播做不了", "客服三天不回复消息", "说是纯棉结果是化纤", "降价了不给保价",
+             "很好用，推荐", "麦克风有电流声", "快递丢件了", "和描述不符，参数虚标"]
+    for i, text_ in enumerate(texts):
+        case_id = service.ingest({"source": "t", "external_id": str(i), "text": text_}).case.id
+        context.review.decide(case_id, "confirm", "rita", context.review.item(case_id)["version"])
+    assert len(context.learning.hooks.confirmed_examples()) == len(texts)
+
+    outcome = context.learning.retrain("admin")
+    manifest = store.read_manifest(outcome.version)
+    assert manifest["status"] == ("promoted" if outcome.promoted else "rejected")
+    assert manifest["metrics"]["learning"]["compared_with"] == first
+    assert set(manifest["metrics"]["learning"]["seed_cv"]) == set(HEADS)
+    assert (service.triager.version == outcome.version) == outcome.promoted
+    actions = [a.action for a in service.list_audit(entity="model")]
+    assert "model.trained" in actions
+
+    second = outcome.version
+    if not outcome.promoted:
+        context.learning.promote(second, "admin", "test")
+    assert service.triager.version == second
+
+    monkeypatch.setenv("TRIAGE_VAR_DIR", str(settings.var_dir))
+    monkeypatch.setenv("TRIAGE_DATASETS_DIR", str(settings.datasets_dir))
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        listed = runner.invoke(cli, ["models", "list"])
+        assert listed.exit_code == 0, listed.output
+        assert f"* {second}" in listed.output and first in listed.output
+        back = runner.invoke(cli, ["models", "rollback", first, "--actor", "ops"])
+        assert back.exit_code == 0, back.output
+        assert store.current_version() == first
+        again = runner.invoke(cli, ["models", "rollback", first])
+        assert again.exit_code == 1 and "already the current" in again.output
+    finally:
+        get_settings.cache_clear()
+    assert any(a.action == "model.rolled_back" and a.actor == "ops" for a in service.list_audit(entity="model"))

@@ -1,0 +1,1 @@
+"""The Gradio review UI, mounted on the FastAPI app at ``/review`` (see ``review_ui.app``)."""

@@ -1,0 +1,95 @@
+"""``triage retrain`` and ``triage models list|promote|rollback``: the learning loop from a shell.
+
+Registered in :mod:`triage.cli` with one line each. Progress goes to stderr, results as
+JSON to stdout. Changes are audited with the actor ``cli:<user>`` (``--actor``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Optional
+
+import typer
+
+from triage.errors import TriageError
+
+models_app = typer.Typer(help="List model versions, promote one, or roll back.", no_args_is_help=True)
+
+
+def _context():
+    from models.learning import ModelHolder
+    from models.store import ModelStore
+    from triage.review import ReviewContext
+    from triage.service import TriageService
+    from triage.settings import get_settings
+    from triage.triager import Triager
+
+    settings = get_settings()
+    store = ModelStore(settings.effective_model_dir)
+    holder = ModelHolder()
+    if store.current_version() is not None:
+        holder.swap(Triager.from_store(store, lexicon_dir=settings.lexicon_dir))
+    service = TriageService.from_settings(settings, holder)
+    return ReviewContext(service, store, settings)
+
+
+def _actor(actor: Optional[str]) -> str:
+    return actor or f"cli:{getpass.getuser()}"
+
+
+def _print(obj) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False, indent=1, default=str))
+
+
+def retrain(actor: Optional[str] = typer.Option(None, "--actor", help="who to record in the audit log")):
+    """Retrain on seed data plus confirmed labels; promote only if the quality gate passes."""
+    try:
+        outcome = _context().learning.retrain(_actor(actor), trigger="cli")
+    except TriageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    _print({"version": outcome.version, "promoted": outcome.promoted, "reason": outcome.reason,
+            "regraded": outcome.regraded, "metrics": outcome.metrics})
+    raise typer.Exit(0 if outcome.promoted else 3)
+
+
+@models_app.command("list")
+def list_models():
+    """Every version, oldest first: status, gate reason, macro-F1; the current one is marked."""
+    try:
+        overview = _context().models_overview()
+    except TriageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    for v in overview["versions"]:
+        learning = (v.get("metrics") or {}).get("learning", {}) if isinstance(v.get("metrics"), dict) else {}
+        scores = learning.get("holdout") or learning.get("seed_cv") or {}
+        f1 = " ".join(f"{h}={s:.3f}" for h, s in scores.items())
+        mark = "*" if v.get("current") else " "
+        typer.echo(f"{mark} {v['version']}  {v.get('status', ''):9}  {f1}  {v.get('reason', '')}".rstrip())
+
+
+def _change(kind: str, version: str, actor: Optional[str], reason: Optional[str]) -> None:
+    try:
+        learning = _context().learning
+        change = learning.promote if kind == "promote" else learning.rollback
+        regraded = change(version, _actor(actor), reason or f"{kind} from the command line")
+    except TriageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    _print({"current": version, "action": kind, "regraded": regraded})
+
+
+@models_app.command()
+def promote(version: str, actor: Optional[str] = typer.Option(None, "--actor"),
+            reason: Optional[str] = typer.Option(None, "--reason")):
+    """Make VERSION current (also a rejected one); open unconfirmed cases are re-graded."""
+    _change("promote", version, actor, reason)
+
+
+@models_app.command()
+def rollback(version: str, actor: Optional[str] = typer.Option(None, "--actor"),
+             reason: Optional[str] = typer.Option(None, "--reason")):
+    """Return to the earlier VERSION; open unconfirmed cases are re-graded."""
+    _change("rollback", version, actor, reason)
