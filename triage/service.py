@@ -318,7 +318,7 @@ def prediction_view(row: PredictionRow) -> PredictionView:
 AUDITED_CASE_FIELDS = (
     "dispute_type", "grade", "priority_grade", "emotion", "escalation", "vulnerable", "status",
     "tier", "teams", "respond_due_at", "resolve_due_at", "first_response_at", "resolved_at",
-    "closed_at", "respond_breached", "resolve_breached", "breach_count",
+    "closed_at", "respond_warned", "resolve_warned", "respond_breached", "resolve_breached", "breach_count",
 )
 
 
