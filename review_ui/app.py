@@ -261,13 +261,19 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             return f"✅ {version} is now current ({action}); {regraded} open case(s) re-graded."
         return handler
 
-    def poll_job(request: gr.Request):
+    def poll_job(last_state, request: gr.Request):
+        """Job progress every tick; the versions table is re-read only when a job ends."""
         try:
             role_of(request)
             job = get_context().learning.job()
         except TriageError:
-            return gr.update()
-        return job_text(job.as_dict() if job else None)
+            return gr.update(), gr.update(), gr.update(), last_state
+        job_dict = job.as_dict() if job else None
+        state = f"{job.id}:{job.state}" if job else None
+        if state == last_state or job is None or job.state in ("queued", "running"):
+            return job_text(job_dict), gr.update(), gr.update(), state
+        table, choices, text = load_models(request)
+        return text, table, choices, state
 
     # ------------------------------------------------------------------ layout
 
@@ -331,6 +337,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             model_status = gr.Markdown(elem_id="model-status")
             job_status = gr.Markdown(elem_id="job-status")
             timer = gr.Timer(2.0)
+            seen_job = gr.State(None)
 
         filters = [f_type, f_grade, f_emotion, f_status, f_tier, f_breached]
         item_outputs = [text_html, details_html, guideline_html, history_html, c_type, c_grade, c_emotion,
@@ -358,7 +365,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
         models_tab.select(load_models, None, models_outputs)
         for button, action in ((promote_btn, "promote"), (rollback_btn, "rollback"), (retrain_btn, "retrain")):
             button.click(model_action(action), [version_pick], [model_status]).then(load_models, None, models_outputs)
-        timer.tick(poll_job, None, [job_status])
+        timer.tick(poll_job, [seen_job], [job_status, models_table, version_pick, seen_job])
     return ui
 
 
