@@ -573,6 +573,12 @@ class LearningLoop:
 # --------------------------------------------------------------------------- wiring
 
 
+def wait_for_job(loop: "LearningLoop", timeout: float = 600.0) -> RetrainJob | None:
+    """Block until the loop's latest retrain ends (tests, scripts); returns it."""
+    loop.wait(timeout)
+    return loop.job()
+
+
 def backend_fitter(backend: str = "sklearn", **params: Any):
     """``(fit, fit_quick)`` for a registered backend.
 

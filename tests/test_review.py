@@ -289,3 +289,70 @@ def test_skip_with_note_and_bulk_confirm_above_confidence(service):
     assert review.queue_size() == sum(1 for c in confidences.values() if c < threshold)
     with pytest.raises(InvalidInput):
         review.bulk_confirm(1.5, "rita")
+
+
+# ------------------------------------------------------------------ HTTP routes
+
+
+def test_review_and_model_routes(db_url, tmp_path, model_store):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from models.learning import wait_for_job
+    from models.store import ModelStore
+
+    store = ModelStore(tmp_path / "models")  # a private copy: this test adds versions
+    shutil.copytree(model_store.root, store.root)
+    settings = make_settings(tmp_path / "svc", database_url=db_url, per_type=12, model_dir=store.root)
+    service = make_service(settings, store)
+    app = create_app(settings, service=service, background=False)
+    service.create_user("rita", "reviewer")
+    _, rita = service.create_api_key("rita", ["review"])
+    service.create_user("boss", "admin")
+    _, boss = service.create_api_key("boss", ["admin"])
+    as_rita, as_boss = {"Authorization": f"Bearer {rita}"}, {"Authorization": f"Bearer {boss}"}
+    ids = [ingest(service, 20 + i, t) for i, t in enumerate(["摄像头黑屏开不了机", "客服一直不回复", "降价了不给保价"])]
+    with TestClient(app) as client:
+        assert client.get("/v1/review/queue").status_code == 401
+        queue = client.get("/v1/review/queue", headers=as_rita).json()
+        assert queue["total"] == 3 and {i["case_id"] for i in queue["items"]} == set(ids)
+        only = client.get("/v1/review/queue", params={"type": queue["items"][0]["labels"]["dispute_type"]}, headers=as_rita)
+        assert all(i["labels"]["dispute_type"] == queue["items"][0]["labels"]["dispute_type"] for i in only.json()["items"])
+        assert client.get("/v1/review/queue", params={"order": "random"}, headers=as_rita).status_code == 422
+
+        item = queue["items"][0]
+        ok = client.post(f"/v1/cases/{item['case_id']}/review", headers=as_rita,
+                         json={"action": "confirm", "expected_version": item["version"]})
+        assert ok.status_code == 200 and ok.json()["labels_source"] == "review"
+        again = client.post(f"/v1/cases/{item['case_id']}/review", headers=as_rita,
+                            json={"action": "confirm", "expected_version": item["version"]})
+        assert again.status_code == 409 and again.json()["error"] == "conflict"
+        bad = client.post(f"/v1/cases/{ids[1]}/review", headers=as_rita,
+                          json={"action": "correct", "labels": {"urgency": 9}, "expected_version": 1})
+        assert bad.status_code == 422
+        assert client.post("/v1/cases/999999/review", headers=as_rita,
+                           json={"action": "confirm", "expected_version": 1}).status_code == 404
+
+        models = client.get("/v1/models", headers=as_rita).json()
+        first = models["current"]
+        assert [v["version"] for v in models["versions"]] == [first] and models["retrain"] is None
+        assert client.post("/v1/models/retrain", headers=as_rita).status_code == 403
+        started = client.post("/v1/models/retrain", headers=as_boss)
+        assert started.status_code == 202
+        context = app.state.review_context
+        job = wait_for_job(context.learning, timeout=120)
+        assert job.state == "done", job.error
+        overview = client.get("/v1/models", headers=as_rita).json()
+        assert overview["retrain"]["state"] == "done" and len(overview["versions"]) == 2
+        second = overview["retrain"]["version"]
+        if overview["current"] == first:  # rejected by the gate: promote it by hand
+            assert client.post(f"/v1/models/{second}/promote", headers=as_boss).status_code == 200
+        assert client.post(f"/v1/models/{second}/promote", headers=as_boss).status_code == 409
+        back = client.post(f"/v1/models/{first}/rollback", headers=as_boss, json={"reason": "test"})
+        assert back.status_code == 200 and back.json()["current"] == first
+        assert service.triager.version == first
+        assert client.post("/v1/models/v-nope/promote", headers=as_boss).status_code == 404
+        assert client.post(f"/v1/models/{second}/rollback", headers=as_boss).status_code == 409  # newer
+    service.db.dispose()
