@@ -129,3 +129,22 @@ def test_no_text_copied_from_the_shared_real_complaints(seed):
     pairs = near_duplicates(real + seed_texts, threshold=0.6)
     crossing = [(i, j) for i, j, _ in pairs if i < len(real) <= j]
     assert crossing == [], [seed[j - len(real)]["_where"] for _, j in crossing[:10]]
+
+
+def render_counts_table(rows: list[dict]) -> str:
+    """The label-count table of datasets/README.md, per head and per source."""
+    sources = sorted({r["source"] for r in rows})
+    columns = [(h, label) for h, labels in HEAD_LABELS.items() for label in labels]
+    head = "| source | n | " + " | ".join(f"{h[:4]}={str(v).lower()}" for h, v in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
+    for src in [*sources, "all"]:
+        sel = [r for r in rows if src in ("all", r["source"])]
+        cells = [str(sum(1 for r in sel if r[h] == v)) for h, v in columns]
+        lines.append(f"| {src} | {len(sel)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def test_datasheet_counts_match_the_data(seed):
+    sheet = (ROOT / "datasets" / "README.md").read_text(encoding="utf-8")
+    table = render_counts_table(seed)
+    assert table in sheet, "datasets/README.md counts are stale; the current table is:\n" + table
