@@ -126,6 +126,7 @@ def cross_validate(
     seed: int = 0,
     rules: bool = True,
     progress: Callable[[str, float], None] | None = None,
+    sentiment=None,
     **params: Any,
 ) -> dict[str, Any]:
     """Stratified (by dispute type) k-fold CV of the whole triager; pooled out-of-fold metrics."""
@@ -143,7 +144,7 @@ def cross_validate(
     for k, (train, test) in enumerate(splitter.split(np.zeros(len(records)), strata)):
         if progress:
             progress(f"fold {k + 1}/{folds}", k / folds)
-        model = train_backend([records[i] for i in train], backend, **params)
+        model = train_backend([records[i] for i in train], backend, sentiment=sentiment, **params)
         triager = Triager(model, f"cv-fold-{k + 1}", max_chars=10**9)
         for i, p in zip(test, triager.predict_many([records[i]["text"] for i in test])):
             preds[i] = p

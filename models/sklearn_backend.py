@@ -9,12 +9,14 @@ urgency 1 and escalation are rare but matter most. Probabilities are calibrated 
 temperature scaling fitted on out-of-fold scores: it fixes over/under-confidence
 without moving the decision (argmax) that the balancing chose.
 
-Saved with skops (no pickle); loading trusts only the exact sklearn/numpy types written.
+Saved without pickle: settings and vocabularies as JSON, weights as ``.npz`` loaded with
+``allow_pickle=False``, so a model file can carry no code.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,9 @@ from triage.errors import ModelError
 from triage.text import PreparedText, prepare
 
 FORMAT = "sklearn-tfidf-logreg/1"
-_MODEL_FILE = "model.skops"
 _META_FILE = "backend.json"
+_VOCAB_FILE = "vocabulary.json"
+_ARRAYS_FILE = "arrays.npz"
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "word_ngram": (1, 2),
@@ -68,13 +71,34 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def _scores(model: LogisticRegression, X) -> np.ndarray:
-    """Per-class scores (n, k); binary models get [0, s] so softmax gives the sigmoid."""
-    s = X @ model.coef_.T + model.intercept_
-    s = np.asarray(s)
-    if s.shape[1] == 1:
-        s = np.hstack([np.zeros_like(s), s])
-    return s
+@dataclass
+class LinearHead:
+    """One head as plain arrays: scores = X @ W.T + b, one row per class (one-vs-rest)."""
+
+    W: np.ndarray  # (k, d) float32
+    b: np.ndarray  # (k,) float64
+
+    def scores(self, X) -> np.ndarray:
+        return np.asarray(X @ self.W.T) + self.b
+
+
+def _fit_linear_head(X, y_idx: np.ndarray, k: int, C: float, weights) -> LinearHead:
+    """One class-balanced binary logistic regression per class (liblinear: fast on sparse text).
+
+    Binary heads train one model and use [-s/2, s/2] so a softmax gives its sigmoid.
+    """
+    rows_W, rows_b = [], []
+    targets = [1] if k == 2 else range(k)
+    for c in targets:
+        yc = (y_idx == c).astype(int)
+        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", max_iter=1000)
+        model.fit(X, yc, sample_weight=weights)
+        rows_W.append(model.coef_[0])
+        rows_b.append(model.intercept_[0])
+    W, b = np.vstack(rows_W), np.array(rows_b)
+    if k == 2:
+        W, b = np.vstack([-W[0] / 2, W[0] / 2]), np.array([-b[0] / 2, b[0] / 2])
+    return LinearHead(W.astype(np.float32), b.astype(np.float64))
 
 
 def _fit_temperature(scores: np.ndarray, y_idx: np.ndarray) -> float:
@@ -100,6 +124,57 @@ def _fit_temperature(scores: np.ndarray, y_idx: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
+class SentimentModel:
+    """Positive/negative review sentiment learnt from large real review corpora (weak signal).
+
+    The seed data is small and written by the team; real reviews say "bad" in many more
+    ways. A hashed character n-gram logistic regression trained on tens of thousands of
+    labeled reviews turns that into one probability the heads use as extra features
+    (binned, so a linear head can use it non-linearly). Hashing keeps it vocabulary-free:
+    the saved model is just a weight vector.
+    """
+
+    N_FEATURES = 2**18
+
+    def __init__(self, W: np.ndarray | None = None, b: float = 0.0):
+        self.W = W
+        self.b = b
+
+    @staticmethod
+    def vectorizer():
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        return HashingVectorizer(
+            analyzer="char", ngram_range=(1, 3), n_features=SentimentModel.N_FEATURES,
+            alternate_sign=False, norm="l2", lowercase=True, dtype=np.float32,
+        )
+
+    def fit(self, texts: Sequence[str], negative: Sequence[int], C: float = 1.0) -> "SentimentModel":
+        X = self.vectorizer().transform([prepare(t).text for t in texts])
+        model = LogisticRegression(C=C, solver="liblinear", max_iter=1000)
+        model.fit(X, np.asarray(negative, dtype=int))
+        self.W = model.coef_[0].astype(np.float32)
+        self.b = float(model.intercept_[0])
+        return self
+
+    def negative_proba(self, prepared: list[PreparedText]) -> np.ndarray:
+        X = self.vectorizer().transform([p.text for p in prepared])
+        z = np.asarray(X @ self.W).ravel() + self.b
+        return 1.0 / (1.0 + np.exp(-z))
+
+    @staticmethod
+    def features(p_neg: np.ndarray) -> sp.csr_matrix:
+        """P(negative) and its four bins, scaled like TF-IDF values."""
+        bins = np.digitize(p_neg, [0.15, 0.5, 0.85])
+        onehot = np.zeros((len(p_neg), 4), dtype=np.float32)
+        onehot[np.arange(len(p_neg)), bins] = 1.0
+        return sp.csr_matrix(np.hstack([p_neg.reshape(-1, 1).astype(np.float32), onehot]) * _SENTIMENT_SCALE)
+
+
+SENTIMENT_NAMES = ["<negative review>", "<clearly positive>", "<rather positive>", "<rather negative>", "<clearly negative>"]
+_SENTIMENT_SCALE = 0.5
+
+
 class _ConstantHead:
     """A head whose training labels had one class only (tiny data sets): always that class."""
 
@@ -119,8 +194,9 @@ class SklearnBackend(ClassifierBackend):
         self.classes_: dict[str, list[Any]] = {}
         self.word_vectorizer: TfidfVectorizer | None = None
         self.char_vectorizer: TfidfVectorizer | None = None
-        self.models: dict[str, LogisticRegression] = {}
+        self.models: dict[str, LinearHead | _ConstantHead] = {}
         self.temperatures: dict[str, float] = {}
+        self.sentiment: SentimentModel | None = None  # set before fit() to use the weak signal
         self._feature_names: np.ndarray | None = None
         self._weights: dict[str, np.ndarray] = {}
 
@@ -152,7 +228,13 @@ class SklearnBackend(ClassifierBackend):
             raise ModelError("the sklearn backend is not trained; call fit() or load() first")
         words = self.word_vectorizer.transform([p.feature_string for p in prepared])
         chars = self.char_vectorizer.transform([p.text for p in prepared])
-        return sp.hstack([words, chars, _intensity_matrix(prepared)], format="csr")
+        return sp.hstack([words, chars, *self._extra_features(prepared)], format="csr")
+
+    def _extra_features(self, prepared: list[PreparedText]) -> list[sp.csr_matrix]:
+        blocks = [_intensity_matrix(prepared)]
+        if self.sentiment is not None:
+            blocks.append(SentimentModel.features(self.sentiment.negative_proba(prepared)))
+        return blocks
 
     def featurize(self, texts: Sequence[str | PreparedText]) -> sp.csr_matrix:
         """The feature matrix of ``texts`` (strings are prepared first)."""
@@ -174,7 +256,7 @@ class SklearnBackend(ClassifierBackend):
         self.word_vectorizer, self.char_vectorizer = self._new_vectorizers()
         words = self.word_vectorizer.fit_transform([p.feature_string for p in prepared])
         chars = self.char_vectorizer.fit_transform([p.text for p in prepared])
-        X = sp.hstack([words, chars, _intensity_matrix(prepared)], format="csr")
+        X = sp.hstack([words, chars, *self._extra_features(prepared)], format="csr")
         self.models, self.temperatures, self.classes_ = {}, {}, {}
         heads = list(labels)
         for i, head in enumerate(heads):
@@ -195,18 +277,11 @@ class SklearnBackend(ClassifierBackend):
             progress("done", 1.0)
         return self
 
-    def _new_head(self, head: str) -> LogisticRegression:
-        return LogisticRegression(
-            C=float(self.params["C"].get(head, 4.0)),
-            class_weight="balanced",
-            max_iter=3000,
-            solver="liblinear" if head == "escalation" else "lbfgs",
-        )
+    def _C(self, head: str) -> float:
+        return float(self.params["C"].get(head, 4.0))
 
-    def _fit_head(self, head, X, y_idx, weights) -> LogisticRegression:
-        model = self._new_head(head)
-        model.fit(X, y_idx, sample_weight=weights)
-        return model
+    def _fit_head(self, head, X, y_idx, weights) -> LinearHead:
+        return _fit_linear_head(X, y_idx, int(y_idx.max()) + 1, self._C(head), weights)
 
     def _calibrate(self, head, X, y_idx, weights) -> float:
         """Temperature from out-of-fold scores; 1.0 when a class is too rare to fold."""
@@ -216,9 +291,10 @@ class SklearnBackend(ClassifierBackend):
             return 1.0
         oof = np.zeros((X.shape[0], len(counts)))
         for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(X, y_idx):
-            model = self._new_head(head)
-            model.fit(X[train], y_idx[train], sample_weight=None if weights is None else weights[train])
-            oof[test] = _scores(model, X[test])
+            head_model = _fit_linear_head(
+                X[train], y_idx[train], len(counts), self._C(head), None if weights is None else weights[train]
+            )
+            oof[test] = head_model.scores(X[test])
         return _fit_temperature(oof, y_idx)
 
     def _index_weights(self) -> None:
@@ -227,16 +303,14 @@ class SklearnBackend(ClassifierBackend):
         # char n-grams are too vague to explain anything and get an empty name (skipped).
         words = ["".join(n.split(" ")) for n in self.word_vectorizer.get_feature_names_out()]
         chars = [n if len(n) > 1 else "" for n in self.char_vectorizer.get_feature_names_out()]
-        names = words + chars + INTENSITY_NAMES
+        names = words + chars + INTENSITY_NAMES + (SENTIMENT_NAMES if self.sentiment is not None else [])
         self._feature_names = np.array(names, dtype=object)
         self._weights = {}
         for head, model in self.models.items():
             if isinstance(model, _ConstantHead):
                 continue
-            coef = np.asarray(model.coef_)
-            if coef.shape[0] == 1:
-                coef = np.vstack([-coef[0] / 2, coef[0] / 2])
-            self._weights[head] = (coef - coef.mean(axis=0, keepdims=True)).astype(np.float32)
+            W = model.W
+            self._weights[head] = (W - W.mean(axis=0, keepdims=True)).astype(np.float32)
 
     # ------------------------------------------------------------------ prediction
 
@@ -246,7 +320,7 @@ class SklearnBackend(ClassifierBackend):
             if isinstance(model, _ConstantHead):
                 out[head] = np.ones((X.shape[0], 1))
                 continue
-            out[head] = _softmax(_scores(model, X) / self.temperatures[head])
+            out[head] = _softmax(model.scores(X) / self.temperatures[head])
         return out
 
     def predict_proba(self, texts) -> dict[str, np.ndarray]:
@@ -304,83 +378,88 @@ class SklearnBackend(ClassifierBackend):
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: Path) -> None:
-        import skops.io as sio
-
-        if not self.models:
+        """JSON for settings and vocabularies, ``.npz`` (no pickle) for the arrays."""
+        if not self.models or self.word_vectorizer is None:
             raise ModelError("cannot save an untrained sklearn backend")
         path = Path(path)
-        state = {
-            "word_vectorizer": self.word_vectorizer,
-            "char_vectorizer": self.char_vectorizer,
-            "models": {h: m for h, m in self.models.items() if not isinstance(m, _ConstantHead)},
-        }
-        sio.dump(state, path / _MODEL_FILE)
+        arrays: dict[str, np.ndarray] = {}
+        vocab = {}
+        for name, vectorizer in (("word", self.word_vectorizer), ("char", self.char_vectorizer)):
+            terms = vectorizer.get_feature_names_out()
+            vocab[name] = [str(t) for t in terms]
+            arrays[f"{name}_idf"] = np.asarray(vectorizer.idf_, dtype=np.float64)
+        for head, model in self.models.items():
+            if isinstance(model, LinearHead):
+                arrays[f"head_{head}_W"] = model.W
+                arrays[f"head_{head}_b"] = model.b
+        if self.sentiment is not None:
+            arrays["sentiment_W"] = self.sentiment.W
+            arrays["sentiment_b"] = np.array([self.sentiment.b])
+        with (path / _ARRAYS_FILE).open("wb") as f:
+            np.savez_compressed(f, **arrays)
+        (path / _VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         meta = {
             "format": FORMAT,
             "params": self.params,
             "classes": {h: [_label_key(v) for v in c] for h, c in self.classes_.items()},
             "temperatures": self.temperatures,
             "constant_heads": [h for h, m in self.models.items() if isinstance(m, _ConstantHead)],
+            "sentiment": self.sentiment is not None,
         }
         (path / _META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
 
-    # The only types a model file of this backend may contain; anything else is refused.
-    TRUSTED_TYPES = [
-        "sklearn.feature_extraction.text.TfidfVectorizer",
-        "sklearn.feature_extraction.text.TfidfTransformer",
-        "sklearn.linear_model._logistic.LogisticRegression",
-        "numpy.float32",
-        "numpy.float64",
-        "numpy.int64",
-        "numpy.int32",
-        "numpy.dtype",
-        "builtins.tuple",
-        "builtins.dict",
-        "builtins.list",
-        "builtins.str",
-        "builtins.int",
-        "builtins.float",
-        "builtins.bool",
-        "builtins.NoneType",
-        "builtins.slice",
-    ]
-
     @classmethod
     def load(cls, path: Path) -> "SklearnBackend":
-        import skops.io as sio
-
         path = Path(path)
-        meta_file, model_file = path / _META_FILE, path / _MODEL_FILE
-        if not meta_file.is_file() or not model_file.is_file():
-            raise ModelError(f"{path} is not an sklearn backend folder (needs {_META_FILE} and {_MODEL_FILE})")
+        files = [path / _META_FILE, path / _VOCAB_FILE, path / _ARRAYS_FILE]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise ModelError(f"{path} is not an sklearn backend folder (missing {', '.join(missing)})")
         try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            meta = json.loads(files[0].read_text(encoding="utf-8"))
+            vocab = json.loads(files[1].read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ModelError(f"{meta_file} is unreadable: {exc}") from None
-        if meta.get("format") != FORMAT:
-            raise ModelError(f"{meta_file} has format {meta.get('format')!r}; this code reads {FORMAT!r}")
+            raise ModelError(f"{path}: backend files are not valid JSON ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise ModelError(f"{files[0]} has format {found!r}; this code reads {FORMAT!r}")
         try:
-            untrusted = sio.get_untrusted_types(file=model_file)
-            foreign = sorted(set(untrusted) - set(cls.TRUSTED_TYPES))
-            if foreign:
-                raise ModelError(f"{model_file} contains types this backend never writes: {', '.join(foreign)}")
-            state = sio.load(model_file, trusted=untrusted)
+            with np.load(files[2], allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except Exception as exc:  # zip and format errors of a corrupt file
+            raise ModelError(f"{files[2]} cannot be read as model arrays: {exc}") from None
+        try:
+            params = dict(meta.get("params", {}))
+            params["word_ngram"] = tuple(params.get("word_ngram", DEFAULT_PARAMS["word_ngram"]))
+            params["char_ngram"] = tuple(params.get("char_ngram", DEFAULT_PARAMS["char_ngram"]))
+            backend = cls(**{k: v for k, v in params.items() if k in DEFAULT_PARAMS})
+            backend.word_vectorizer, backend.char_vectorizer = backend._new_vectorizers()
+            for name, vectorizer in (("word", backend.word_vectorizer), ("char", backend.char_vectorizer)):
+                terms = vocab[name]
+                vectorizer.vocabulary = {t: i for i, t in enumerate(terms)}
+                vectorizer.idf_ = arrays[f"{name}_idf"]
+                vectorizer.vocabulary_ = vectorizer.vocabulary
+                vectorizer.fixed_vocabulary_ = True
+            classes = meta["classes"]
+            backend.classes_ = {h: list(c) for h, c in classes.items()}
+            constant = set(meta.get("constant_heads", []))
+            backend.models = {
+                h: _ConstantHead(classes[h][0])
+                if h in constant
+                else LinearHead(arrays[f"head_{h}_W"].astype(np.float32), arrays[f"head_{h}_b"].astype(np.float64))
+                for h in classes
+            }
+            if meta.get("sentiment"):
+                backend.sentiment = SentimentModel(arrays["sentiment_W"].astype(np.float32), float(arrays["sentiment_b"][0]))
+            backend.temperatures = {h: float(t) for h, t in meta["temperatures"].items()}
+            width = len(vocab["word"]) + len(vocab["char"]) + len(INTENSITY_NAMES)
+            width += len(SENTIMENT_NAMES) if backend.sentiment is not None else 0
+            for h, m in backend.models.items():
+                if isinstance(m, LinearHead) and (m.W.shape[1] != width or m.W.shape[0] != len(classes[h])):
+                    raise ModelError(f"{path}: head {h} has weights of shape {m.W.shape}, expected ({len(classes[h])}, {width})")
         except ModelError:
             raise
-        except Exception as exc:  # skops raises many types on corrupt files
-            raise ModelError(f"{model_file} cannot be read as an sklearn model: {exc}") from None
-        params = meta.get("params", {})
-        params["word_ngram"] = tuple(params.get("word_ngram", DEFAULT_PARAMS["word_ngram"]))
-        params["char_ngram"] = tuple(params.get("char_ngram", DEFAULT_PARAMS["char_ngram"]))
-        backend = cls(**{k: v for k, v in params.items() if k in DEFAULT_PARAMS})
-        backend.word_vectorizer = state["word_vectorizer"]
-        backend.char_vectorizer = state["char_vectorizer"]
-        classes = meta["classes"]
-        backend.classes_ = {h: list(c) for h, c in classes.items()}
-        backend.models = dict(state["models"])
-        for head in meta.get("constant_heads", []):
-            backend.models[head] = _ConstantHead(classes[head][0])
-        backend.models = {h: backend.models[h] for h in classes}
-        backend.temperatures = {h: float(t) for h, t in meta["temperatures"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: inconsistent backend files ({exc!r})") from None
         backend._index_weights()
         return backend

@@ -120,14 +120,77 @@ def label_counts(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]
     return {h: {str(k): v for k, v in sorted(Counter(r[h] for r in records).items(), key=str)} for h in HEADS}
 
 
+def default_corpora_dir() -> Path:
+    """``../shared/data/corpora`` next to the project: real review corpora, if this machine has them."""
+    from triage.settings import PROJECT_ROOT
+
+    return PROJECT_ROOT.parent / "shared" / "data" / "corpora"
+
+
+CORPUS_FILES = ("online_shopping_10_cats.csv", "waimai_10k.csv", "ChnSentiCorp_htl_all.csv")
+
+
+def load_sentiment_corpora(
+    folder: Path | str | None = None, limit: int = 40_000, seed: int = 0
+) -> tuple[list[str], list[int]]:
+    """Review texts and 1 = negative / 0 = positive from the corpora CSVs (``label`` 1 = positive).
+
+    Returns empty lists when the folder is absent: the weak signal is optional. At most
+    ``limit`` reviews, sampled evenly per file and class so no file or class dominates.
+    """
+    import csv
+    import random
+
+    folder = Path(folder) if folder else default_corpora_dir()
+    groups: dict[tuple[str, int], list[str]] = {}
+    for name in CORPUS_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            for row in csv.DictReader(f):
+                text, label = (row.get("review") or "").strip(), (row.get("label") or "").strip()
+                if text and label in ("0", "1"):
+                    groups.setdefault((name, int(label)), []).append(text)
+    if not groups:
+        return [], []
+    rng = random.Random(seed)
+    per_group = max(1, limit // len(groups))
+    texts, negative = [], []
+    for (name, label), items in sorted(groups.items()):
+        picked = items if len(items) <= per_group else rng.sample(items, per_group)
+        texts.extend(picked)
+        negative.extend([1 - label] * len(picked))
+    return texts, negative
+
+
+def fit_sentiment(folder: Path | str | None = None, limit: int = 40_000, report: Callable[[str], None] | None = None):
+    """A :class:`models.sklearn_backend.SentimentModel` from the corpora, or None without them."""
+    from models.sklearn_backend import SentimentModel
+
+    texts, negative = load_sentiment_corpora(folder, limit)
+    if not texts:
+        if report:
+            report("no review corpora found; training without the sentiment signal")
+        return None
+    if report:
+        report(f"sentiment signal: {len(texts)} real reviews from {folder or default_corpora_dir()}")
+    return SentimentModel().fit(texts, negative)
+
+
 def train_backend(
     records: Sequence[dict[str, Any]],
     backend: str = "sklearn",
     sample_weight: Sequence[float] | None = None,
     progress: ProgressFn | None = None,
+    sentiment=None,
     **params: Any,
 ) -> ClassifierBackend:
-    """Fit a fresh backend of the registered name ``backend`` on labeled ``records``."""
+    """Fit a fresh backend of the registered name ``backend`` on labeled ``records``.
+
+    ``sentiment`` (a fitted SentimentModel) adds the corpora's weak signal to backends
+    that support it.
+    """
     if not records:
         raise ModelError("no labeled records to train on")
     missing = [h for h in HEADS if any(h not in r for r in records)]
@@ -136,6 +199,8 @@ def train_backend(
     if sample_weight is not None and len(sample_weight) != len(records):
         raise ModelError(f"{len(sample_weight)} sample weights for {len(records)} records")
     model = get_backend_class(backend)(**params)
+    if sentiment is not None and hasattr(model, "sentiment"):
+        model.sentiment = sentiment
     texts = [r["text"] for r in records]
     labels = {h: [r[h] for r in records] for h in HEADS}
     return model.fit(texts, labels, sample_weight=sample_weight, progress=progress)
@@ -149,11 +214,14 @@ def train_default(
     cv_folds: int = 0,
     progress: ProgressFn | None = None,
     report: Callable[[str], None] | None = None,
+    corpora: Path | str | None | bool = None,
 ) -> str:
     """Train on ``datasets/seed`` (or ``data_paths``), save a version, make it current.
 
-    ``cv_folds`` > 1 adds k-fold cross-validation metrics to the manifest (slower).
-    Returns the new version id.
+    ``corpora``: folder of real review corpora for the sentiment signal (default
+    ``../shared/data/corpora`` when it exists; ``False`` to train without). The model
+    trains fine without them. ``cv_folds`` > 1 adds k-fold cross-validation metrics to
+    the manifest (slower). Returns the new version id.
     """
     from models.evaluation import cross_validate
     from models.store import ModelStore
@@ -167,12 +235,15 @@ def train_default(
         say(f"skipped {problem}")
     if not records:
         raise ModelError(f"no usable labeled records in {', '.join(map(str, paths))}")
+    sentiment = None
+    if corpora is not False and settings.backend == "sklearn":
+        sentiment = fit_sentiment(corpora or None, report=say)
     say(f"training {settings.backend} on {len(records)} messages from {', '.join(map(str, paths))}")
-    backend = train_backend(records, settings.backend, progress=progress)
+    backend = train_backend(records, settings.backend, progress=progress, sentiment=sentiment)
     metrics: dict[str, Any] = {}
     if cv_folds and cv_folds > 1:
         say(f"{cv_folds}-fold cross-validation")
-        cv = cross_validate(records, settings.backend, folds=cv_folds)
+        cv = cross_validate(records, settings.backend, folds=cv_folds, sentiment=sentiment)
         metrics["cv"] = {h: {k: cv[h][k] for k in ("accuracy", "macro_f1", "ece")} for h in HEADS}
     store = store or ModelStore(settings.effective_model_dir)
     version = store.save(
@@ -185,6 +256,7 @@ def train_default(
                 "skipped_lines": len(problems),
                 "paths": [str(p) for p in paths],
                 "labels": label_counts(records),
+                "sentiment_corpora": None if sentiment is None else str(corpora or default_corpora_dir()),
             },
         },
     )

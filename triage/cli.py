@@ -71,6 +71,8 @@ def train(
     backend: Optional[str] = typer.Option(None, help="backend name (default: TRIAGE_BACKEND, sklearn)"),
     cv: int = typer.Option(0, help="also run k-fold cross-validation and store its metrics (0: off)"),
     set_current: bool = typer.Option(True, "--set-current/--no-set-current", help="make the new version current"),
+    corpora: Optional[Path] = typer.Option(None, help="review corpora folder for the sentiment signal (default ../shared/data/corpora if present)"),
+    no_corpora: bool = typer.Option(False, "--no-corpora", help="train on the labeled data only"),
 ):
     """Train a model on labeled JSONL and save it as a new version in the model store."""
     from models.store import ModelStore
@@ -84,7 +86,7 @@ def train(
     try:
         version = train_default(
             settings, data_paths=data, store=store, set_current=set_current, cv_folds=cv,
-            progress=_stage_progress(), report=err,
+            progress=_stage_progress(), report=err, corpora=False if no_corpora else corpora,
         )
     except TriageError as exc:
         raise fail(exc)

@@ -21,6 +21,8 @@ ESCALATION = "escalation.txt"
 NEGATIONS = "negations.txt"
 SAFETY = "safety.txt"
 VULNERABLE = "vulnerable.txt"
+COUNTERFEIT = "counterfeit.txt"
+UNUSABLE = "unusable.txt"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class Lexicons:
     safety: tuple[str, ...]
     safety_exclusions: tuple[str, ...]
     vulnerable: tuple[str, ...]
+    counterfeit: tuple[str, ...] = ()
+    counterfeit_exclusions: tuple[str, ...] = ()
+    unusable: tuple[str, ...] = ()
+    unusable_exclusions: tuple[str, ...] = ()
     domain_words: tuple[str, ...] = field(default=())
 
 
@@ -76,6 +82,8 @@ def load_lexicons(directory: Path | str | None = None) -> Lexicons:
         term, _, category = entry.partition("\t")
         escalation[term.strip()] = category.strip() or "other"
     safety, safety_exclusions = _split_exclusions(read_entries(directory / SAFETY))
+    counterfeit, counterfeit_exclusions = _split_exclusions(read_entries(directory / COUNTERFEIT))
+    unusable, unusable_exclusions = _split_exclusions(read_entries(directory / UNUSABLE))
     domain_words = tuple(e.split()[0] for e in read_entries(directory / USER_DICT))
     return Lexicons(
         directory=directory,
@@ -87,5 +95,9 @@ def load_lexicons(directory: Path | str | None = None) -> Lexicons:
         safety=_longest_first(safety),
         safety_exclusions=_longest_first(safety_exclusions),
         vulnerable=_longest_first(read_entries(directory / VULNERABLE)),
+        counterfeit=_longest_first(counterfeit),
+        counterfeit_exclusions=_longest_first(counterfeit_exclusions),
+        unusable=_longest_first(unusable),
+        unusable_exclusions=_longest_first(unusable_exclusions),
         domain_words=domain_words,
     )

@@ -1,4 +1,5 @@
-"""Domain rules on top of the classifiers: escalation threats, safety hazards, vulnerable customers.
+"""Domain rules on top of the classifiers: escalation threats, safety hazards, counterfeit
+goods, completely unusable products (the guideline's 一级 cases), vulnerable customers.
 
 The lexicons live in ``datasets/lexicons/`` so after-sales staff can extend them. Rules
 only ever raise urgency (1 is the top grade), never lower it, and every rule that fired
@@ -120,15 +121,32 @@ def find_escalation(text: str, lexicons: Lexicons | None = None) -> tuple[list[s
     return counted, ignored
 
 
+def _find_affirmed(text: str, terms, exclusions, negations) -> list[str]:
+    found = []
+    for hit in _find_terms(text, terms, exclusions):
+        left, _, _ = _clause_bounds(text, hit.start, hit.start + len(hit.term))
+        if not _negated(text, hit, negations, left):
+            found.append(hit.term)
+    return found
+
+
 def find_safety(text: str, lexicons: Lexicons | None = None) -> list[str]:
     """Safety-hazard terms of ``text`` that are not negated (没有漏电 does not count)."""
     lex = lexicons or load_lexicons()
-    found = []
-    for hit in _find_terms(text, lex.safety, lex.safety_exclusions):
-        left, _, _ = _clause_bounds(text, hit.start, hit.start + len(hit.term))
-        if not _negated(text, hit, lex.negations, left):
-            found.append(hit.term)
-    return found
+    return _find_affirmed(text, lex.safety, lex.safety_exclusions, lex.negations)
+
+
+def find_counterfeit(text: str, lexicons: Lexicons | None = None) -> list[str]:
+    """Counterfeit suspicions (假货, 不是正品); questions count, negations (不是假货) do not."""
+    lex = lexicons or load_lexicons()
+    # "不" before 是正品 is part of the term 不是正品, so only cues before the whole term negate.
+    return _find_affirmed(text, lex.counterfeit, lex.counterfeit_exclusions, lex.negations)
+
+
+def find_unusable(text: str, lexicons: Lexicons | None = None) -> list[str]:
+    """Completely-unusable terms (开不了机, 充不进电) that are not negated."""
+    lex = lexicons or load_lexicons()
+    return _find_affirmed(text, lex.unusable, lex.unusable_exclusions, lex.negations)
 
 
 def find_vulnerable(text: str, lexicons: Lexicons | None = None) -> list[str]:
@@ -181,6 +199,13 @@ def apply_rules(
         out.urgency = _raise_to(out.urgency, 1)
         effect = f"urgency {before} -> 1" if before != 1 else "none (already 1)"
         out.hits.append(RuleHit(rule="safety", matched=safety, effect=effect))
+
+    for rule, terms in (("counterfeit", find_counterfeit(text, lex)), ("unusable", find_unusable(text, lex))):
+        if terms:
+            before = out.urgency
+            out.urgency = _raise_to(out.urgency, 1)
+            effect = f"urgency {before} -> 1" if before != 1 else "none (already 1)"
+            out.hits.append(RuleHit(rule=rule, matched=terms, effect=effect))
 
     vulnerable = find_vulnerable(text, lex)
     if vulnerable:
