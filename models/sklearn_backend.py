@@ -350,21 +350,18 @@ class SklearnBackend(ClassifierBackend):
                 target = p.argmax(axis=1)
             W = self._weights[head]
             contrib = X.data * W[target[rows], X.indices]
+            # Sort each row's features by contribution, keep the first few positive ones:
+            # vectorised, then one short Python pass over at most 2 * top_k + 2 per row.
             order = np.lexsort((-contrib, rows))
-            for i in range(n):
-                start, end = X.indptr[i], X.indptr[i + 1]
-                picked = []
-                seen: set[str] = set()
-                for j in order[start:end]:
-                    c = contrib[j]
-                    if c <= 0 or len(picked) >= top_k:
-                        break
-                    name = self._feature_names[X.indices[j]].strip()
-                    if not name or name in seen:
-                        continue
-                    seen.add(name)
-                    picked.append((name, round(float(c), 4)))
-                explanations[i][head] = picked
+            rank = np.arange(len(order)) - X.indptr[rows[order]]
+            keep = order[(rank < 2 * top_k + 2) & (contrib[order] > 0)]
+            names = self._feature_names[X.indices[keep]]
+            for r, name, c in zip(rows[keep].tolist(), names.tolist(), contrib[keep].tolist()):
+                picked = explanations[r].setdefault(head, [])
+                if name and len(picked) < top_k and all(name != n for n, _ in picked):
+                    picked.append((name, round(c, 4)))
+            for e in explanations:
+                e.setdefault(head, [])
         return proba, explanations
 
     def explain(self, text, head, label, top_k: int = 5) -> list[tuple[str, float]]:

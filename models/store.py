@@ -91,7 +91,7 @@ class ModelStore:
                 "format": STORE_FORMAT,
                 "version": version,
                 "backend": backend.name,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
                 "status": "candidate",
                 "data_hash": None,
                 "metrics": {},

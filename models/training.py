@@ -120,10 +120,16 @@ def label_counts(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]
     return {h: {str(k): v for k, v in sorted(Counter(r[h] for r in records).items(), key=str)} for h in HEADS}
 
 
-def default_corpora_dir() -> Path:
-    """``../shared/data/corpora`` next to the project: real review corpora, if this machine has them."""
+def default_corpora_dir() -> Path | None:
+    """Real review corpora for the sentiment signal: ``TRIAGE_CORPORA_DIR`` if set ("none"
+    turns the signal off), else ``../shared/data/corpora`` next to the project."""
+    import os
+
     from triage.settings import PROJECT_ROOT
 
+    configured = os.environ.get("TRIAGE_CORPORA_DIR")
+    if configured is not None:
+        return None if configured.strip().lower() in ("", "none", "off") else Path(configured)
     return PROJECT_ROOT.parent / "shared" / "data" / "corpora"
 
 
@@ -142,6 +148,8 @@ def load_sentiment_corpora(
     import random
 
     folder = Path(folder) if folder else default_corpora_dir()
+    if folder is None:
+        return [], []
     groups: dict[tuple[str, int], list[str]] = {}
     for name in CORPUS_FILES:
         path = folder / name

@@ -1,0 +1,126 @@
+"""Domain rules: escalation with negation, safety, counterfeit, unusable, vulnerable customers."""
+
+from __future__ import annotations
+
+import pytest
+
+from triage.lexicons import DEFAULT_LEXICON_DIR, load_lexicons
+from triage.rules import apply_rules, find_escalation, find_safety
+from triage.text import normalise
+
+
+def rules_of(outcome) -> dict[str, list[str]]:
+    return {hit.rule: hit.matched for hit in outcome.hits}
+
+
+@pytest.mark.parametrize(
+    "text, term",
+    [
+        ("再不处理我就打12315投诉", "12315"),
+        ("不退款就去12315", "12315"),
+        ("已经向消协反映了", "消协"),
+        ("我要去市场监管局举报你们", "市场监管局"),
+        ("等着收律师函吧", "律师函"),
+        ("要求退一赔三！", "退一赔三"),
+        ("我会在网上曝光你们这家店", "曝光"),
+        ("别逼我找记者", "记者"),
+        ("是否支持退一赔三？不支持我就去消协", "消协"),
+    ],
+)
+def test_escalation_threat_detected(text, term):
+    counted, _ = find_escalation(normalise(text))
+    assert term in counted
+    out = apply_rules(normalise(text), urgency=3)
+    assert out.escalation is True
+    assert out.urgency == 1
+    assert term in rules_of(out)["escalation_threat"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "算了不打12315了，换个货就行",
+        "我不想曝光你们，只想退款",
+        "没必要找律师，好好处理就行",
+        "是否支持假一赔十？",
+        "请问支持退一赔三吗",
+        "订单号2023123151234567还没到",  # 12315 inside a longer number
+        "我的手机号是13123150000",
+        "多媒体接口接触不良",
+        "自动曝光有问题，画面过曝",
+        "工商银行的卡付不了款",
+    ],
+)
+def test_not_an_escalation(text):
+    out = apply_rules(normalise(text), urgency=3)
+    assert out.escalation is False
+    assert out.urgency == 3
+
+
+def test_negated_mention_overrules_the_models_escalation():
+    out = apply_rules("算了不打12315了", urgency=2, escalation=True)
+    assert out.escalation is False
+    assert "escalation_negated" in rules_of(out)
+
+
+def test_model_escalation_without_lexicon_still_forces_urgency_one():
+    out = apply_rules("你们等着瞧", urgency=3, escalation=True)
+    assert out.escalation is True and out.urgency == 1
+    assert "escalation_model" in rules_of(out)
+
+
+@pytest.mark.parametrize("text", ["麦克风漏电了", "补光灯插上就冒烟", "声卡烧了", "吃了以后食物中毒进医院"])
+def test_safety_raises_to_one(text):
+    out = apply_rules(normalise(text), urgency=3)
+    assert out.urgency == 1
+    assert "safety" in rules_of(out)
+
+
+@pytest.mark.parametrize("text", ["没有漏电，就是有杂音", "声音炸了，爆音严重", "电脑中毒了"])
+def test_safety_negated_or_other_sense(text):
+    assert find_safety(normalise(text)) == []
+
+
+@pytest.mark.parametrize(
+    "text, rule",
+    [("怀疑是假货", "counterfeit"), ("这绝对不是正品", "counterfeit"), ("开不了机了", "unusable"), ("充不进电", "unusable")],
+)
+def test_guideline_grade_one_cases(text, rule):
+    out = apply_rules(text, urgency=2)
+    assert out.urgency == 1 and rule in rules_of(out)
+
+
+@pytest.mark.parametrize("text", ["这不是假货，就是包装旧", "不是开不了机，是有杂音"])
+def test_negated_grade_one_cases_do_not_fire(text):
+    assert apply_rules(text, urgency=2).urgency == 2
+
+
+def test_vulnerable_customer_flagged_without_changing_urgency():
+    out = apply_rules("给七十多岁的老人买的，字太小", urgency=3)
+    assert out.vulnerable is True
+    assert out.urgency == 3
+    assert "七十多岁" in rules_of(out)["vulnerable_customer"]
+
+
+@pytest.mark.parametrize("urgency", [1, 2, 3])
+@pytest.mark.parametrize(
+    "text", ["麦克风漏电，我要打12315", "算了不打12315", "很好用", "给孕妇用的", "开不了机", "是否支持假一赔十?"]
+)
+def test_rules_never_lower_urgency(text, urgency):
+    assert apply_rules(normalise(text), urgency=urgency).urgency <= urgency
+
+
+def test_lexicon_files_explain_how_to_extend():
+    for path in DEFAULT_LEXICON_DIR.glob("*.txt"):
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("#"), f"{path.name} has no header comment"
+
+
+def test_lexicons_are_read_from_the_given_folder(tmp_path):
+    for path in DEFAULT_LEXICON_DIR.glob("*.txt"):
+        (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    with (tmp_path / "escalation.txt").open("a", encoding="utf-8") as f:
+        f.write("黑猫警长\tmedia\n")
+    lex = load_lexicons(tmp_path)
+    assert apply_rules("我要找黑猫警长", urgency=3, lexicons=lex).escalation is True
+    assert apply_rules("我要找黑猫警长", urgency=3).escalation is False
