@@ -214,7 +214,7 @@ def test_first_retrain_promotes_and_regrades():
 
 
 def test_confirmed_labels_are_weighted_and_holdout_never_trained_on():
-    confirmed = [example(f"c{i}", f"声音{i}", "service", confirmed=True) for i in range(100)]
+    confirmed = [example(f"c{i}", f"声音{i}", "service", confirmed=True) for i in range(200)]
     seen = {}
 
     def fit(texts, labels, weights, progress):
