@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        service.start_coalescing()
         if background:
             monitor.start()
             if service.webhook_urls:
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         try:
             yield
         finally:
+            service.stop_coalescing()
             monitor.stop()
             dispatcher.close()
 

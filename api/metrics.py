@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from starlette.responses import Response
@@ -44,6 +44,32 @@ class _DatabaseCollector:
         yield cases
 
 
+class LatencyMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware: that one costs a task and a stream per request)."""
+
+    def __init__(self, app, histogram: Histogram):
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.histogram.labels(scope["method"], path, str(status[0])).observe(time.perf_counter() - started)
+
+
 class Metrics:
     def __init__(self, app: FastAPI):
         self.registry = CollectorRegistry()
@@ -66,18 +92,7 @@ class Metrics:
             self.triaged.labels(head, str(value).lower() if isinstance(value, bool) else str(value)).inc()
 
     def install(self, app: FastAPI) -> None:
-        @app.middleware("http")
-        async def measure(request: Request, call_next):
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await call_next(request)
-                status = response.status_code
-                return response
-            finally:
-                route = request.scope.get("route")
-                path = getattr(route, "path", "unmatched")
-                self.latency.labels(request.method, path, str(status)).observe(time.perf_counter() - started)
+        app.add_middleware(LatencyMiddleware, histogram=self.latency)
 
         @app.get("/metrics", include_in_schema=False)
         def metrics() -> Response:

@@ -84,7 +84,7 @@ _INGEST_BODY = {
                200: {"description": "a retry (the existing case), or a batch (BatchResult)"}},
     summary="Push one message or a batch; idempotent on source + external_id",
 )
-def post_messages(request: Request, response: Response, payload: dict[str, Any] = Body(..., include_in_schema=False),
+def post_messages(request: Request, payload: dict[str, Any] = Body(..., include_in_schema=False),
                   principal: Principal = Scoped("ingest")):
     service = request.app.state.service
     metrics = request.app.state.metrics
@@ -99,14 +99,19 @@ def post_messages(request: Request, response: Response, payload: dict[str, Any] 
         for r in results:
             if r.created:
                 metrics.count_triaged(r.case)
-        return BatchResult(created=sum(r.created for r in results),
-                           existing=sum(1 for r in results if r.case and not r.created),
-                           errors=sum(1 for r in results if r.error), results=results)
+        batch_result = BatchResult(created=sum(r.created for r in results),
+                                   existing=sum(1 for r in results if r.case and not r.created),
+                                   errors=sum(1 for r in results if r.error), results=results)
+        return _json(batch_result, status.HTTP_200_OK)
     result = service.ingest(payload, actor=f"api:{principal.user}")
     if result.created:
         metrics.count_triaged(result.case)
-        response.status_code = status.HTTP_201_CREATED
-    return IngestResult(index=0, created=result.created, case=result.case)
+    return _json(result, status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+def _json(model: BaseModel, status_code: int) -> Response:
+    """Serialise with pydantic directly: the hot path skips FastAPI's generic encoder."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 @router.get("/messages/{message_id}", response_model=MessageView, summary="A message with its case and prediction")

@@ -4,6 +4,7 @@ and concurrent ingestion, masking, case events, label changes, audit log, users 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -346,3 +347,47 @@ def test_database_down_is_unavailable(tmp_path):
     with pytest.raises(Unavailable, match="retry"):
         service.get_case(1)
     assert db.ping() is False
+
+
+def test_coalesced_ingestion_batches_concurrent_messages(make_service, tiny_triager, database):
+    """Messages arriving together share one model call; one failing message fails alone."""
+    calls = []
+
+    class Counting:
+        version = tiny_triager.version
+
+        def predict_many(self, texts):
+            calls.append(len(texts))
+            if any("BOOM" in t for t in texts):
+                raise RuntimeError("model crashed on this text")
+            time.sleep(0.05)  # long enough for the other requests to queue up
+            return tiny_triager.predict_many(texts)
+
+    service = make_service(triager=Counting())
+    service.start_coalescing()
+    barrier = threading.Barrier(16)
+
+    def post(i):
+        barrier.wait()
+        text_ = "BOOM" if i == 7 else f"快递五天才到 {i}"
+        try:
+            return service.ingest(msg(external_id=str(i % 12), text=text_))
+        except RuntimeError as exc:
+            return exc
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(post, range(16)))
+    finally:
+        service.stop_coalescing()
+    assert isinstance(results[7], RuntimeError)
+    good = [r for i, r in enumerate(results) if i != 7]
+    assert all(r.case is not None and r.index == 0 for r in good)
+    assert sum(r.created for r in good) == 11  # 12 distinct ids, one of them only in the failing message
+    for i, r in enumerate(results):
+        if i != 7 and i + 12 < 16:
+            assert r.case.id == results[i + 12].case.id
+    assert max(calls) > 1  # some messages were triaged together
+    with database.session() as s:
+        assert s.scalar(select(func.count()).select_from(Case)) == 11
+    assert service.ingest(msg(external_id="after-stop")).created  # falls back to direct ingestion

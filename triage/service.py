@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import queue
 import secrets
+import threading
+import time
+from concurrent.futures import Future
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -47,6 +51,9 @@ CASE_EVENTS = ("first_response", "pending", "resumed", "resolved", "closed")
 MAX_BATCH = 1000
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # received_at may be this far in the future (clock drift)
 KEY_PREFIX = "tri_"
+# A verified key is trusted this long without a database read; revoking a key or deactivating
+# a user clears this process's cache at once, other server processes follow within this time.
+AUTH_CACHE_S = 5.0
 
 
 # ----------------------------------------------------------------------------- views
@@ -382,6 +389,8 @@ class TriageService:
             raw = self.settings.webhook_url or ""
             webhook_urls = [u.strip() for u in raw.split(",") if u.strip()]
         self.webhook_urls = list(webhook_urls)
+        self._coalescer: IngestCoalescer | None = None
+        self._auth_cache: dict[str, tuple[float, Principal]] = {}
         self.warning_share = float(self.settings.sla_warning_share)
         if not 0 < self.warning_share < 1:
             raise InvalidInput(f"TRIAGE_SLA_WARNING_SHARE must be between 0 and 1, got {self.warning_share}")
@@ -418,7 +427,8 @@ class TriageService:
             return
         from triage.webhooks import enqueue
 
-        session.flush()
+        if case.id is None:
+            session.flush()
         payload = {"event": event, "occurred_at": _iso(self.now()),
                    "case": case_view(case).model_dump(mode="json"), **(extra or {})}
         for url in self.webhook_urls:
@@ -513,43 +523,75 @@ class TriageService:
                 found[(case.message.source, case.message.external_id)] = case
         return found
 
-    def _create(self, session: Session, msg: MessageIn, prediction, actor: str) -> Case:
+    def _create_many(self, session: Session, entries: Sequence[tuple[MessageIn, Any, str]]) -> list[Case]:
+        """Insert messages, predictions, cases and their audit entries as bulk INSERTs (one
+        statement per table, ids back through RETURNING), then queue "triaged" events.
+
+        The ORM objects are built, routed and scheduled as usual but never enter the session's
+        unit of work: at hundreds of messages a second its bookkeeping costs more than the
+        database does."""
         now = self.now()
-        received = as_utc(msg.received_at) if msg.received_at else now
-        message = Message(
-            source=msg.source, external_id=msg.external_id, channel=msg.channel,
-            customer_ref=msg.customer_ref, text_masked=mask_text(msg.text),
-            raw_text=msg.text if self.settings.store_raw_text else None,
-            received_at=received, created_at=now,
-        )
-        session.add(message)
-        rules = [hit.model_dump() for hit in getattr(prediction, "rules", [])]
-        row = PredictionRow(
-            message=message, model_version=prediction.model_version,
-            dispute_type=prediction.dispute_type, urgency=int(prediction.urgency),
-            emotion=prediction.emotion, escalation=bool(prediction.escalation),
-            vulnerable=bool(getattr(prediction, "vulnerable", False)),
-            confidence=float(prediction.confidence), scores=_jsonable(prediction.scores),
-            explanation=_jsonable(prediction.explanation), rules=rules, created_at=now,
-        )
-        session.add(row)
-        labels = Labels(row.dispute_type, row.urgency, row.emotion, row.escalation, row.vulnerable)
-        decision = self.policy.decide(labels, message.text_masked, {hit["rule"] for hit in rules})
-        case = Case(message=message, prediction=row, status="open", received_at=received, pauses=[],
-                    labels_source="model", created_at=now, updated_at=now, breach_count=0)
-        self._apply_decision(case, labels, decision)
-        session.add(case)
-        session.flush()
-        self._audit(session, actor, "case.created", "case", case.id, before=None, after=case_snapshot(case),
-                    reason=f"triaged by model {row.model_version}")
-        self._emit(session, "triaged", case)
-        return case
+        cases = []
+        for msg, prediction, _actor in entries:
+            received = as_utc(msg.received_at) if msg.received_at else now
+            message = Message(
+                source=msg.source, external_id=msg.external_id, channel=msg.channel,
+                customer_ref=msg.customer_ref, text_masked=mask_text(msg.text),
+                raw_text=msg.text if self.settings.store_raw_text else None,
+                received_at=received, created_at=now,
+            )
+            row = _prediction_row(prediction, now)
+            labels = Labels(row.dispute_type, row.urgency, row.emotion, row.escalation, row.vulnerable)
+            decision = self.policy.decide(labels, message.text_masked, {hit["rule"] for hit in row.rules})
+            case = Case(status="open", received_at=received, pauses=[], labels_source="model", created_at=now,
+                        updated_at=now, breach_count=0, respond_warned=False, resolve_warned=False,
+                        respond_breached=False, resolve_breached=False, first_response_at=None, resolved_at=None,
+                        closed_at=None, version=1)
+            case.message, case.prediction = message, row
+            self._apply_decision(case, labels, decision)
+            cases.append(case)
+        messages = [c.message for c in cases]
+        for message, new_id in zip(messages, _insert_returning_ids(session, Message, messages)):
+            message.id = new_id
+        for case in cases:
+            case.message_id = case.prediction.message_id = case.message.id
+        predictions = [c.prediction for c in cases]
+        for row, new_id in zip(predictions, _insert_returning_ids(session, PredictionRow, predictions)):
+            row.id = new_id
+        for case in cases:
+            case.prediction_id = case.prediction.id
+        for case, new_id in zip(cases, _insert_returning_ids(session, Case, cases)):
+            case.id = new_id
+        session.execute(insert(AuditEntry), [
+            {"at": now, "actor": actor, "action": "case.created", "entity": "case", "entity_id": str(case.id),
+             "before": None, "after": case_snapshot(case), "reason": f"triaged by model {case.prediction.model_version}"}
+            for case, (_msg, _prediction, actor) in zip(cases, entries)
+        ])
+        for case in cases:
+            self._emit(session, "triaged", case)
+        return cases
 
     def ingest(self, raw: MessageIn | dict[str, Any], actor: str = "api") -> IngestResult:
         """Triage one message into a case; a retry with the same source + external id returns
-        the existing case (``created`` False), also when 20 retries race each other."""
+        the existing case (``created`` False), also when 20 retries race each other.
+
+        With :meth:`start_coalescing`, messages arriving together share one model call and
+        one transaction (what makes 50 concurrent clients cheap)."""
         msg = self._validate(raw)
+        coalescer = self._coalescer
+        if coalescer is not None and coalescer.running:
+            return coalescer.submit(msg, actor)
         return self._ingest_valid([(0, msg)], actor)[0]
+
+    def start_coalescing(self, max_batch: int = 64) -> None:
+        if self._coalescer is None or not self._coalescer.running:
+            self._coalescer = IngestCoalescer(self, max_batch=max_batch)
+            self._coalescer.start()
+
+    def stop_coalescing(self) -> None:
+        if self._coalescer is not None:
+            self._coalescer.stop()
+            self._coalescer = None
 
     def ingest_many(self, raws: Sequence[MessageIn | dict[str, Any]], actor: str = "api") -> list[IngestResult]:
         """Triage up to 1,000 messages; each item succeeds or fails on its own."""
@@ -569,7 +611,9 @@ class TriageService:
                 results[result.index] = result
         return [results[i] for i in range(len(raws))]
 
-    def _ingest_valid(self, items: list[tuple[int, MessageIn]], actor: str) -> list[IngestResult]:
+    def _ingest_valid(self, items: list[tuple[int, MessageIn]], actor: str | Sequence[str]) -> list[IngestResult]:
+        actors = [actor] * len(items) if isinstance(actor, str) else list(actor)
+        actor_of = {index: a for (index, _), a in zip(items, actors)}
         keys = [(m.source, m.external_id) for _, m in items]
         with self.db.session() as session:
             existing = {k: case_view(c) for k, c in self._existing_cases(session, keys).items()}
@@ -583,11 +627,8 @@ class TriageService:
                 fresh.append((index, msg))
         created: dict[tuple[str, str], CaseView] = {}
         if fresh:
-            triager = self.triager
-            predictions = (
-                triager.predict_many([m.text for _, m in fresh]) if len(fresh) > 1 else [triager.predict(fresh[0][1].text)]
-            )
-            created = self._store_new(list(zip(fresh, predictions)), actor)
+            predictions = self.triager.predict_many([m.text for _, m in fresh])
+            created = self._store_new([(m, p, actor_of[i]) for (i, m), p in zip(fresh, predictions)])
             missing = [k for k in first if k not in created]
             if missing:  # lost a race to a concurrent request: theirs is the case
                 with self.db.session() as session:
@@ -605,20 +646,21 @@ class TriageService:
                 raise Conflict(f"message {key} could neither be stored nor found; retry")
         return results
 
-    def _store_new(self, items: list[tuple[tuple[int, MessageIn], Any]], actor: str) -> dict[tuple[str, str], CaseView]:
+    def _store_new(self, entries: list[tuple[MessageIn, Any, str]]) -> dict[tuple[str, str], CaseView]:
         """Insert all in one transaction; if a key was taken meanwhile, insert one by one."""
         try:
             with self.db.session(write=True) as session:
-                cases = [(m, self._create(session, m, p, actor)) for (_, m), p in items]
-                return {(m.source, m.external_id): case_view(c) for m, c in cases}
+                cases = self._create_many(session, entries)
+                return {(c.message.source, c.message.external_id): case_view(c) for c in cases}
         except IntegrityError:
-            if len(items) == 1:
+            if len(entries) == 1:
                 return {}
         out = {}
-        for (index, msg), prediction in items:
+        for entry in entries:
             try:
                 with self.db.session(write=True) as session:
-                    out[(msg.source, msg.external_id)] = case_view(self._create(session, msg, prediction, actor))
+                    [case] = self._create_many(session, [entry])
+                    out[(case.message.source, case.message.external_id)] = case_view(case)
             except IntegrityError:
                 continue
         return out
@@ -893,14 +935,8 @@ class TriageService:
     def _store_prediction(self, case_id: int, prediction) -> None:
         with self.db.session(write=True) as session:
             case = self._case(session, case_id, lock=True)
-            row = PredictionRow(
-                message_id=case.message_id, model_version=prediction.model_version,
-                dispute_type=prediction.dispute_type, urgency=int(prediction.urgency), emotion=prediction.emotion,
-                escalation=bool(prediction.escalation), vulnerable=bool(getattr(prediction, "vulnerable", False)),
-                confidence=float(prediction.confidence), scores=_jsonable(prediction.scores),
-                explanation=_jsonable(prediction.explanation),
-                rules=[h.model_dump() for h in getattr(prediction, "rules", [])], created_at=self.now(),
-            )
+            row = _prediction_row(prediction, self.now())
+            row.message_id = case.message_id
             session.add(row)
             session.flush()
             case.prediction_id = row.id
@@ -943,6 +979,7 @@ class TriageService:
             user = session.scalars(select(User).where(User.name == name)).first()
             if user is None:
                 raise NotFound(f"user {name!r} does not exist")
+            self._auth_cache.clear()
             if user.active != active:
                 self._audit(session, actor, "user.activated" if active else "user.deactivated", "user", user.id,
                             {"active": user.active}, {"active": active})
@@ -992,6 +1029,7 @@ class TriageService:
             key = session.scalars(query).first()
             if key is None:
                 raise NotFound(f"API key {ref!r} does not exist")
+            self._auth_cache.clear()
             if key.revoked_at is None:
                 key.revoked_at = self.now()
                 self._audit(session, actor, "api_key.revoked", "api_key", key.id, {"revoked_at": None},
@@ -1002,6 +1040,10 @@ class TriageService:
         """The principal behind an API key, or Unauthorized with a reason the caller can act on."""
         if not secret:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        digest = hash_key(secret)
+        cached = self._auth_cache.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         parts = secret.split("_")
         if not secret.startswith(KEY_PREFIX) or len(parts) < 3:
             raise Unauthorized("malformed API key")
@@ -1009,7 +1051,7 @@ class TriageService:
         now = self.now()
         with self.db.session() as session:
             key = session.scalars(select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.prefix == prefix)).first()
-            if key is None or not hmac.compare_digest(key.key_hash, hash_key(secret)):
+            if key is None or not hmac.compare_digest(key.key_hash, digest):
                 raise Unauthorized("unknown API key")
             if key.revoked_at is not None:
                 raise Unauthorized("API key was revoked")
@@ -1023,7 +1065,29 @@ class TriageService:
                     session.execute(ApiKey.__table__.update().where(ApiKey.id == principal.key_id).values(last_used_at=now))
             except Exception:
                 pass  # best effort; never fail a request over a usage timestamp
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = (time.monotonic() + AUTH_CACHE_S, principal)
         return principal
+
+
+def _insert_returning_ids(session: Session, model, objects: Sequence[Any]) -> list[int]:
+    """Bulk INSERT the column values of transient ``objects``; their new ids, in order."""
+    columns = [c.key for c in model.__table__.columns if c.key != "id"]
+    rows = [{name: getattr(obj, name) for name in columns} for obj in objects]
+    result = session.execute(insert(model).returning(model.id, sort_by_parameter_order=True), rows)
+    return list(result.scalars())
+
+
+def _prediction_row(prediction, now: datetime) -> PredictionRow:
+    """A Prediction (pydantic) as a row; one model_dump turns numpy values into plain JSON."""
+    data = prediction.model_dump(mode="json") if isinstance(prediction, BaseModel) else _jsonable(vars(prediction))
+    return PredictionRow(
+        model_version=data["model_version"], dispute_type=data["dispute_type"], urgency=int(data["urgency"]),
+        emotion=data["emotion"], escalation=bool(data["escalation"]), vulnerable=bool(data.get("vulnerable", False)),
+        confidence=float(data["confidence"]), scores=data["scores"], explanation=data["explanation"],
+        rules=data.get("rules") or [], created_at=now,
+    )
 
 
 def _jsonable(value):
@@ -1039,3 +1103,82 @@ def _jsonable(value):
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     return value
+
+
+class IngestCoalescer:
+    """One thread that ingests the single messages waiting at the same moment as one batch.
+
+    Under load, requests queue while a batch is being triaged and stored; the next batch
+    takes all of them (up to ``max_batch``): one model call, one existence query and one
+    transaction instead of one each per message. Idle, a message is processed alone at
+    once, so no latency is added. A batch that fails is retried item by item, so one bad
+    message fails only its own request.
+    """
+
+    def __init__(self, service: TriageService, max_batch: int = 64, timeout_s: float = 60.0):
+        self.service = service
+        self.max_batch = max_batch
+        self.timeout_s = timeout_s
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
+
+    def submit(self, msg: MessageIn, actor: str) -> IngestResult:
+        future: Future = Future()
+        self._queue.put((msg, actor, future))
+        return future.result(timeout=self.timeout_s)
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name="ingest-coalescer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._process(batch)
+                    return
+                batch.append(more)
+            self._process(batch)
+        # drain what arrived before the stop: never leave a caller waiting
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._process([item])
+
+    def _process(self, batch: list) -> None:
+        try:
+            results = self.service._ingest_valid([(i, msg) for i, (msg, _, _) in enumerate(batch)],
+                                                 [actor for _, actor, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0][2].set_exception(exc)
+                return
+            for entry in batch:  # isolate the failing message
+                self._process([entry])
+            return
+        for (_, _, future), result in zip(batch, results):
+            future.set_result(result.model_copy(update={"index": 0}))

@@ -331,6 +331,7 @@ class Database:
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._upgrade_lock = threading.Lock()
+        self._sqlite_writer = threading.RLock()
 
     @classmethod
     def from_settings(cls, settings) -> "Database":
@@ -345,12 +346,17 @@ class Database:
         """A session in one transaction: committed on success, rolled back on error.
 
         ``write=True`` on SQLite takes the write lock up front (BEGIN IMMEDIATE) so two
-        writers queue on the busy timeout instead of one failing on a stale snapshot.
+        writers queue instead of one failing on a stale snapshot; threads of this process
+        queue on a lock first (fair and without SQLite's busy-wait sleeps), other processes
+        on the busy timeout.
         Lost connections surface as :class:`Unavailable` (HTTP 503, safe to retry).
         """
+        serialise = write and self.dialect == "sqlite"
+        if serialise:
+            self._sqlite_writer.acquire()
         session = self._sessions()
         try:
-            if write and self.dialect == "sqlite":
+            if serialise:
                 session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
             yield session
             session.commit()
@@ -361,6 +367,8 @@ class Database:
             raise
         finally:
             session.close()
+            if serialise:
+                self._sqlite_writer.release()
 
     def ping(self) -> bool:
         try:
