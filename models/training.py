@@ -136,6 +136,27 @@ def default_corpora_dir() -> Path | None:
 CORPUS_FILES = ("online_shopping_10_cats.csv", "waimai_10k.csv", "ChnSentiCorp_htl_all.csv")
 
 
+def evaluation_texts(folder: Path | None) -> set[str]:
+    """Texts of the labeled evaluation file next to the corpora (``../dev_labeled.jsonl``).
+
+    The corpora contain those very reviews; training the sentiment signal on them would
+    leak the evaluation set into the model, so they are always left out.
+    """
+    texts: set[str] = set()
+    if folder is None:
+        return texts
+    for path in sorted(Path(folder).parent.glob("*labeled*.jsonl")):
+        with path.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    text = json.loads(line).get("text")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(text, str):
+                    texts.add(text.strip())
+    return texts
+
+
 def load_sentiment_corpora(
     folder: Path | str | None = None, limit: int = 40_000, seed: int = 0
 ) -> tuple[list[str], list[int]]:
@@ -143,6 +164,7 @@ def load_sentiment_corpora(
 
     Returns empty lists when the folder is absent: the weak signal is optional. At most
     ``limit`` reviews, sampled evenly per file and class so no file or class dominates.
+    Reviews that appear in a labeled evaluation file beside the corpora are left out.
     """
     import csv
     import random
@@ -150,6 +172,7 @@ def load_sentiment_corpora(
     folder = Path(folder) if folder else default_corpora_dir()
     if folder is None:
         return [], []
+    held_out = evaluation_texts(folder)
     groups: dict[tuple[str, int], list[str]] = {}
     for name in CORPUS_FILES:
         path = folder / name
@@ -158,7 +181,7 @@ def load_sentiment_corpora(
         with path.open(encoding="utf-8", errors="replace", newline="") as f:
             for row in csv.DictReader(f):
                 text, label = (row.get("review") or "").strip(), (row.get("label") or "").strip()
-                if text and label in ("0", "1"):
+                if text and label in ("0", "1") and text not in held_out:
                     groups.setdefault((name, int(label)), []).append(text)
     if not groups:
         return [], []
