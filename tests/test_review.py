@@ -356,3 +356,25 @@ def test_review_and_model_routes(db_url, tmp_path, model_store):
         assert client.post("/v1/models/v-nope/promote", headers=as_boss).status_code == 404
         assert client.post(f"/v1/models/{second}/rollback", headers=as_boss).status_code == 409  # newer
     service.db.dispose()
+
+
+# ------------------------------------------------------------------ rendering (no browser)
+
+
+def test_rendering_escapes_message_text_and_highlights_driving_words():
+    from review_ui import render
+
+    text = '声卡<img src=x onerror="alert(1)">冒烟了&amp;<script>alert(2)</script>'
+    words = render.driving_words({"dispute_type": [["冒烟", 0.8], ["img", 0.1], ["__EXCL__", 0.5], ["坏", -0.3]],
+                                  "urgency": [["冒烟", 0.9]]})
+    assert words == {"冒烟": "urgency", "img": "dispute_type"}
+    out = render.highlight(text, words)
+    assert "<script>" not in out and "<img" not in out and "&lt;script&gt;" in out
+    assert "&amp;amp;" in out  # an entity in the text is shown as typed, not decoded
+    assert '<mark class="driver" data-head="urgency"' in out and ">冒烟</mark>" in out
+    table = render.label_table({"dispute_type": "<b>x</b>", "urgency": 1, "emotion": "calm", "escalation": True},
+                               {"escalation": {"true": 0.9, "false": 0.1}, "urgency": {"1": 0.6, "2": 0.4}})
+    assert "&lt;b&gt;x&lt;/b&gt;" in table and "90%" in table and "60%" in table
+    assert "breached" in render.countdown(utcnow() - timedelta(hours=1), utcnow())
+    assert render.countdown(utcnow() + timedelta(hours=2, minutes=5), utcnow()).endswith("left")
+    assert "12315" in render.guideline_block({"escalation": True}) and "质量问题" in render.guideline_block({"dispute_type": "quality"})
