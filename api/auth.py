@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from triage.service import Principal
 
@@ -22,8 +23,10 @@ def api_key_from(request: Request) -> str | None:
 def require(*scopes: str) -> Callable[..., Principal]:
     """Dependency: the caller's principal, which must hold one of ``scopes`` (admin holds all)."""
 
-    def dependency(request: Request) -> Principal:
-        principal = request.app.state.service.authenticate(api_key_from(request))
+    async def dependency(request: Request) -> Principal:
+        service = request.app.state.service
+        secret = api_key_from(request)
+        principal = service.authenticate_cached(secret) or await run_in_threadpool(service.authenticate, secret)
         principal.require(*scopes)
         return principal
 

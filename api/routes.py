@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Scoped
 from triage.errors import InvalidInput
@@ -84,7 +85,7 @@ _INGEST_BODY = {
                200: {"description": "a retry (the existing case), or a batch (BatchResult)"}},
     summary="Push one message or a batch; idempotent on source + external_id",
 )
-def post_messages(request: Request, payload: dict[str, Any] = Body(..., include_in_schema=False),
+async def post_messages(request: Request, payload: dict[str, Any] = Body(..., include_in_schema=False),
                   principal: Principal = Scoped("ingest")):
     service = request.app.state.service
     metrics = request.app.state.metrics
@@ -95,7 +96,7 @@ def post_messages(request: Request, payload: dict[str, Any] = Body(..., include_
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "messages"
             raise InvalidInput(f"{field}: {err['msg']}", field=field) from None
-        results = service.ingest_many(batch.messages, actor=f"api:{principal.user}")
+        results = await run_in_threadpool(service.ingest_many, batch.messages, f"api:{principal.user}")
         for r in results:
             if r.created:
                 metrics.count_triaged(r.case)
@@ -103,7 +104,7 @@ def post_messages(request: Request, payload: dict[str, Any] = Body(..., include_
                                    existing=sum(1 for r in results if r.case and not r.created),
                                    errors=sum(1 for r in results if r.error), results=results)
         return _json(batch_result, status.HTTP_200_OK)
-    result = service.ingest(payload, actor=f"api:{principal.user}")
+    result = await service.ingest_async(payload, actor=f"api:{principal.user}")
     if result.created:
         metrics.count_triaged(result.case)
     return _json(result, status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)

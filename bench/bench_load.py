@@ -175,6 +175,23 @@ def run_async(coro):
         return asyncio.run(coro)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), for CPU cost per message."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def measured(server: subprocess.Popen, coro) -> dict:
+    before = cpu_seconds(server.pid)
+    result = run_async(coro)
+    after = cpu_seconds(server.pid)
+    result["server_cpu_ms"] = (after - before) / result["requests"] * 1000 if before is not None else None
+    return result
+
+
 def start_server(module_or_factory: list[str], env: dict, port: int, cwd: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "uvicorn", *module_or_factory, "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning", "--no-access-log"]
@@ -222,7 +239,8 @@ def run_service(name: str, database_url: str, tmp: Path, texts, args) -> dict:
         if ready.get("status") != "ready":
             raise RuntimeError(f"service not ready: {ready}")
         say(f"{name}: {args.requests} requests, {args.concurrency} clients, model {ready['model']}")
-        result = run_async(drive(base, {"Authorization": f"Bearer {key}"}, texts, args.requests, args.concurrency))
+        result = measured(server, drive(base, {"Authorization": f"Bearer {key}"}, texts, args.requests,
+                                        args.concurrency))
     finally:
         server.terminate()
         server.wait(30)
@@ -238,7 +256,7 @@ def run_ceiling(tmp: Path, texts, args) -> dict:
     try:
         wait_ready(base, server, "/docs")
         say(f"ceiling: {args.requests} requests, {args.concurrency} clients")
-        return run_async(drive(base, {}, texts, args.requests, args.concurrency))
+        return measured(server, drive(base, {}, texts, args.requests, args.concurrency))
     finally:
         server.terminate()
         server.wait(30)
@@ -297,7 +315,8 @@ def main(argv=None) -> int:
             else:
                 parser.error(f"unknown scenario {name!r}")
             r = results[name]
-            say(f"{name}: {r['rate']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['statuses']}")
+            say(f"{name}: {r['rate']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                f"server CPU {r['server_cpu_ms'] or 0:.2f} ms/message, {r['statuses']}")
     write_report(results, args, text_source)
     return 0
 
@@ -310,13 +329,14 @@ def write_report(results: dict, args, text_source: str) -> None:
         f"texts: {text_source}. Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; the load generator runs on the same cores.",
         "",
-        "| scenario | messages/s | p50 ms | p99 ms | share of ceiling | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| scenario | messages/s | p50 ms | p99 ms | share of ceiling | server CPU ms/message | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         share = f"{r['rate'] / ceiling:.0%}" if ceiling else "-"
         bad = sum(n for code, n in r["statuses"].items() if not 200 <= code < 300)
-        lines.append(f"| {name} | {r['rate']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {share} | {bad} |")
+        cpu = f"{r['server_cpu_ms']:.2f}" if r.get("server_cpu_ms") is not None else "-"
+        lines.append(f"| {name} | {r['rate']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {share} | {cpu} | {bad} |")
     if "sqlite" in results:
         r = results["sqlite"]
         ok = r["rate"] >= TARGET_RATE and r["p99_ms"] < TARGET_P99_MS

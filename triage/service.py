@@ -13,6 +13,7 @@ lazy-load outside a session.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import queue
@@ -523,7 +524,7 @@ class TriageService:
                 found[(case.message.source, case.message.external_id)] = case
         return found
 
-    def _create_many(self, session: Session, entries: Sequence[tuple[MessageIn, Any, str]]) -> list[Case]:
+    def _create_many(self, session: Session, entries: Sequence[tuple[MessageIn, Any, str, str]]) -> list[Case]:
         """Insert messages, predictions, cases and their audit entries as bulk INSERTs (one
         statement per table, ids back through RETURNING), then queue "triaged" events.
 
@@ -532,11 +533,11 @@ class TriageService:
         database does."""
         now = self.now()
         cases = []
-        for msg, prediction, _actor in entries:
+        for msg, prediction, _actor, masked in entries:
             received = as_utc(msg.received_at) if msg.received_at else now
             message = Message(
                 source=msg.source, external_id=msg.external_id, channel=msg.channel,
-                customer_ref=msg.customer_ref, text_masked=mask_text(msg.text),
+                customer_ref=msg.customer_ref, text_masked=masked,
                 raw_text=msg.text if self.settings.store_raw_text else None,
                 received_at=received, created_at=now,
             )
@@ -565,7 +566,7 @@ class TriageService:
         session.execute(insert(AuditEntry), [
             {"at": now, "actor": actor, "action": "case.created", "entity": "case", "entity_id": str(case.id),
              "before": None, "after": case_snapshot(case), "reason": f"triaged by model {case.prediction.model_version}"}
-            for case, (_msg, _prediction, actor) in zip(cases, entries)
+            for case, (_msg, _prediction, actor, _masked) in zip(cases, entries)
         ])
         for case in cases:
             self._emit(session, "triaged", case)
@@ -582,6 +583,21 @@ class TriageService:
         if coalescer is not None and coalescer.running:
             return coalescer.submit(msg, actor)
         return self._ingest_valid([(0, msg)], actor)[0]
+
+    async def ingest_async(self, raw: MessageIn | dict[str, Any], actor: str = "api") -> IngestResult:
+        """:meth:`ingest` for an event loop: waits on the coalescer without holding a thread."""
+        msg = self._validate(raw)
+        coalescer = self._coalescer
+        if coalescer is not None and coalescer.running:
+            return await asyncio.wrap_future(coalescer.submit_nowait(msg, actor))
+        return (await asyncio.to_thread(self._ingest_valid, [(0, msg)], actor))[0]
+
+    def authenticate_cached(self, secret: str | None) -> Principal | None:
+        """The principal if this key was verified moments ago (no I/O), else None."""
+        if not secret:
+            return None
+        cached = self._auth_cache.get(hash_key(secret))
+        return cached[1] if cached is not None and cached[0] > time.monotonic() else None
 
     def start_coalescing(self, max_batch: int = 64) -> None:
         if self._coalescer is None or not self._coalescer.running:
@@ -627,8 +643,8 @@ class TriageService:
                 fresh.append((index, msg))
         created: dict[tuple[str, str], CaseView] = {}
         if fresh:
-            predictions = self.triager.predict_many([m.text for _, m in fresh])
-            created = self._store_new([(m, p, actor_of[i]) for (i, m), p in zip(fresh, predictions)])
+            predictions, masked = self._predict([m.text for _, m in fresh])
+            created = self._store_new([(m, p, actor_of[i], t) for (i, m), p, t in zip(fresh, predictions, masked)])
             missing = [k for k in first if k not in created]
             if missing:  # lost a race to a concurrent request: theirs is the case
                 with self.db.session() as session:
@@ -646,7 +662,20 @@ class TriageService:
                 raise Conflict(f"message {key} could neither be stored nor found; retry")
         return results
 
-    def _store_new(self, entries: list[tuple[MessageIn, Any, str]]) -> dict[tuple[str, str], CaseView]:
+    def _predict(self, texts: list[str]) -> tuple[list[Any], list[str]]:
+        """Predictions and the masked texts to store, from one pass of the text pipeline when
+        the triager exposes it (the stored text is exactly what the model saw)."""
+        triager = self.triager
+        if hasattr(triager, "predict_prepared") and hasattr(triager, "lexicon_dir"):
+            from triage.text import prepare
+
+            for index, text_ in enumerate(texts):
+                triager.validate(text_, index)
+            prepared = [prepare(text_, triager.lexicon_dir) for text_ in texts]
+            return triager.predict_prepared(prepared), [p.text for p in prepared]
+        return triager.predict_many(texts), [mask_text(text_) for text_ in texts]
+
+    def _store_new(self, entries: list[tuple[MessageIn, Any, str, str]]) -> dict[tuple[str, str], CaseView]:
         """Insert all in one transaction; if a key was taken meanwhile, insert one by one."""
         try:
             with self.db.session(write=True) as session:
@@ -1128,9 +1157,12 @@ class IngestCoalescer:
         return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
 
     def submit(self, msg: MessageIn, actor: str) -> IngestResult:
+        return self.submit_nowait(msg, actor).result(timeout=self.timeout_s)
+
+    def submit_nowait(self, msg: MessageIn, actor: str) -> Future:
         future: Future = Future()
         self._queue.put((msg, actor, future))
-        return future.result(timeout=self.timeout_s)
+        return future
 
     def start(self) -> None:
         self._stopping.clear()
