@@ -31,7 +31,7 @@ from models.base import ClassifierBackend, ProgressFn
 from triage.errors import ModelError
 from triage.text import PreparedText, prepare
 
-FORMAT = "sklearn-tfidf-logreg/1"
+FORMAT = "sklearn-tfidf-logreg/2"
 _META_FILE = "backend.json"
 _VOCAB_FILE = "vocabulary.json"
 _ARRAYS_FILE = "arrays.npz"
@@ -44,6 +44,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "char_max_features": 60000,
     "C": {"dispute_type": 10.0, "urgency": 4.0, "emotion": 4.0, "escalation": 4.0},
     "calibration_folds": 3,
+    "sentiment_scale": 0.5,  # weight of the corpus sentiment features relative to TF-IDF values
 }
 
 
@@ -128,7 +129,7 @@ class SentimentModel:
     """Positive/negative review sentiment learnt from large real review corpora (weak signal).
 
     The seed data is small and written by the team; real reviews say "bad" in many more
-    ways. A hashed character n-gram logistic regression trained on tens of thousands of
+    ways. A hashed word n-gram logistic regression trained on tens of thousands of
     labeled reviews turns that into one probability the heads use as extra features
     (binned, so a linear head can use it non-linearly). Hashing keeps it vocabulary-free:
     the saved model is just a weight vector.
@@ -144,13 +145,14 @@ class SentimentModel:
     def vectorizer():
         from sklearn.feature_extraction.text import HashingVectorizer
 
+        # Word unigrams and bigrams of the already segmented text: no second character pass.
         return HashingVectorizer(
-            analyzer="char", ngram_range=(1, 3), n_features=SentimentModel.N_FEATURES,
-            alternate_sign=False, norm="l2", lowercase=True, dtype=np.float32,
+            token_pattern=r"\S+", lowercase=False, ngram_range=(1, 2), n_features=SentimentModel.N_FEATURES,
+            alternate_sign=False, norm="l2", dtype=np.float32,
         )
 
     def fit(self, texts: Sequence[str], negative: Sequence[int], C: float = 1.0) -> "SentimentModel":
-        X = self.vectorizer().transform([prepare(t).text for t in texts])
+        X = self.vectorizer().transform([prepare(t).feature_string for t in texts])
         model = LogisticRegression(C=C, solver="liblinear", max_iter=1000)
         model.fit(X, np.asarray(negative, dtype=int))
         self.W = model.coef_[0].astype(np.float32)
@@ -158,21 +160,20 @@ class SentimentModel:
         return self
 
     def negative_proba(self, prepared: list[PreparedText]) -> np.ndarray:
-        X = self.vectorizer().transform([p.text for p in prepared])
+        X = self.vectorizer().transform([p.feature_string for p in prepared])
         z = np.asarray(X @ self.W).ravel() + self.b
         return 1.0 / (1.0 + np.exp(-z))
 
     @staticmethod
-    def features(p_neg: np.ndarray) -> sp.csr_matrix:
-        """P(negative) and its four bins, scaled like TF-IDF values."""
+    def features(p_neg: np.ndarray, scale: float = 0.5) -> sp.csr_matrix:
+        """P(negative) and its four bins, scaled to sit among the TF-IDF values."""
         bins = np.digitize(p_neg, [0.15, 0.5, 0.85])
         onehot = np.zeros((len(p_neg), 4), dtype=np.float32)
         onehot[np.arange(len(p_neg)), bins] = 1.0
-        return sp.csr_matrix(np.hstack([p_neg.reshape(-1, 1).astype(np.float32), onehot]) * _SENTIMENT_SCALE)
+        return sp.csr_matrix(np.hstack([p_neg.reshape(-1, 1).astype(np.float32), onehot]) * scale)
 
 
 SENTIMENT_NAMES = ["<negative review>", "<clearly positive>", "<rather positive>", "<rather negative>", "<clearly negative>"]
-_SENTIMENT_SCALE = 0.5
 
 
 class _ConstantHead:
@@ -233,7 +234,7 @@ class SklearnBackend(ClassifierBackend):
     def _extra_features(self, prepared: list[PreparedText]) -> list[sp.csr_matrix]:
         blocks = [_intensity_matrix(prepared)]
         if self.sentiment is not None:
-            blocks.append(SentimentModel.features(self.sentiment.negative_proba(prepared)))
+            blocks.append(SentimentModel.features(self.sentiment.negative_proba(prepared), self.params["sentiment_scale"]))
         return blocks
 
     def featurize(self, texts: Sequence[str | PreparedText]) -> sp.csr_matrix:
@@ -299,12 +300,21 @@ class SklearnBackend(ClassifierBackend):
 
     def _index_weights(self) -> None:
         """Feature names and per-class weights (relative to the class mean) for explanations."""
-        # Word n-grams shown as written (no spaces between Chinese words); one-character
-        # char n-grams are too vague to explain anything and get an empty name (skipped).
-        words = ["".join(n.split(" ")) for n in self.word_vectorizer.get_feature_names_out()]
-        chars = [n if len(n) > 1 else "" for n in self.char_vectorizer.get_feature_names_out()]
+        # Word n-grams shown as written (no spaces between Chinese words). Names that would
+        # repeat another ("麦克 风" as a bigram and "麦克风" as a word, or a char n-gram equal to
+        # a word), one-character char n-grams (too vague) and char n-grams with punctuation
+        # or spaces get an empty name and never explain.
+        raw_words = list(self.word_vectorizer.get_feature_names_out())
+        unigrams = {w for w in raw_words if " " not in w}
+        words = [w if " " not in w else ("" if "".join(w.split(" ")) in unigrams else "".join(w.split(" "))) for w in raw_words]
+        seen = set(words)
+        chars = [
+            n if len(n) > 1 and n.isalnum() and n not in seen else ""
+            for n in self.char_vectorizer.get_feature_names_out()
+        ]
         names = words + chars + INTENSITY_NAMES + (SENTIMENT_NAMES if self.sentiment is not None else [])
         self._feature_names = np.array(names, dtype=object)
+        self._explainable = np.array([bool(n) for n in names], dtype=bool)
         self._weights = {}
         for head, model in self.models.items():
             if isinstance(model, _ConstantHead):
@@ -350,16 +360,16 @@ class SklearnBackend(ClassifierBackend):
                 target = p.argmax(axis=1)
             W = self._weights[head]
             contrib = X.data * W[target[rows], X.indices]
-            # Sort each row's features by contribution, keep the first few positive ones:
-            # vectorised, then one short Python pass over at most 2 * top_k + 2 per row.
-            order = np.lexsort((-contrib, rows))
-            rank = np.arange(len(order)) - X.indptr[rows[order]]
-            keep = order[(rank < 2 * top_k + 2) & (contrib[order] > 0)]
+            # Only features that push towards the label and have a readable name can explain;
+            # sort those by row then contribution and keep the first few of each row.
+            cand = np.flatnonzero((contrib > 0) & self._explainable[X.indices])
+            order = cand[np.lexsort((-contrib[cand], rows[cand]))]
+            r_sorted = rows[order]
+            starts = np.searchsorted(r_sorted, r_sorted, side="left")
+            keep = order[(np.arange(len(order)) - starts) < top_k]
             names = self._feature_names[X.indices[keep]]
-            for r, name, c in zip(rows[keep].tolist(), names.tolist(), contrib[keep].tolist()):
-                picked = explanations[r].setdefault(head, [])
-                if name and len(picked) < top_k and all(name != n for n, _ in picked):
-                    picked.append((name, round(c, 4)))
+            for r, name, c in zip(rows[keep].tolist(), names.tolist(), np.round(contrib[keep], 4).tolist()):
+                explanations[r].setdefault(head, []).append((name, c))
             for e in explanations:
                 e.setdefault(head, [])
         return proba, explanations

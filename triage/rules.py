@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from triage.lexicons import Lexicons, load_lexicons
@@ -56,31 +57,35 @@ def _clause_bounds(text: str, start: int, end: int) -> tuple[int, int, str]:
     return left, right, closing
 
 
+@lru_cache(maxsize=64)
+def _pattern(terms: tuple[str, ...]) -> re.Pattern | None:
+    """One alternation of ``terms``, longest first, so a scan finds the leftmost-longest term."""
+    if not terms:
+        return None
+    ordered = sorted(set(terms), key=lambda t: (-len(t), t))
+    return re.compile("|".join(re.escape(t) for t in ordered))
+
+
 def _find_terms(text: str, terms, exclusions) -> list[TermHit]:
-    """Occurrences of ``terms`` (longest first, no overlaps), minus those inside an exclusion word."""
-    taken = [False] * len(text)
-    excluded = [False] * len(text)
-    for word in exclusions:
-        pos = text.find(word)
-        while pos >= 0:
-            for i in range(pos, pos + len(word)):
-                excluded[i] = True
-            pos = text.find(word, pos + 1)
+    """Non-overlapping occurrences of ``terms``, minus those inside an exclusion word."""
+    pattern = _pattern(tuple(terms))
+    if pattern is None:
+        return []
     hits = []
-    for term in terms:
-        pos = text.find(term)
-        while pos >= 0:
-            end = pos + len(term)
-            ok = not any(taken[pos:end]) and not all(excluded[pos:end])
-            if ok and term.isdigit():
-                # 12315 inside an order or phone number is no threat.
-                ok = not (pos > 0 and text[pos - 1].isdigit()) and not (end < len(text) and text[end].isdigit())
-            if ok:
-                hits.append(TermHit(term, pos))
-                for i in range(pos, end):
-                    taken[i] = True
-            pos = text.find(term, pos + 1)
-    hits.sort(key=lambda h: h.start)
+    excluded_spans = None
+    n = len(text)
+    for m in pattern.finditer(text):
+        term, (start, end) = m.group(), m.span()
+        # 12315 inside an order or phone number is no threat.
+        if term.isdigit() and ((start > 0 and text[start - 1].isdigit()) or (end < n and text[end].isdigit())):
+            continue
+        if exclusions:
+            if excluded_spans is None:
+                ex = _pattern(tuple(exclusions))
+                excluded_spans = [e.span() for e in ex.finditer(text)] if ex else []
+            if any(a <= start and end <= b for a, b in excluded_spans):
+                continue
+        hits.append(TermHit(term, start))
     return hits
 
 

@@ -109,13 +109,13 @@ class Triager:
             proba = self.backend.predict_proba([p.text for p in prepared])
             explanations = None
         classes = self.backend.classes_
-        top = {h: np.asarray(proba[h]).argmax(axis=1) for h in HEADS}
+        top = {h: np.asarray(proba[h]).argmax(axis=1).tolist() for h in HEADS}
+        keys = {h: [_label_str(c) for c in classes[h]] for h in HEADS}
+        rounded = {h: np.round(np.asarray(proba[h], dtype=float), 4).tolist() for h in HEADS}
         out = []
         for i, p in enumerate(prepared):
-            labels = {h: classes[h][int(top[h][i])] for h in HEADS}
-            scores = {
-                h: {_label_str(c): round(float(proba[h][i, j]), 4) for j, c in enumerate(classes[h])} for h in HEADS
-            }
+            labels = {h: classes[h][top[h][i]] for h in HEADS}
+            scores = {h: dict(zip(keys[h], rounded[h][i])) for h in HEADS}
             model_escalation = scores["escalation"].get("true", 0.0) >= self.escalation_threshold
             outcome = apply_rules(p.text, int(labels["urgency"]), model_escalation, lexicons=self.lexicons)
             final = {
