@@ -176,12 +176,15 @@ def run_async(coro):
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux /proc), for CPU cost per message."""
+    """User + system CPU time of a process and its live children (uvicorn workers), from
+    Linux /proc, for the CPU cost per message."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (OSError, IndexError, ValueError):
         return None
+    return own + sum(cpu_seconds(int(child)) or 0.0 for child in children)
 
 
 def measured(server: subprocess.Popen, coro) -> dict:
@@ -231,7 +234,8 @@ def make_key(database_url: str, tmp: Path) -> str:
 def run_service(name: str, database_url: str, tmp: Path, texts, args) -> dict:
     key = make_key(database_url, tmp)
     port = free_port()
-    server = start_server(["api.app:create_app", "--factory"], service_env(database_url, tmp), port, ROOT)
+    server = start_server(["api.app:create_app", "--factory", "--workers", str(args.workers)],
+                          service_env(database_url, tmp), port, ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, server, "/healthz")
@@ -289,6 +293,7 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--scenarios", default="ceiling,sqlite,postgres")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes for the service")
     args = parser.parse_args(argv)
     from models.store import ModelStore
 
@@ -325,7 +330,8 @@ def write_report(results: dict, args, text_source: str) -> None:
     ceiling = results.get("ceiling", {}).get("rate")
     lines = [
         f"Ingestion on loopback: {args.concurrency} concurrent clients, {args.requests} requests per scenario, "
-        f"one message per request (each a new external id: a full triage and insert), one uvicorn worker; "
+        f"one message per request (each a new external id: a full triage and insert), {args.workers} uvicorn "
+        f"worker(s) for the service, one for the ceiling; "
         f"texts: {text_source}. Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; the load generator runs on the same cores.",
         "",
