@@ -115,10 +115,10 @@ def main() -> int:
         triager.predict_many(texts[:200])  # warm-up: tokenizer, caches
 
         log(f"throughput on {len(texts)} real reviews (in process, batches of 512)")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, len(texts), 512):
             triager.predict_many(texts[i : i + 512])
-        batch_s = time.perf_counter() - t0
+        batch_s, batch_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 
         masked = [mask_personal_data(normalise(t)).text for t in texts]
         t0 = time.perf_counter()
@@ -151,6 +151,7 @@ def main() -> int:
         "messages": len(texts),
         "mean_chars": round(statistics.mean(len(t) for t in texts), 1),
         "batch_msg_per_s": round(len(texts) / batch_s),
+        "batch_msg_per_cpu_s": round(len(texts) / batch_cpu_s),
         "cli_msg_per_s": round(cli_lines / cli_s) if rc == 0 else None,
         "cli_wall_s": round(cli_s, 2),
         "cli_rc": rc,
@@ -204,7 +205,12 @@ def render(out: dict) -> str:
         )
         for head in ("dispute_type", "urgency", "emotion"):
             lines.append(f"| {head} | ECE | - | {fmt(final[head]['ece'])} | {fmt(model[head]['ece'])} | | | |")
-        lines += ["", f"Dev texts found verbatim in the corpora used for the sentiment signal: {out['dev_texts_also_in_corpora']}.", ""]
+        lines += [
+            "",
+            f"All {out['dev_texts_also_in_corpora']} dev texts also occur verbatim in the review corpora; the sentiment "
+            "signal's training always leaves them out (`models.training.evaluation_texts`), so the figures above carry no leak.",
+            "",
+        ]
     cv, cvb = out["cv"], out["cv_majority"]
     lines += [
         f"5-fold cross-validation on the seed data ({out['seed_messages']} messages, stratified, model + rules):",
@@ -226,7 +232,8 @@ def render(out: dict) -> str:
         "",
         "| measure | value | target |",
         "|---|---|---|",
-        f"| in-process `predict_many` throughput (batches of 512) | {s['batch_msg_per_s']} msg/s | 2000 msg/s |",
+        f"| in-process `predict_many` throughput (batches of 512), wall clock | {s['batch_msg_per_s']} msg/s | 2000 msg/s |",
+        f"| the same per CPU-second of this process (what an idle core gives) | {s['batch_msg_per_cpu_s']} msg/s | - |",
         f"| `triage predict` command, 10k-line JSONL, start-up included | {s['cli_msg_per_s']} msg/s ({s['cli_wall_s']} s) | 2000 msg/s |",
         f"| single-message latency p50 | {s['latency_p50_ms']} ms | 5 ms |",
         f"| single-message latency p99 | {s['latency_p99_ms']} ms | - |",
