@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import shutil
@@ -212,8 +213,9 @@ def report(arms: list[dict], n_pool: int, n_held: int, elapsed: float, args) -> 
         f"(never ingested). Reviewers confirm or correct through the HTTP API in batches of {args.batch_size}; "
         "the service retrains automatically after each batch and promotes only through the quality gate "
         f"(margin 0.02). Scores: macro-F1 of the whole triager (model + rules) on the held-out part. "
-        f"Machine: {platform.machine()}, {platform.python_version()}; total {elapsed / 60:.1f} min (both orders "
-        "in parallel, one process each).",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; total "
+        f"{elapsed / 60:.1f} min (both orders in parallel, one process each; 1-minute load average at the end "
+        f"{os.getloadavg()[0]:.1f}: the `s` column is wall time per batch and grows with other work on the machine).",
         "",
         "![learning curve](learning_curve.png)",
         "",
