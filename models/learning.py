@@ -330,12 +330,6 @@ class LearningLoop:
         self._confirmations_since_retrain = 0
         self._count_lock = threading.Lock()
 
-    # ----------------------------------------------------------------- loading
-
-    def load_current(self) -> None:
-        """Put the store's current version into the holder (at service start)."""
-        self.holder.swap(self._load_triager(self.store, None))
-
     # ----------------------------------------------------------------- training
 
     def _prepare(self, text: str):
