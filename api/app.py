@@ -13,6 +13,7 @@ import sys
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 import triage
 from api import errors
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        await run_in_threadpool(service.warm_up)
         service.start_coalescing()
         if background:
             monitor.start()

@@ -563,7 +563,7 @@ class TriageService:
             case.prediction_id = case.prediction.id
         for case, new_id in zip(cases, _insert_returning_ids(session, Case, cases)):
             case.id = new_id
-        session.execute(insert(AuditEntry), [
+        session.connection().execute(insert(AuditEntry.__table__), [
             {"at": now, "actor": actor, "action": "case.created", "entity": "case", "entity_id": str(case.id),
              "before": None, "after": case_snapshot(case), "reason": f"triaged by model {case.prediction.model_version}"}
             for case, (_msg, _prediction, actor, _masked) in zip(cases, entries)
@@ -591,6 +591,12 @@ class TriageService:
         if coalescer is not None and coalescer.running:
             return await asyncio.wrap_future(coalescer.submit_nowait(msg, actor))
         return (await asyncio.to_thread(self._ingest_valid, [(0, msg)], actor))[0]
+
+    def warm_up(self) -> None:
+        """Load lazily built parts of the pipeline (segmenter, lexicons) before the first
+        request instead of during it (about a second)."""
+        if self.models.loaded:
+            self._predict(["预热：摄像头开不了机"])
 
     def authenticate_cached(self, secret: str | None) -> Principal | None:
         """The principal if this key was verified moments ago (no I/O), else None."""
@@ -1102,10 +1108,11 @@ class TriageService:
 
 def _insert_returning_ids(session: Session, model, objects: Sequence[Any]) -> list[int]:
     """Bulk INSERT the column values of transient ``objects``; their new ids, in order."""
-    columns = [c.key for c in model.__table__.columns if c.key != "id"]
+    table = model.__table__
+    columns = [c.key for c in table.columns if c.key != "id"]
     rows = [{name: getattr(obj, name) for name in columns} for obj in objects]
-    result = session.execute(insert(model).returning(model.id, sort_by_parameter_order=True), rows)
-    return list(result.scalars())
+    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    return list(session.connection().execute(statement, rows).scalars())
 
 
 def _prediction_row(prediction, now: datetime) -> PredictionRow:
