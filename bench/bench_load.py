@@ -301,6 +301,7 @@ def main(argv=None) -> int:
         say(f"no current model in {model_dir()}; run `triage ensure-model` (make bench does) first")
         return 1
     texts, text_source = load_texts()
+    args.load_before = "%.1f" % os.getloadavg()[0]
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp_name:
         tmp = Path(tmp_name)
@@ -333,7 +334,9 @@ def write_report(results: dict, args, text_source: str) -> None:
         f"one message per request (each a new external id: a full triage and insert), {args.workers} uvicorn "
         f"worker(s) for the service, one for the ceiling; "
         f"texts: {text_source}. Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; the load generator runs on the same cores.",
+        f"{platform.python_version()}; the load generator runs on the same cores. Load average before the "
+        f"run: {args.load_before}; after: {'%.1f' % os.getloadavg()[0]} (other processes on the machine "
+        f"take cores from both the server and the clients).",
         "",
         "| scenario | messages/s | p50 ms | p99 ms | share of ceiling | server CPU ms/message | non-2xx |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -343,6 +346,10 @@ def write_report(results: dict, args, text_source: str) -> None:
         bad = sum(n for code, n in r["statuses"].items() if not 200 <= code < 300)
         cpu = f"{r['server_cpu_ms']:.2f}" if r.get("server_cpu_ms") is not None else "-"
         lines.append(f"| {name} | {r['rate']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {share} | {cpu} | {bad} |")
+    cpu_rows = [(name, r["server_cpu_ms"]) for name, r in results.items() if name != "ceiling" and r.get("server_cpu_ms")]
+    if cpu_rows:
+        lines += ["", "Server CPU per message bounds what one core can ingest whatever the contention: "
+                  + ", ".join(f"{name} {1000 / cpu:.0f} messages/s per core" for name, cpu in cpu_rows) + "."]
     if "sqlite" in results:
         r = results["sqlite"]
         ok = r["rate"] >= TARGET_RATE and r["p99_ms"] < TARGET_P99_MS
