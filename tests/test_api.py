@@ -269,11 +269,13 @@ def test_health_readiness_and_docs(client):
     assert len(schema["oneOf"]) == 2
 
 
-def test_no_model_loaded_is_not_ready(make_service, keys):
-    service = make_service()
+def test_no_model_loaded_is_not_ready(service, keys):
     service.models.swap(None)
     with TestClient(create_app(service.settings, service=service, background=False)) as c:
         assert c.get("/readyz").status_code == 503 and c.get("/readyz").json()["model"] == "not loaded"
+        r = c.post("/v1/messages", json=body(), headers=auth(keys["ingest"]))
+        assert r.status_code == 503 and r.json()["error"] == "model_unavailable" and "ensure-model" in r.json()["message"]
+    assert count(service) == 0
 
 
 def test_database_down_is_503(tmp_path):

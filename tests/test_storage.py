@@ -391,3 +391,16 @@ def test_coalesced_ingestion_batches_concurrent_messages(make_service, tiny_tria
     with database.session() as s:
         assert s.scalar(select(func.count()).select_from(Case)) == 11
     assert service.ingest(msg(external_id="after-stop")).created  # falls back to direct ingestion
+
+
+def test_coalesced_ingestion_with_the_database_down_fails_every_waiting_message(tiny_triager):
+    db = Database("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")
+    service = TriageService(db, Policy.load(), tiny_triager, Settings(), webhook_urls=[])
+    service.start_coalescing()
+    try:
+        with ThreadPoolExecutor(5) as pool:
+            futures = [pool.submit(service.ingest, msg(external_id=str(i))) for i in range(5)]
+            errors = [f.exception(timeout=60) for f in futures]
+    finally:
+        service.stop_coalescing()
+    assert all(isinstance(e, Unavailable) for e in errors)

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from triage.clock import UTC, as_utc, utcnow
-from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from triage.errors import Conflict, Forbidden, InvalidInput, ModelError, NotFound, Unauthorized, Unavailable
 from triage.policy import Decision, Labels, Policy
 from triage.storage import (
     ApiKey,
@@ -1213,8 +1213,9 @@ class IngestCoalescer:
             results = self.service._ingest_valid([(i, msg) for i, (msg, _, _) in enumerate(batch)],
                                                  [actor for _, actor, _ in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                batch[0][2].set_exception(exc)
+            if len(batch) == 1 or isinstance(exc, (Unavailable, ModelError)):
+                for _, _, future in batch:  # the database or the model is down: every message fails alike
+                    future.set_exception(exc)
                 return
             for entry in batch:  # isolate the failing message
                 self._process([entry])

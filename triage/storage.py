@@ -325,9 +325,10 @@ class Database:
             )
             _configure_sqlite(self.engine)
         else:
+            connect_args = {} if "connect_timeout" in self.url.query else {"connect_timeout": 10}
             self.engine = create_engine(
                 self.url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-                pool_timeout=10,
+                pool_timeout=10, connect_args=connect_args,
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._upgrade_lock = threading.Lock()
