@@ -404,3 +404,41 @@ def test_coalesced_ingestion_with_the_database_down_fails_every_waiting_message(
     finally:
         service.stop_coalescing()
     assert all(isinstance(e, Unavailable) for e in errors)
+
+
+def test_servers_starting_together_migrate_once(tmp_path, postgres_url):
+    """Several processes upgrading one fresh database at once (own engines, like processes)."""
+    from fixtures_db import PG_URL, with_search_path
+
+    urls = [f"sqlite:///{tmp_path / 'fresh.db'}"]
+    admin = None
+    if postgres_url is not None:
+        import uuid
+
+        from sqlalchemy import create_engine
+
+        schema = f"triage_race_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        urls.append(with_search_path(PG_URL, schema))
+    try:
+        for url in urls:
+            databases = [Database(url) for _ in range(4)]
+            barrier = threading.Barrier(4)
+
+            def upgrade(db):
+                barrier.wait()
+                db.upgrade()
+
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(upgrade, databases))
+            with databases[0].engine.connect() as conn:
+                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+            for db in databases:
+                db.dispose()
+    finally:
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            admin.dispose()

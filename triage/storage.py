@@ -383,12 +383,15 @@ class Database:
         """Bring the schema to the newest migration (idempotent; one process at a time on PG)."""
         from alembic import command
 
-        with self._upgrade_lock, self.engine.begin() as conn:
-            if self.is_postgres:
-                conn.execute(text("SELECT pg_advisory_xact_lock(74657201)"))
-            cfg = alembic_config(self.url.render_as_string(hide_password=False))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with self._upgrade_lock, self.engine.connect() as conn:
+            if self.dialect == "sqlite":  # the write lock before alembic reads its version table
+                conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                if self.is_postgres:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(74657201)"))
+                cfg = alembic_config(self.url.render_as_string(hide_password=False))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
 
     def dispose(self) -> None:
         self.engine.dispose()
