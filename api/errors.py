@@ -48,9 +48,7 @@ def error_body(code: str, message: str, field: str | None = None, detail: list |
 
 
 def _domain_response(exc: TriageError) -> JSONResponse:
-    for cls, status, code in STATUS_BY_ERROR:
-        if isinstance(exc, cls):
-            break
+    status, code = next((status, code) for cls, status, code in STATUS_BY_ERROR if isinstance(exc, cls))
     field = getattr(exc, "field", None)
     detail = [{"loc": ["body", *field.split(".")] if field else ["body"], "msg": str(exc), "type": code}] if status == 422 else []
     headers = {}

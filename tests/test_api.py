@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from fixtures_db import T0, clock, database, database_url, make_service, postgres_url, sqlite_template, tiny_triager  # noqa: F401
+
+pytest_plugins = ["fixtures_db"]  # database fixtures over SQLite and PostgreSQL
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import Settings

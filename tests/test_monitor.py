@@ -7,10 +7,11 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from sqlalchemy import func, select
 
-from fixtures_db import T0, clock, database, database_url, make_service, postgres_url, sqlite_template, tiny_triager  # noqa: F401
+from fixtures_db import T0
+
+pytest_plugins = ["fixtures_db"]  # database fixtures over SQLite and PostgreSQL
 from triage.monitor import SlaMonitor
 from triage.policy import DEFAULT_POLICY_PATH, Policy
 from triage.service import TriageService

@@ -13,7 +13,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 
-from fixtures_db import T0, clock, database, database_url, make_service, postgres_url, sqlite_template, tiny_triager  # noqa: F401
+from fixtures_db import T0
+
+pytest_plugins = ["fixtures_db"]  # database fixtures over SQLite and PostgreSQL
 from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable
 from triage.policy import Policy
 from triage.service import TriageService
@@ -427,7 +429,7 @@ def test_servers_starting_together_migrate_once(tmp_path, postgres_url):
             databases = [Database(url) for _ in range(4)]
             barrier = threading.Barrier(4)
 
-            def upgrade(db):
+            def upgrade(db, barrier=barrier):
                 barrier.wait()
                 db.upgrade()
 

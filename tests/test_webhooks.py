@@ -12,7 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select
 
-from fixtures_db import T0, clock, database, database_url, make_service, postgres_url, sqlite_template, tiny_triager  # noqa: F401
+from fixtures_db import T0
+
+pytest_plugins = ["fixtures_db"]  # database fixtures over SQLite and PostgreSQL
 from triage.storage import Database, WebhookAttempt, WebhookDelivery
 from triage.webhooks import WebhookDispatcher, enqueue, sign, verify_signature
 

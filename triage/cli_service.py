@@ -56,7 +56,7 @@ def serve(
 
             uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
     except TriageError as exc:
-        raise fail(exc)
+        raise fail(exc) from None
 
 
 @users_app.command("add")
@@ -68,7 +68,7 @@ def users_add(
     try:
         user = _service().create_user(name, role, actor="cli")
     except TriageError as exc:
-        raise fail(exc)
+        raise fail(exc) from None
     err(f"created user {user.name!r} ({user.role}); give it a key: triage keys create {user.name} --scope ingest")
 
 
@@ -85,7 +85,7 @@ def users_deactivate(name: str):
     try:
         _service().set_user_active(name, False, actor="cli")
     except TriageError as exc:
-        raise fail(exc)
+        raise fail(exc) from None
     err(f"deactivated {name!r}")
 
 
@@ -95,7 +95,7 @@ def users_activate(name: str):
     try:
         _service().set_user_active(name, True, actor="cli")
     except TriageError as exc:
-        raise fail(exc)
+        raise fail(exc) from None
     err(f"activated {name!r}")
 
 
@@ -109,7 +109,7 @@ def keys_create(
     try:
         key, secret = _service().create_api_key(user, scope, label, actor="cli")
     except TriageError as exc:
-        raise fail(exc)
+        raise fail(exc) from None
     err(f"key {key.id} ({key.prefix}) for {key.user} with scopes {key.scopes}; store it now, it is not shown again")
     typer.echo(secret)
 
@@ -127,6 +127,6 @@ def keys_revoke(key: str = typer.Argument(..., help="key id or prefix")):
     try:
         view = _service().revoke_api_key(key, actor="cli")
     except TriageError as exc:
-        raise fail(exc)
+        raise fail(exc) from None
     err(f"revoked key {view.id} ({view.prefix}) of {view.user}")
     typer.echo(json.dumps({"id": view.id, "revoked_at": view.revoked_at.isoformat()}))

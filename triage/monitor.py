@@ -129,7 +129,7 @@ class SlaMonitor:
                 names = ", ".join(f"{deadline} {kind}" for kind, deadline, _ in events)
                 service._audit(session, self.actor, "case.sla", "case", case.id, old, new, names or None)
             session.flush()
-            for kind, deadline, occurred_at in events:
+            for kind, deadline, _occurred_at in events:
                 extra = {"deadline": deadline, "due_at": getattr(case, f"{deadline}_due_at").isoformat()}
                 service._emit(session, "breached" if kind == "breach" else "warning", case, extra)
             if before["tier"] != case.tier:

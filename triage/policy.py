@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +271,3 @@ class Policy:
         index = tiers.index(current) if current in tiers else 0
         return tiers[min(index + 1, len(tiers) - 1)]
 
-
-def warning_due(clock: SlaClock, start: datetime, budget: timedelta, share: float, pauses) -> datetime | None:
-    """When ``share`` of the budget has run (the warning moment)."""
-    return clock.deadline(start, budget * share, pauses)

@@ -30,7 +30,7 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from triage.clock import UTC, as_utc, utcnow
+from triage.clock import as_utc, utcnow
 from triage.errors import Conflict, Forbidden, InvalidInput, ModelError, NotFound, Unauthorized, Unavailable
 from triage.policy import Decision, Labels, Policy
 from triage.storage import (

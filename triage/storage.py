@@ -44,8 +44,6 @@ from triage.errors import Unavailable
 UTC = timezone.utc
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
-CASE_STATUSES = ("open", "pending", "resolved", "closed")
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
 
 
 class UTCDateTime(TypeDecorator):
