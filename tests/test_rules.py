@@ -83,14 +83,15 @@ def test_safety_negated_or_other_sense(text):
 
 @pytest.mark.parametrize(
     "text, rule",
-    [("怀疑是假货", "counterfeit"), ("这绝对不是正品", "counterfeit"), ("开不了机了", "unusable"), ("充不进电", "unusable")],
+    [("怀疑是假货", "counterfeit"), ("这绝对不是正品", "counterfeit"), ("开不了机了", "unusable"), ("充不进电", "unusable"),
+     ("发货晚了三天，耽误直播", "business_loss")],
 )
 def test_guideline_grade_one_cases(text, rule):
     out = apply_rules(text, urgency=2)
     assert out.urgency == 1 and rule in rules_of(out)
 
 
-@pytest.mark.parametrize("text", ["这不是假货，就是包装旧", "不是开不了机，是有杂音"])
+@pytest.mark.parametrize("text", ["这不是假货，就是包装旧", "不是开不了机，是有杂音", "还好没耽误直播"])
 def test_negated_grade_one_cases_do_not_fire(text):
     assert apply_rules(text, urgency=2).urgency == 2
 

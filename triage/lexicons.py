@@ -23,6 +23,7 @@ SAFETY = "safety.txt"
 VULNERABLE = "vulnerable.txt"
 COUNTERFEIT = "counterfeit.txt"
 UNUSABLE = "unusable.txt"
+LOSS = "loss.txt"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Lexicons:
     counterfeit_exclusions: tuple[str, ...] = ()
     unusable: tuple[str, ...] = ()
     unusable_exclusions: tuple[str, ...] = ()
+    loss: tuple[str, ...] = ()
+    loss_exclusions: tuple[str, ...] = ()
     domain_words: tuple[str, ...] = field(default=())
 
 
@@ -84,6 +87,7 @@ def load_lexicons(directory: Path | str | None = None) -> Lexicons:
     safety, safety_exclusions = _split_exclusions(read_entries(directory / SAFETY))
     counterfeit, counterfeit_exclusions = _split_exclusions(read_entries(directory / COUNTERFEIT))
     unusable, unusable_exclusions = _split_exclusions(read_entries(directory / UNUSABLE))
+    loss, loss_exclusions = _split_exclusions(read_entries(directory / LOSS))
     domain_words = tuple(e.split()[0] for e in read_entries(directory / USER_DICT))
     return Lexicons(
         directory=directory,
@@ -99,5 +103,7 @@ def load_lexicons(directory: Path | str | None = None) -> Lexicons:
         counterfeit_exclusions=_longest_first(counterfeit_exclusions),
         unusable=_longest_first(unusable),
         unusable_exclusions=_longest_first(unusable_exclusions),
+        loss=_longest_first(loss),
+        loss_exclusions=_longest_first(loss_exclusions),
         domain_words=domain_words,
     )

@@ -1,5 +1,6 @@
 """Domain rules on top of the classifiers: escalation threats, safety hazards, counterfeit
-goods, completely unusable products (the guideline's 一级 cases), vulnerable customers.
+goods, completely unusable products, direct economic loss (the guideline's 一级 cases), vulnerable
+customers.
 
 The lexicons live in ``datasets/lexicons/`` so after-sales staff can extend them. Rules
 only ever raise urgency (1 is the top grade), never lower it, and every rule that fired
@@ -148,6 +149,12 @@ def find_counterfeit(text: str, lexicons: Lexicons | None = None) -> list[str]:
     return _find_affirmed(text, lex.counterfeit, lex.counterfeit_exclusions, lex.negations)
 
 
+def find_loss(text: str, lexicons: Lexicons | None = None) -> list[str]:
+    """Direct economic loss or missed business (耽误直播, 经济损失) that is not negated."""
+    lex = lexicons or load_lexicons()
+    return _find_affirmed(text, lex.loss, lex.loss_exclusions, lex.negations)
+
+
 def find_unusable(text: str, lexicons: Lexicons | None = None) -> list[str]:
     """Completely-unusable terms (开不了机, 充不进电) that are not negated."""
     lex = lexicons or load_lexicons()
@@ -205,7 +212,12 @@ def apply_rules(
         effect = f"urgency {before} -> 1" if before != 1 else "none (already 1)"
         out.hits.append(RuleHit(rule="safety", matched=safety, effect=effect))
 
-    for rule, terms in (("counterfeit", find_counterfeit(text, lex)), ("unusable", find_unusable(text, lex))):
+    grade_one = (
+        ("counterfeit", find_counterfeit(text, lex)),
+        ("unusable", find_unusable(text, lex)),
+        ("business_loss", find_loss(text, lex)),
+    )
+    for rule, terms in grade_one:
         if terms:
             before = out.urgency
             out.urgency = _raise_to(out.urgency, 1)
