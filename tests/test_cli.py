@@ -132,3 +132,7 @@ def test_ensure_model_trains_once(tmp_path, monkeypatch):
     second = runner.invoke(app, ["ensure-model"])
     assert second.exit_code == 0 and "is current" in second.stderr
     assert len(list((tmp_path / "var" / "models").glob("v*"))) == 1
+    (next((tmp_path / "var" / "models").glob("v*")) / "backend" / "arrays.npz").unlink()
+    third = runner.invoke(app, ["ensure-model"])
+    assert third.exit_code == 0 and "unusable" in third.stderr
+    assert len(list((tmp_path / "var" / "models").glob("v*"))) == 2

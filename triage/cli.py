@@ -110,7 +110,7 @@ def ensure_model():
     current = store.current_version()
     if current:
         try:
-            store.verify(current)
+            store.load(current)  # verifies hashes and that this code can read the files
             err(f"model {current} is current in {store.root}")
             return
         except TriageError as exc:
