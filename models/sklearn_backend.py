@@ -52,7 +52,7 @@ def _as_prepared(texts: Sequence[str | PreparedText]) -> list[PreparedText]:
     return [t if isinstance(t, PreparedText) else prepare(t) for t in texts]
 
 
-INTENSITY_NAMES = ["!", "!!!", "??", "<personal data>"]
+INTENSITY_NAMES = ["<!>", "<!!!>", "<??>", "<personal data>"]
 _INTENSITY_SCALE = 0.3  # about a typical TF-IDF value, so regularisation treats them alike
 
 
@@ -173,6 +173,7 @@ class SentimentModel:
         return sp.csr_matrix(np.hstack([p_neg.reshape(-1, 1).astype(np.float32), onehot]) * scale)
 
 
+WORDS_ONLY_HEADS = ("dispute_type", "escalation")
 SENTIMENT_NAMES = ["<negative review>", "<clearly positive>", "<rather positive>", "<rather negative>", "<clearly negative>"]
 
 
@@ -302,19 +303,23 @@ class SklearnBackend(ClassifierBackend):
         """Feature names and per-class weights (relative to the class mean) for explanations."""
         # Word n-grams shown as written (no spaces between Chinese words). Names that would
         # repeat another ("麦克 风" as a bigram and "麦克风" as a word, or a char n-gram equal to
-        # a word), one-character char n-grams (too vague) and char n-grams with punctuation
-        # or spaces get an empty name and never explain.
+        # a word), one-character char n-grams (too vague), char n-grams with punctuation or
+        # spaces and pure ASCII ones (pieces of numbers: "231") get an empty name and never explain.
         raw_words = list(self.word_vectorizer.get_feature_names_out())
         unigrams = {w for w in raw_words if " " not in w}
         words = [w if " " not in w else ("" if "".join(w.split(" ")) in unigrams else "".join(w.split(" "))) for w in raw_words]
         seen = set(words)
         chars = [
-            n if len(n) > 1 and n.isalnum() and n not in seen else ""
+            n if len(n) > 1 and n.isalnum() and not n.isascii() and n not in seen else ""
             for n in self.char_vectorizer.get_feature_names_out()
         ]
         names = words + chars + INTENSITY_NAMES + (SENTIMENT_NAMES if self.sentiment is not None else [])
         self._feature_names = np.array(names, dtype=object)
         self._explainable = np.array([bool(n) for n in names], dtype=bool)
+        # Dispute type and escalation are explained by the customer's words only: "negative
+        # review" or "!" are true drivers but tell a reviewer nothing about the topic.
+        self._explainable_words = self._explainable.copy()
+        self._explainable_words[len(words) + len(chars) :] = False
         self._weights = {}
         for head, model in self.models.items():
             if isinstance(model, _ConstantHead):
@@ -362,13 +367,15 @@ class SklearnBackend(ClassifierBackend):
             contrib = X.data * W[target[rows], X.indices]
             # Only features that push towards the label and have a readable name can explain;
             # sort those by row then contribution and keep the first few of each row.
-            cand = np.flatnonzero((contrib > 0) & self._explainable[X.indices])
+            explainable = self._explainable_words if head in WORDS_ONLY_HEADS else self._explainable
+            cand = np.flatnonzero((contrib > 0) & explainable[X.indices])
             order = cand[np.lexsort((-contrib[cand], rows[cand]))]
             r_sorted = rows[order]
             starts = np.searchsorted(r_sorted, r_sorted, side="left")
             keep = order[(np.arange(len(order)) - starts) < top_k]
             names = self._feature_names[X.indices[keep]]
-            for r, name, c in zip(rows[keep].tolist(), names.tolist(), np.round(contrib[keep], 4).tolist()):
+            weights = np.round(contrib[keep].astype(np.float64), 4).tolist()
+            for r, name, c in zip(rows[keep].tolist(), names.tolist(), weights):
                 explanations[r].setdefault(head, []).append((name, c))
             for e in explanations:
                 e.setdefault(head, [])
