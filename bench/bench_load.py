@@ -15,7 +15,8 @@ copied), else from the project's seed data. Bounded: a fixed number of requests 
 scenario. The load generator shares the machine's cores with the server, as a helpdesk
 on the same host would. Writes ``bench/results/load.md``.
 
-    python bench/bench_load.py [--requests 3000] [--concurrency 50] [--scenarios ceiling,sqlite,postgres]
+    python bench/bench_load.py [--requests 3000] [--repeat 3] [--concurrency 50] [--workers 1]
+                               [--scenarios ceiling,sqlite,postgres]
 """
 
 from __future__ import annotations
@@ -187,12 +188,25 @@ def cpu_seconds(pid: int) -> float | None:
     return own + sum(cpu_seconds(int(child)) or 0.0 for child in children)
 
 
-def measured(server: subprocess.Popen, coro) -> dict:
-    before = cpu_seconds(server.pid)
-    result = run_async(coro)
-    after = cpu_seconds(server.pid)
-    result["server_cpu_ms"] = (after - before) / result["requests"] * 1000 if before is not None else None
-    return result
+def measured(server: subprocess.Popen, make_run, repeat: int) -> dict:
+    """Run ``repeat`` rounds against one server; the median of each figure over the rounds."""
+    rounds = []
+    for _ in range(repeat):
+        before = cpu_seconds(server.pid)
+        result = run_async(make_run())
+        after = cpu_seconds(server.pid)
+        result["server_cpu_ms"] = (after - before) / result["requests"] * 1000 if before is not None else None
+        rounds.append(result)
+    median = {key: statistics.median(r[key] for r in rounds)
+              for key in ("rate", "p50_ms", "p99_ms")}
+    cpu = [r["server_cpu_ms"] for r in rounds if r["server_cpu_ms"] is not None]
+    median["server_cpu_ms"] = statistics.median(cpu) if cpu else None
+    median["requests"] = sum(r["requests"] for r in rounds)
+    median["statuses"] = {}
+    for r in rounds:
+        for code, n in r["statuses"].items():
+            median["statuses"][code] = median["statuses"].get(code, 0) + n
+    return median
 
 
 def start_server(module_or_factory: list[str], env: dict, port: int, cwd: Path) -> subprocess.Popen:
@@ -243,8 +257,8 @@ def run_service(name: str, database_url: str, tmp: Path, texts, args) -> dict:
         if ready.get("status") != "ready":
             raise RuntimeError(f"service not ready: {ready}")
         say(f"{name}: {args.requests} requests, {args.concurrency} clients, model {ready['model']}")
-        result = measured(server, drive(base, {"Authorization": f"Bearer {key}"}, texts, args.requests,
-                                        args.concurrency))
+        result = measured(server, lambda: drive(base, {"Authorization": f"Bearer {key}"}, texts, args.requests,
+                                                args.concurrency), args.repeat)
     finally:
         server.terminate()
         server.wait(30)
@@ -260,7 +274,7 @@ def run_ceiling(tmp: Path, texts, args) -> dict:
     try:
         wait_ready(base, server, "/docs")
         say(f"ceiling: {args.requests} requests, {args.concurrency} clients")
-        return measured(server, drive(base, {}, texts, args.requests, args.concurrency))
+        return measured(server, lambda: drive(base, {}, texts, args.requests, args.concurrency), args.repeat)
     finally:
         server.terminate()
         server.wait(30)
@@ -294,6 +308,7 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--scenarios", default="ceiling,sqlite,postgres")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes for the service")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per scenario; the table shows medians")
     args = parser.parse_args(argv)
     from models.store import ModelStore
 
@@ -330,7 +345,8 @@ def main(argv=None) -> int:
 def write_report(results: dict, args, text_source: str) -> None:
     ceiling = results.get("ceiling", {}).get("rate")
     lines = [
-        f"Ingestion on loopback: {args.concurrency} concurrent clients, {args.requests} requests per scenario, "
+        f"Ingestion on loopback: {args.concurrency} concurrent clients, {args.repeat} rounds of {args.requests} "
+        f"requests per scenario (medians over the rounds), "
         f"one message per request (each a new external id: a full triage and insert), {args.workers} uvicorn "
         f"worker(s) for the service, one for the ceiling; "
         f"texts: {text_source}. Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
