@@ -125,3 +125,14 @@ def test_lexicons_are_read_from_the_given_folder(tmp_path):
     lex = load_lexicons(tmp_path)
     assert apply_rules("我要找黑猫警长", urgency=3, lexicons=lex).escalation is True
     assert apply_rules("我要找黑猫警长", urgency=3).escalation is False
+
+
+@pytest.mark.parametrize("model_says, final", [("quality", "advertising"), ("refund", "advertising"), ("other", "other"), ("advertising", "advertising")])
+def test_fake_goods_are_advertising(model_says, final):
+    out = apply_rules("用了几天头皮屑更多了，怀疑是假货", urgency=2, dispute_type=model_says)
+    assert out.dispute_type == final
+    assert rules_of(out)["counterfeit"] == ["假货"]
+
+
+def test_dispute_type_untouched_without_counterfeit():
+    assert apply_rules("麦克风有杂音", urgency=2, dispute_type="quality").dispute_type == "quality"

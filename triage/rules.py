@@ -27,7 +27,8 @@ _CLAUSE_BOUNDARY = re.compile(r"[,.!?;。，！？；\n]")
 _NEGATION_GAP = re.compile(r"^(?:去|打|找|向|到|给|请|上|发|报|用|再|会|想|要|了|的|去找|去打|拨打|联系|投诉)*$")
 _QUESTION_CUES = ("是否", "能否", "可否", "吗", "支不支持", "支持不支持", "有没有", "可不可以", "能不能", "怎么")
 _INTENT_CUES = ("我要", "我会", "我就", "就去", "就打", "必须", "一定", "马上", "已经", "直接", "准备", "打算去", "要去", "会去")
-_NEGATION_WINDOW = 6  # characters before a term searched for a negation cue
+_NEGATION_WINDOW = 6
+FAKE_GOODS_REROUTED = ("quality", "service", "refund")  # guideline: fake goods -> advertising  # characters before a term searched for a negation cue
 
 
 @dataclass
@@ -45,6 +46,7 @@ class RuleOutcome:
     escalation: bool
     vulnerable: bool = False
     hits: list[RuleHit] = field(default_factory=list)
+    dispute_type: str | None = None
 
 
 def _clause_bounds(text: str, start: int, end: int) -> tuple[int, int, str]:
@@ -176,15 +178,20 @@ def apply_rules(
     escalation: bool = False,
     lexicons: Lexicons | None = None,
     lexicon_dir: Path | str | None = None,
+    dispute_type: str | None = None,
 ) -> RuleOutcome:
     """Apply the domain rules to one normalised text and the model's labels.
+
+    ``dispute_type`` (the model's) is changed by one rule only, the guideline's "fake
+    goods -> advertising": a counterfeit suspicion routes a quality, service or refund
+    complaint to advertising (``other``, not a dispute, stays).
 
     ``escalation`` is the model's own escalation decision. A counted lexicon term sets it;
     a term that was only negated or asked about clears it; otherwise the model's decision
     stands. Escalation always means urgency 1.
     """
     lex = lexicons or load_lexicons(lexicon_dir)
-    out = RuleOutcome(urgency=urgency, escalation=escalation)
+    out = RuleOutcome(urgency=urgency, escalation=escalation, dispute_type=dispute_type)
 
     counted, ignored = find_escalation(text, lex)
     if counted:
@@ -221,8 +228,11 @@ def apply_rules(
         if terms:
             before = out.urgency
             out.urgency = _raise_to(out.urgency, 1)
-            effect = f"urgency {before} -> 1" if before != 1 else "none (already 1)"
-            out.hits.append(RuleHit(rule=rule, matched=terms, effect=effect))
+            effects = [f"urgency {before} -> 1"] if before != 1 else []
+            if rule == "counterfeit" and dispute_type in FAKE_GOODS_REROUTED:
+                out.dispute_type = "advertising"
+                effects.append(f"dispute_type {dispute_type} -> advertising")
+            out.hits.append(RuleHit(rule=rule, matched=terms, effect=", ".join(effects) or "none (already 1)"))
 
     vulnerable = find_vulnerable(text, lex)
     if vulnerable:

@@ -117,9 +117,12 @@ class Triager:
             labels = {h: classes[h][top[h][i]] for h in HEADS}
             scores = {h: dict(zip(keys[h], rounded[h][i])) for h in HEADS}
             model_escalation = scores["escalation"].get("true", 0.0) >= self.escalation_threshold
-            outcome = apply_rules(p.text, int(labels["urgency"]), model_escalation, lexicons=self.lexicons)
+            outcome = apply_rules(
+                p.text, int(labels["urgency"]), model_escalation, lexicons=self.lexicons,
+                dispute_type=str(labels["dispute_type"]),
+            )
             final = {
-                "dispute_type": str(labels["dispute_type"]),
+                "dispute_type": outcome.dispute_type,
                 "urgency": outcome.urgency,
                 "emotion": str(labels["emotion"]),
                 "escalation": outcome.escalation,
@@ -129,8 +132,10 @@ class Triager:
             confidences = []
             for h in HEADS:
                 label = _label_str(final[h])
-                ruled = (h == "urgency" and final[h] != labels["urgency"]) or (
-                    h == "escalation" and final[h] != model_escalation
+                ruled = (
+                    (h == "urgency" and final[h] != labels["urgency"])
+                    or (h == "escalation" and final[h] != model_escalation)
+                    or (h == "dispute_type" and final[h] != labels["dispute_type"])
                 )
                 confidences.append(1.0 if ruled else scores[h].get(label, 0.0))
             if explanations is not None:
