@@ -372,3 +372,41 @@ def _audit_summary(entry: AuditEntry) -> str:
         return ", ".join(f"{k} {after[k]}" for k in SUMMARY_FIELDS if k in after) or entry.action
     changes = [f"{k}: {before.get(k)} -> {after.get(k)}" for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
     return "; ".join(changes) or entry.action
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+class ReviewContext:
+    """The review service, learning loop and model store of one running TriageService.
+
+    Built once per process (the API routes, the review UI and the CLI share it), so the
+    retrain job, its progress and the model swap are the same object everywhere.
+    """
+
+    def __init__(self, service, store=None, settings=None, **loop_options):
+        from models.learning import loop_for_service
+        from models.store import ModelStore
+
+        self.service = service
+        self.settings = settings or service.settings
+        self.store = store or ModelStore(self.settings.effective_model_dir)
+        self.learning = loop_for_service(service, self.store, self.settings, **loop_options)
+        self.review = ReviewService(service.db, service, self.learning)
+
+    def models_overview(self) -> dict[str, Any]:
+        """Every model version (oldest first) with status, gate reason and metrics, and the
+        latest retrain job."""
+        job = self.learning.job()
+        return {
+            "current": self.store.current_version(),
+            "versions": self.store.list_versions(),
+            "retrain": job.as_dict() if job else None,
+        }
+
+    def user_role(self, name: str) -> str | None:
+        """The role of an active user, None for unknown or deactivated users."""
+        for user in self.service.list_users():
+            if user.name == name and user.active:
+                return user.role
+        return None
