@@ -200,7 +200,7 @@ def mask_personal_data(text: str) -> MaskedText:
 USE_HMM = False
 _TOKENIZERS: dict[Path, jieba.Tokenizer] = {}
 _TOKENIZER_LOCK = threading.Lock()
-_SKIP_TOKEN = re.compile(r"^[\s,.、;:，。；：\"'“”‘’()（）\[\]【】《》<>/\\|_`]+$")
+_SKIP_TOKEN = re.compile(r"^[\s,.、;:，。；：\"'“”‘’()（）\[\]【】《》<>/\\|_`!]+$")  # '!' counts separately
 _LONG_NUMBER = re.compile(r"^\d{7,}$")  # order/tracking numbers; 12315 stays
 
 
@@ -285,10 +285,10 @@ class PreparedText:
 
     @property
     def intensity(self) -> tuple[float, float, float, float]:
-        """Binary emotion/urgency cues folding removed: any '!', '!!!' or more, '??', masked personal data."""
+        """Binary emotion/urgency cues folding removed: two or more '!', three or more '!', '??', masked personal data."""
         p = self.punct
         return (
-            float(p.exclamations >= 1),
+            float(p.exclamations >= 2),
             float(p.exclamations >= 3 or p.longest_run >= 3),
             float(p.questions >= 2),
             float(bool(self.masked)),
