@@ -69,7 +69,7 @@ def quality(seed_records, dev, sentiment) -> dict:
 
 
 def fmt(x: float) -> str:
-    return f"{x:.3f}"
+    return f"{x:.4f}"
 
 
 def main() -> int:
