@@ -115,10 +115,15 @@ def main() -> int:
         triager.predict_many(texts[:200])  # warm-up: tokenizer, caches
 
         log(f"throughput on {len(texts)} real reviews (in process, batches of 512)")
-        t0, c0 = time.perf_counter(), time.process_time()
-        for i in range(0, len(texts), 512):
-            triager.predict_many(texts[i : i + 512])
-        batch_s, batch_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        runs = []  # three passes; the machine is shared, so the median is quoted
+        for _ in range(3):
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(0, len(texts), 512):
+                triager.predict_many(texts[i : i + 512])
+            runs.append((time.perf_counter() - t0, time.process_time() - c0))
+        batch_s = statistics.median(r[0] for r in runs)
+        batch_cpu_s = statistics.median(r[1] for r in runs)
+        best_s = min(r[0] for r in runs)
 
         masked = [mask_personal_data(normalise(t)).text for t in texts]
         t0 = time.perf_counter()
@@ -153,6 +158,7 @@ def main() -> int:
         "messages": len(texts),
         "mean_chars": round(statistics.mean(len(t) for t in texts), 1),
         "batch_msg_per_s": round(len(texts) / batch_s),
+        "batch_msg_per_s_best": round(len(texts) / best_s),
         "batch_msg_per_cpu_s": round(len(texts) / batch_cpu_s),
         "cli_msg_per_s": round(cli_lines / cli_s) if rc == 0 else None,
         "cli_wall_s": round(cli_s, 2),
@@ -235,7 +241,7 @@ def render(out: dict) -> str:
         "",
         "| measure | value | target |",
         "|---|---|---|",
-        f"| in-process `predict_many` throughput (batches of 512), wall clock | {s['batch_msg_per_s']} msg/s | 2000 msg/s |",
+        f"| in-process `predict_many` throughput (batches of 512), wall clock, median of 3 (best) | {s['batch_msg_per_s']} msg/s ({s['batch_msg_per_s_best']}) | 2000 msg/s |",
         f"| the same per CPU-second of this process (what an idle core gives) | {s['batch_msg_per_cpu_s']} msg/s | - |",
         f"| `triage predict` command, 10k-line JSONL, start-up included | {s['cli_msg_per_s']} msg/s ({s['cli_wall_s']} s) | 2000 msg/s |",
         f"| single-message latency p50 | {s['latency_p50_ms']} ms | 5 ms |",
