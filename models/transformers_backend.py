@@ -7,7 +7,8 @@ small BERT that ``triage pretrain`` builds from their own message history.
 - The base checkpoint is a local folder (``TRIAGE_BASE_MODEL`` or the ``base_model``
   argument). The hub is never contacted: offline mode is forced before transformers is
   imported and every load passes ``local_files_only``.
-- Fine-tuning uses class-balanced cross-entropy (rare grades and emotions count more), a
+- Fine-tuning uses class-weighted cross-entropy (square root of balanced weights: rare
+  grades and emotions count more without flooding a rare head with false alarms), a
   held-out slice to pick the epoch and to fit one temperature per head, so that
   probabilities are calibrated and can be averaged with other backends.
 - Inference sorts texts by length and pads each batch only to its longest text.
@@ -101,6 +102,11 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_learning_rate(hidden_size: int) -> float:
+    """Small encoders from ``triage pretrain`` need a large step; bert-base-sized ones the usual 3e-5."""
+    return 3e-4 if hidden_size <= 384 else 3e-5
+
+
 class _MultiHeadModel(nn.Module):
     """Shared encoder, masked mean pooling, one linear layer per head."""
 
@@ -129,15 +135,16 @@ class TransformersBackend(ClassifierBackend):
     def __init__(
         self,
         base_model: str | os.PathLike | None = None,
-        epochs: int = 12,
+        epochs: int = 8,
         batch_size: int = 16,
-        learning_rate: float = 2e-4,
+        learning_rate: float | None = None,
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.1,
         dropout: float = 0.1,
         max_length: int = 128,
         validation_fraction: float = 0.15,
         patience: int = 4,
+        class_weight_power: float = 0.5,
         inference_batch_size: int = 64,
         device: str | None = None,
         seed: int = 0,
@@ -152,6 +159,7 @@ class TransformersBackend(ClassifierBackend):
         self.max_length = max_length
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.class_weight_power = class_weight_power
         self.inference_batch_size = inference_batch_size
         self.device = pick_device(device)
         self.seed = seed
@@ -207,6 +215,7 @@ class TransformersBackend(ClassifierBackend):
         self._model = _MultiHeadModel(
             encoder, {h: len(self.classes_[h]) for h in heads}, self.dropout
         ).to(self.device)
+        learning_rate = self.learning_rate or default_learning_rate(encoder.config.hidden_size)
 
         encoded = self._encode(texts)
         order = list(range(len(texts)))
@@ -218,8 +227,12 @@ class TransformersBackend(ClassifierBackend):
         for head in heads:
             y = targets[head][train_idx]
             counts = np.bincount(y[y >= 0], minlength=len(self.classes_[head])).astype(float)
-            # Balanced weights; a class absent from the training slice gets weight 1.
-            w = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 1.0)
+            # Balanced weights raised to ``class_weight_power`` (1: fully balanced, 0: none). The
+            # default 0.5 still lifts rare grades, without making a rare head like escalation fire
+            # on every out-of-domain text (a model escalation forces urgency 1 downstream).
+            # A class absent from the training slice gets weight 1.
+            balanced = counts.sum() / (len(counts) * np.maximum(counts, 1))
+            w = np.where(counts > 0, balanced**self.class_weight_power, 1.0)
             class_weights[head] = torch.tensor(w, dtype=torch.float32, device=self.device)
 
         steps_per_epoch = math.ceil(len(train_idx) / self.batch_size)
@@ -232,7 +245,7 @@ class TransformersBackend(ClassifierBackend):
                 {"params": [p for n, p in self._model.named_parameters() if n.endswith(no_decay)],
                  "weight_decay": 0.0},
             ],
-            lr=self.learning_rate,
+            lr=learning_rate,
         )
         warmup = max(1, int(total_steps * self.warmup_fraction))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -291,6 +304,7 @@ class TransformersBackend(ClassifierBackend):
         }
         self.training_info_ = {
             "base_model": self._base_name,
+            "learning_rate": learning_rate,
             "texts": len(texts),
             "validation_texts": len(val_idx),
             "best_epoch": best_epoch,
@@ -436,7 +450,8 @@ class TransformersBackend(ClassifierBackend):
                     else:
                         target = proba[head][batch].argmax(1).tolist()
                     logp = torch.log_softmax(logits[head] / self.temperatures_.get(head, 1.0), -1)
-                    chosen = logp[torch.arange(len(batch)), torch.tensor(target)].sum()
+                    rows = torch.arange(len(batch), device=logp.device)
+                    chosen = logp[rows, torch.tensor(target, device=logp.device)].sum()
                     (grad,) = torch.autograd.grad(chosen, embeds, retain_graph=k < len(heads) - 1)
                     attribution = (grad * embeds).sum(-1).detach().cpu().numpy()
                     for row, i in enumerate(batch):
