@@ -318,31 +318,42 @@ def main(argv=None) -> int:
     texts, text_source = load_texts()
     args.load_before = "%.1f" % os.getloadavg()[0]
     results: dict[str, dict] = {}
+    failures: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp_name:
         tmp = Path(tmp_name)
         for name in args.scenarios.split(","):
-            if name == "ceiling":
-                results[name] = run_ceiling(tmp, texts, args)
-            elif name == "sqlite":
-                results[name] = run_service(name, f"sqlite:///{tmp / 'bench.db'}", tmp, texts, args)
-            elif name == "postgres":
-                url, drop = postgres_schema_url()
-                if url is None:
-                    continue
-                try:
-                    results[name] = run_service(name, url, tmp, texts, args)
-                finally:
-                    drop()
-            else:
-                parser.error(f"unknown scenario {name!r}")
-            r = results[name]
+            try:
+                outcome = run_scenario(name, tmp, texts, args, parser)
+            except Exception as exc:  # report it and keep the other scenarios
+                say(f"{name}: failed: {exc}")
+                failures[name] = str(exc)
+                continue
+            if outcome is None:
+                continue
+            results[name] = r = outcome
             say(f"{name}: {r['rate']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
                 f"server CPU {r['server_cpu_ms'] or 0:.2f} ms/message, {r['statuses']}")
-    write_report(results, args, text_source)
-    return 0
+    write_report(results, args, text_source, failures)
+    return 1 if failures else 0
 
 
-def write_report(results: dict, args, text_source: str) -> None:
+def run_scenario(name: str, tmp: Path, texts, args, parser) -> dict | None:
+    if name == "ceiling":
+        return run_ceiling(tmp, texts, args)
+    if name == "sqlite":
+        return run_service(name, f"sqlite:///{tmp / 'bench.db'}", tmp, texts, args)
+    if name == "postgres":
+        url, drop = postgres_schema_url()
+        if url is None:
+            return None
+        try:
+            return run_service(name, url, tmp, texts, args)
+        finally:
+            drop()
+    parser.error(f"unknown scenario {name!r}")
+
+
+def write_report(results: dict, args, text_source: str, failures: dict[str, str]) -> None:
     ceiling = results.get("ceiling", {}).get("rate")
     lines = [
         f"Ingestion on loopback: {args.concurrency} concurrent clients, {args.repeat} rounds of {args.requests} "
@@ -371,6 +382,8 @@ def write_report(results: dict, args, text_source: str) -> None:
         ok = r["rate"] >= TARGET_RATE and r["p99_ms"] < TARGET_P99_MS
         lines += ["", f"Target on SQLite (>= {TARGET_RATE} messages/s with p99 < {TARGET_P99_MS} ms): "
                       f"{'met' if ok else 'NOT met'}."]
+    for name, error in failures.items():
+        lines += ["", f"Scenario {name} failed: {error}"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "load.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
