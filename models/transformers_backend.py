@@ -39,6 +39,7 @@ from torch import nn
 
 from models.base import ClassifierBackend, ProgressFn
 from triage.errors import InvalidInput, ModelError
+from triage.lexicons import load_lexicons
 from triage.taxonomy import HEADS
 from triage.text import PreparedText, get_tokenizer, mask_personal_data, normalise
 
@@ -556,14 +557,16 @@ def _prepare_all(texts: Sequence[str | PreparedText]) -> list[str]:
 
 
 def _word_attributions(text: str, offsets, token_attr: np.ndarray, top_k: int) -> list[tuple[str, float]]:
-    """Token attributions spread over their characters, summed per word, positive ones first."""
+    """Token attributions spread over their characters, summed per word (stopwords and
+    punctuation left out, as in the sklearn backend's features), positive ones first."""
     char_attr = np.zeros(len(text))
     for (start, end), value in zip(offsets, token_attr):
         if end > start:
             char_attr[start:end] += value / (end - start)
     words: dict[str, float] = {}
+    stopwords = load_lexicons().stopwords
     for word, start, end in get_tokenizer().tokenize(text):
-        if not any(ch.isalnum() for ch in word):
+        if word in stopwords or not any(ch.isalnum() for ch in word):
             continue
         words[word] = words.get(word, 0.0) + float(char_attr[start:end].sum())
     ranked = sorted(((w, v) for w, v in words.items() if v > 0), key=lambda kv: -kv[1])
