@@ -8,6 +8,7 @@ The review UI mounts itself on the app this returns (``app.state.service`` is th
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import sys
 
@@ -44,6 +45,14 @@ def load_models(settings: Settings):
     return holder
 
 
+def freeze_long_lived_heap() -> None:
+    """Move what lives as long as the process (model, segmenter dictionary, lexicons, ORM
+    metadata) out of the garbage collector's way: full collections walking it paused every
+    request for 0.25-0.35 s under load (bench_load, p99 370 ms -> 145 ms on SQLite)."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None, *, models=None, service: TriageService | None = None,
                background: bool = True) -> FastAPI:
     """Build the app. ``models``: a ModelHolder or Triager (default: the model store's current
@@ -61,6 +70,9 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await run_in_threadpool(service.warm_up)
+        freeze_long_lived_heap()
+        if hasattr(service.models, "on_swap"):  # a promoted model: let the old one be collected
+            service.models.on_swap(lambda _triager: (gc.unfreeze(), freeze_long_lived_heap()))
         service.start_coalescing()
         if background:
             monitor.start()
