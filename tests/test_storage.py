@@ -20,7 +20,7 @@ from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthori
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import Settings
-from triage.storage import ApiKey, AuditEntry, Base, Case, Database, Message, ReviewDecision
+from triage.storage import ApiKey, AuditEntry, Base, Case, Database, Message, ReviewDecision, WebhookDelivery
 
 H = timedelta(hours=1)
 
@@ -202,7 +202,7 @@ def test_illegal_events(make_service, clock):
 
 
 def test_label_change_recomputes_from_original_receipt_and_reroutes(make_service, clock, database):
-    service = make_service()
+    service = make_service(webhook_urls=["http://127.0.0.1:9/hook"])
     case = service.ingest(msg(text="补光灯有一点划痕")).case
     service.apply_labels(case.id, {"dispute_type": "quality", "urgency": 3, "emotion": "calm",
                                    "escalation": False}, "lead", review=False)
@@ -223,6 +223,9 @@ def test_label_change_recomputes_from_original_receipt_and_reroutes(make_service
         decision = s.scalars(select(ReviewDecision)).one()
         assert decision.changed and decision.labels["dispute_type"] == "advertising"
         assert decision.previous["urgency"] == 3
+    with database.session() as s:
+        events = [(d.event, d.payload.get("changed")) for d in s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id))]
+    assert events[0] == ("triaged", None) and ("reviewed", True) in events and ("escalated", None) in events
     # a confirmation changes nothing but is still a review decision
     service.apply_labels(case.id, {}, "reviewer-wang")
     with database.session() as s:
