@@ -121,16 +121,12 @@ def label_counts(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]
 
 
 def default_corpora_dir() -> Path | None:
-    """Real review corpora for the sentiment signal: ``TRIAGE_CORPORA_DIR`` if set ("none"
-    turns the signal off), else ``../shared/data/corpora`` next to the project."""
-    import os
+    """Real review corpora for the sentiment signal: ``TRIAGE_CORPORA_DIR`` (settings
+    ``corpora_dir``; "none" turns the signal off), by default ``../shared/data/corpora``."""
+    from triage.settings import Settings
 
-    from triage.settings import PROJECT_ROOT
-
-    configured = os.environ.get("TRIAGE_CORPORA_DIR")
-    if configured is not None:
-        return None if configured.strip().lower() in ("", "none", "off") else Path(configured)
-    return PROJECT_ROOT.parent / "shared" / "data" / "corpora"
+    configured = Settings().corpora_dir.strip()
+    return None if configured.lower() in ("", "none", "off") else Path(configured)
 
 
 CORPUS_FILES = ("online_shopping_10_cats.csv", "waimai_10k.csv", "ChnSentiCorp_htl_all.csv")

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     sla_monitor_interval_s: float = 30.0
     retrain_after_confirmations: int = 50
     promotion_margin: float = 0.02
+    # Real review corpora for the optional sentiment signal; "none" turns it off. The
+    # default is the shared folder beside the project, absent on most installations.
+    corpora_dir: str = str(PROJECT_ROOT.parent / "shared" / "data" / "corpora")
 
     @property
     def effective_database_url(self) -> str:
