@@ -69,7 +69,8 @@ def users_add(
         user = _service().create_user(name, role, actor="cli")
     except TriageError as exc:
         raise fail(exc) from None
-    err(f"created user {user.name!r} ({user.role}); give it a key: triage keys create {user.name} --scope ingest")
+    scope = {"integration": "ingest", "admin": "admin"}.get(user.role, "review")
+    err(f"created user {user.name!r} ({user.role}); give it a key: triage keys create {user.name} --scope {scope}")
 
 
 @users_app.command("list")
