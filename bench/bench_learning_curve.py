@@ -211,6 +211,8 @@ def plot(arms: list[dict], seed_f1: float, path: Path) -> None:
         ax.plot(xs, [s["candidate_f1"]["dispute_type"] for s in arm["steps"]], linestyle=":",
                 color=colours[arm["order"]], label=f"{arm['order']} order: each candidate")
     ax.axhline(seed_f1 + TARGET_GAIN, color="#6b7280", linestyle="--", linewidth=1, label="target (seed + 0.08)")
+    values = [s[k]["dispute_type"] for arm in arms for s in arm["steps"] for k in ("current_f1", "candidate_f1")]
+    ax.set_ylim(min(values) - 0.02, max(max(values), seed_f1 + TARGET_GAIN) + 0.02)
     ax.set_xlabel("confirmed reviews")
     ax.set_ylabel("dispute-type macro-F1 (held-out)")
     ax.set_title("Learning curve on real complaints (dev_labeled held-out part)")
@@ -269,7 +271,12 @@ def main(argv=None) -> int:
     parser.add_argument("--holdout-share", type=float, default=0.35)
     parser.add_argument("--seed", type=int, default=7, help="random order's seed")
     parser.add_argument("--jobs", type=int, default=2, help="orders run in parallel (one process each)")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from bench/results/learning.json")
     args = parser.parse_args(argv)
+    if args.replot:
+        arms = json.loads((RESULTS / "learning.json").read_text(encoding="utf-8"))
+        plot(arms, arms[0]["steps"][0]["current_f1"]["dispute_type"], RESULTS / "learning_curve.png")
+        return 0
     if not DEV_FILE.exists():
         say(f"{DEV_FILE} not found: benchmark skipped")
         return 0
