@@ -128,7 +128,7 @@ def run_arm(order: str, seed_store: str, pool: list[dict], held: list[dict], bat
                 body = {"messages": [{"source": "dev", "external_id": str(r["id"]), "text": r["text"]} for r in chunk]}
                 response = client.post("/v1/messages", json=body, headers=headers)
                 response.raise_for_status()
-                for r, result in zip(chunk, response.json()["results"]):
+                for r, result in zip(chunk, response.json()["results"], strict=True):
                     truth[result["case"]["id"]] = r
             say(f"{order}: ingested {len(truth)} messages in {time.perf_counter() - ingest_started:.1f} s")
             seed_version = store.current_version()

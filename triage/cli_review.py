@@ -48,7 +48,7 @@ def retrain(actor: Optional[str] = typer.Option(None, "--actor", help="who to re
         outcome = _context().learning.retrain(_actor(actor), trigger="cli")
     except TriageError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     _print({"version": outcome.version, "promoted": outcome.promoted, "reason": outcome.reason,
             "regraded": outcome.regraded, "metrics": outcome.metrics})
     raise typer.Exit(0 if outcome.promoted else 3)
@@ -61,7 +61,7 @@ def list_models():
         overview = _context().models_overview()
     except TriageError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     for v in overview["versions"]:
         learning = (v.get("metrics") or {}).get("learning", {}) if isinstance(v.get("metrics"), dict) else {}
         scores = learning.get("holdout") or learning.get("seed_cv") or {}
@@ -77,7 +77,7 @@ def _change(kind: str, version: str, actor: Optional[str], reason: Optional[str]
         regraded = change(version, _actor(actor), reason or f"{kind} from the command line")
     except TriageError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     _print({"current": version, "action": kind, "regraded": regraded})
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from triage.errors import Conflict, InvalidInput, NotFound
-from triage.storage import AuditEntry, Case, Database, Message, Prediction, ReviewDecision, SlaEvent, utcnow
+from triage.storage import AuditEntry, Case, Database, Prediction, ReviewDecision, SlaEvent, utcnow
 from triage.taxonomy import HEADS, validate_label
 
 OPEN_STATUSES = ("open", "pending")
