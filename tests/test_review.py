@@ -378,3 +378,35 @@ def test_rendering_escapes_message_text_and_highlights_driving_words():
     assert "breached" in render.countdown(utcnow() - timedelta(hours=1), utcnow())
     assert render.countdown(utcnow() + timedelta(hours=2, minutes=5), utcnow()).endswith("left")
     assert "12315" in render.guideline_block({"escalation": True}) and "质量问题" in render.guideline_block({"dispute_type": "quality"})
+
+
+# ------------------------------------------------------------------ re-grading after a promotion
+
+
+def test_regrade_stores_the_new_prediction_for_every_open_unconfirmed_case(service):
+    """The uncertainty queue must rank by the serving model: unchanged cases get its scores too."""
+    triager = service.triager
+    texts = ["摄像头黑屏开不了机", "客服三天不回复消息", "降价了不给保价"]
+    predicted = triager.predict_many(texts)
+    same = [add_case(service.db, i, dispute_type=p.dispute_type, grade=int(p.urgency), emotion=p.emotion,
+                     confidence=0.99, text_=t) for i, (t, p) in enumerate(zip(texts, predicted))]
+    other = "service" if predicted[0].dispute_type != "service" else "quality"
+    moved = add_case(service.db, 10, dispute_type=other, grade=int(predicted[0].urgency), emotion=predicted[0].emotion,
+                     confidence=0.99, text_=texts[0])
+    reviewed = add_case(service.db, 11, confidence=0.99, labels_source="review", text_=texts[0])
+    versions = {case_id: ReviewService(service.db).item(case_id)["version"] for case_id in same}
+
+    assert service.regrade_open_cases(triager, actor=f"model:{triager.version}") == 1
+    review = ReviewService(service.db, service)
+    for case_id, p in zip(same, predicted):
+        item = review.item(case_id)
+        assert item["model_version"] == triager.version and item["confidence"] == pytest.approx(p.confidence)
+        assert item["version"] == versions[case_id]  # a new score alone must not conflict a reviewer
+    assert review.item(moved)["labels"]["dispute_type"] == predicted[0].dispute_type
+    assert review.item(reviewed)["model_version"] == "v0001"  # a reviewer's case keeps its prediction
+    queue = review.queue(order="uncertainty")
+    assert [i["confidence"] for i in queue] == sorted(i["confidence"] for i in queue)
+    assert all(i["model_version"] == triager.version for i in queue)
+    with service.db.session() as s:
+        regraded = {int(a.entity_id) for a in s.query(AuditEntry).filter(AuditEntry.action == "case.regraded")}
+    assert regraded == {moved}

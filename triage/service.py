@@ -939,8 +939,13 @@ class TriageService:
             return case_view(case)
 
     def regrade_open_cases(self, triager, actor: str, batch: int = 200) -> int:
-        """Re-predict open/pending cases no reviewer has confirmed, and apply changed labels
-        (after a new model is promoted). Returns how many cases changed."""
+        """Re-predict open/pending cases no reviewer has confirmed (after a new model is promoted).
+
+        Every re-scored case gets the new model's prediction (probabilities, confidence,
+        version), so the uncertainty-ordered review queue ranks by the serving model; only
+        cases whose labels change are re-graded (deadlines, routing, audit). Returns how many
+        cases changed labels.
+        """
         changed = 0
         last_id = 0
         while True:
@@ -956,25 +961,53 @@ class TriageService:
                 return changed
             last_id = rows[-1][0]
             predictions = triager.predict_many([r[1] for r in rows])
-            for row, p in zip(rows, predictions):
+            versions = self._store_predictions([(row[0], p) for row, p in zip(rows, predictions, strict=True)])
+            for row, p in zip(rows, predictions, strict=True):
+                if row[0] not in versions:
+                    continue  # reviewed or closed meanwhile: the reviewer's labels stand
                 new = {"dispute_type": p.dispute_type, "urgency": int(p.urgency), "emotion": p.emotion,
                        "escalation": bool(p.escalation), "vulnerable": bool(getattr(p, "vulnerable", False))}
                 old = {"dispute_type": row[2], "urgency": row[3], "emotion": row[4], "escalation": row[5],
                        "vulnerable": row[6]}
-                if new != old:
-                    self._store_prediction(row[0], p)
+                if new == old:
+                    continue
+                try:
                     self.apply_labels(row[0], new, actor, reason=f"re-triaged by model {p.model_version}",
-                                      review=False)
-                    changed += 1
+                                      review=False, expected_version=versions[row[0]])
+                except Conflict:
+                    continue  # a reviewer decided it since; never overwrite a decision
+                changed += 1
 
-    def _store_prediction(self, case_id: int, prediction) -> None:
+    def _store_predictions(self, scored: Sequence[tuple[int, Any]]) -> dict[int, int]:
+        """Attach new predictions to the cases that are still open and unconfirmed, in one
+        transaction; returns case id -> case version for those.
+
+        The case's ``version`` is left alone on purpose (a Core UPDATE, not the ORM): a new
+        score does not change the labels a reviewer is looking at, so it must not turn their
+        pending decision into a Conflict.
+        """
+        if not scored:
+            return {}
+        by_case = dict(scored)
+        now = self.now()
         with self.db.session(write=True) as session:
-            case = self._case(session, case_id, lock=True)
-            row = _prediction_row(prediction, self.now())
-            row.message_id = case.message_id
-            session.add(row)
-            session.flush()
-            case.prediction_id = row.id
+            query = select(Case.id, Case.message_id, Case.version).where(
+                Case.id.in_(list(by_case)), Case.labels_source == "model", Case.status.in_(("open", "pending")))
+            if self.db.is_postgres:
+                query = query.with_for_update(of=Case)
+            live = session.execute(query).all()
+            if not live:
+                return {}
+            rows = []
+            for case_id, message_id, _version in live:
+                row = _prediction_row(by_case[case_id], now)
+                row.message_id = message_id
+                rows.append(row)
+            ids = _insert_returning_ids(session, PredictionRow, rows)
+            table = Case.__table__
+            for (case_id, _message_id, _version), prediction_id in zip(live, ids, strict=True):
+                session.execute(table.update().where(table.c.id == case_id).values(prediction_id=prediction_id))
+            return {case_id: version for case_id, _message_id, version in live}
 
     def confirmed_examples(self) -> list[dict[str, Any]]:
         """The latest review decision per case with its masked text (for retraining)."""
