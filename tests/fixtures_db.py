@@ -30,6 +30,8 @@ from triage.service import TriageService
 from triage.settings import PROJECT_ROOT, Settings
 from triage.storage import Base, Database
 
+from conftest import skip_unless_ci
+
 PG_URL = os.environ.get("TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 5, 6, 1, 0, tzinfo=timezone.utc)  # Wednesday 09:00 in Asia/Shanghai
 
@@ -88,7 +90,7 @@ def _database(kind: str, tmp_path: Path, sqlite_template: Path, postgres_url: st
         shutil.copyfile(sqlite_template, path)
         return Database(f"sqlite:///{path}")
     if postgres_url is None:
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        skip_unless_ci(f"PostgreSQL not reachable at {PG_URL}")
     db = Database(postgres_url)
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with db.engine.begin() as conn:

@@ -5,7 +5,6 @@ Runs on SQLite and, when the server answers, on PostgreSQL (a throw-away databas
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import timedelta
 
@@ -16,20 +15,10 @@ from triage.errors import Conflict, InvalidInput, NotFound
 from triage.review import QueueFilters, ReviewService
 from triage.storage import AuditEntry, Case, Database, Message, Prediction, ReviewDecision, SlaEvent, utcnow
 
+from conftest import skip_unless_ci
 from review_fixtures import make_service, make_settings, train_tiny_model
 
-PG_ADMIN_URL = os.environ.get("TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
+from fixtures_db import PG_URL as PG_ADMIN_URL, postgres_reachable
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -38,8 +27,8 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'review.db'}"
         return
-    if not _postgres_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    if not postgres_reachable():
+        skip_unless_ci(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
     name = f"triage_review_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -410,3 +399,80 @@ def test_regrade_stores_the_new_prediction_for_every_open_unconfirmed_case(servi
     with service.db.session() as s:
         regraded = {int(a.entity_id) for a in s.query(AuditEntry).filter(AuditEntry.action == "case.regraded")}
     assert regraded == {moved}
+
+
+# ------------------------------------------------------------------ the auto-retrain count lives in the database
+
+
+def test_auto_retrain_count_survives_restarts_and_one_process_retrains(db_url, tmp_path, model_store):
+    """Two server processes (two services on one database and model store) and a restart:
+    the count of confirmations since the latest retrain is neither lost nor repeated, and
+    only one process starts the retrain."""
+    import shutil
+    import threading
+
+    from models.learning import backend_fitter
+    from models.store import ModelStore
+    from triage.review import ReviewContext
+
+    store = ModelStore(tmp_path / "models")
+    shutil.copytree(model_store.root, store.root)
+    settings = make_settings(tmp_path / "svc", database_url=db_url, per_type=8, model_dir=store.root,
+                             retrain_after_confirmations=3)
+    release = threading.Event()
+    quick, _ = backend_fitter("sklearn", calibration_folds=0)
+
+    def held_fit(texts, labels, weights, progress=None):
+        release.wait(60)
+        return quick(texts, labels, weights, progress)
+
+    def process():
+        service = make_service(settings, store)
+        return ReviewContext(service, store, settings, fit=held_fit, fit_quick=held_fit)
+
+    a, b = process(), process()
+    ids = [ingest(a.service, 40 + i, t) for i, t in enumerate(["摄像头黑屏开不了机", "客服一直不回复", "降价了不给保价",
+                                                                "麦克风有电流声", "快递丢件了"])]
+    for case_id in ids[:2]:
+        a.review.decide(case_id, "confirm", "rita", a.review.item(case_id)["version"])
+    assert a.learning.job() is None
+    restarted = process()
+    assert restarted.learning.confirmations_since_retrain == 2 == b.learning.confirmations_since_retrain
+    b.review.decide(ids[2], "confirm", "rita", b.review.item(ids[2])["version"])  # the third: b retrains
+    job = b.learning.job()
+    assert job is not None and job.trigger == "auto"
+    assert restarted.learning.confirmations_since_retrain == 0  # claimed by b's retrain
+    with pytest.raises(Conflict, match="already running"):
+        restarted.learning.start_retrain("ops")
+    for case_id in ids[3:]:  # confirmations during the retrain count for the next one
+        restarted.review.decide(case_id, "confirm", "rita", restarted.review.item(case_id)["version"])
+    assert restarted.learning.job() is None and a.learning.job() is None
+    release.set()
+    b.learning.wait(120)
+    assert job.state == "done", job.error
+    assert process().learning.confirmations_since_retrain == 2
+    with b.service.db.session() as s:
+        newest_at_claim = s.query(ReviewDecision).order_by(ReviewDecision.id).all()[2].id
+    assert store.read_manifest(job.version)["confirmed_up_to"] == newest_at_claim
+    for context in (a, b, restarted):
+        context.service.db.dispose()
+
+
+def test_a_crashed_retrain_claim_expires(service):
+    """A process that died mid-retrain never ends its claim; after the lease it counts again."""
+    from triage.service import RETRAIN_LEASE
+
+    cases = [ingest(service, 60 + i, t) for i, t in enumerate(["摄像头黑屏开不了机", "客服一直不回复"])]
+    for case_id in cases:
+        service.apply_labels(case_id, {}, "rita")
+    assert service.claim_retrain("j1", "auto:rita", "auto", min_new=3) is None
+    assert service.claim_retrain("j1", "auto:rita", "auto", min_new=2) is not None
+    assert service.confirmations_since_retrain() == 0
+    with pytest.raises(Conflict, match="j1"):
+        service.claim_retrain("j2", "ops", "manual")
+    later = utcnow() + RETRAIN_LEASE + timedelta(minutes=1)
+    service.now = lambda: later
+    assert service.confirmations_since_retrain() == 2
+    assert service.claim_retrain("j2", "ops", "manual") is not None
+    service.end_retrain("j2", "ops", {"state": "done"})
+    assert service.confirmations_since_retrain() == 0 and service.claim_retrain("j3", "ops", "manual")

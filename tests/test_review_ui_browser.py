@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import skip_unless_ci
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,7 +32,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if not CHROMIUM.exists() and not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (make browser)")
+        skip_unless_ci("Debian's chromium is not installed (make browser)")
     pytest.importorskip("playwright.sync_api")
     import uvicorn
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, make_records
+from conftest import SHARED_DATA, make_records, skip_unless_ci
 from models.base import get_backend_class
 from models.evaluation import expected_calibration_error, head_report, majority_baseline
 from models.sklearn_backend import SentimentModel, SklearnBackend
@@ -183,7 +183,7 @@ def test_seed_model_beats_majority_on_real_complaints():
     dev_path = SHARED_DATA / "dev_labeled.jsonl"
     seed_dir = PROJECT_ROOT / "datasets" / "seed"
     if not dev_path.is_file() or not list(seed_dir.glob("*.jsonl")):
-        pytest.skip("needs ../shared/data/dev_labeled.jsonl and datasets/seed")
+        skip_unless_ci("needs ../shared/data/dev_labeled.jsonl and datasets/seed")
     seed, _ = load_labeled(seed_dir)
     dev, problems = load_labeled(dev_path)
     assert not problems
