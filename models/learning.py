@@ -13,6 +13,10 @@ Why it is shaped this way:
 * The running service reads its Triager through a :class:`ModelHolder`; promotion and
   rollback swap the object in one assignment, so a request sees either the old or the new
   model, never a half-loaded one.
+* "Retrain after N confirmations" is counted by a ledger, not a counter in memory: in the
+  service (:class:`ServiceLedger`) it is the review decisions recorded after the data
+  cut-off the latest retrain claimed in the database, so a restart neither loses nor
+  repeats it, and the claim lets one server process at a time retrain.
 * Storage is not imported here: confirmed labels, re-grading of open cases and audit
   entries come in as callables (see :class:`LearningHooks`), which the review service
   (``triage/review.py``) wires to the database.
@@ -267,6 +271,67 @@ class LearningHooks:
     confirmed_examples: Callable[[], list[LabeledExample]] = lambda: []
     regrade: Callable[[Any, str], int] | None = None
     audit: Callable[[str, str, dict], None] | None = None
+    ledger: RetrainLedger | None = None  # None: counted in memory (MemoryLedger)
+
+
+class MemoryLedger:
+    """Confirmations counted in memory, for a loop without a database (tests, scripts).
+
+    The running service uses :class:`ServiceLedger` instead: a restart must neither lose nor
+    repeat the count, and several server processes must not each start a retrain.
+    """
+
+    def __init__(self):
+        self._pending = 0
+        self._claimed = 0
+        self._open: str | None = None
+        self._lock = threading.Lock()
+
+    def note(self, count: int) -> None:
+        with self._lock:
+            self._pending += count
+
+    def pending(self) -> int:
+        return self._pending
+
+    def claim(self, job: str, actor: str, trigger: str, min_new: int = 0) -> int | None:
+        with self._lock:
+            if self._open is not None:
+                raise Conflict(f"a retrain is already running (job {self._open})")
+            if self._pending < min_new:
+                return None
+            self._claimed += self._pending
+            self._pending = 0
+            self._open = job
+            return self._claimed
+
+    def end(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
+        with self._lock:
+            if self._open == job:
+                self._open = None
+
+
+class ServiceLedger:
+    """Confirmations counted from the database: review decisions after the data cut-off
+    the latest retrain claimed (see ``TriageService.claim_retrain``)."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def note(self, count: int) -> None:
+        """Nothing to do: the review decisions are the count."""
+
+    def pending(self) -> int:
+        return self.service.confirmations_since_retrain()
+
+    def claim(self, job: str, actor: str, trigger: str, min_new: int = 0) -> int | None:
+        return self.service.claim_retrain(job, actor, trigger, min_new)
+
+    def end(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
+        self.service.end_retrain(job, actor, outcome)
+
+
+RetrainLedger = MemoryLedger | ServiceLedger
 
 
 def _now() -> str:
@@ -327,8 +392,7 @@ class LearningLoop:
         self._jobs: dict[str, RetrainJob] = {}
         self._running: RetrainJob | None = None
         self._thread: threading.Thread | None = None
-        self._confirmations_since_retrain = 0
-        self._count_lock = threading.Lock()
+        self.ledger = self.hooks.ledger or MemoryLedger()
 
     # ----------------------------------------------------------------- training
 
@@ -391,7 +455,28 @@ class LearningLoop:
         return self.store.read_manifest(version)  # NotFound / ModelError name the problem
 
     def retrain(self, actor: str, progress: Progress | None = None, trigger: str = "manual") -> RetrainOutcome:
-        """Train a candidate, gate it against the current model, save it, promote if it passes."""
+        """Train a candidate, gate it against the current model, save it, promote if it passes.
+
+        Conflict if another retrain (this process or another one) is running."""
+        job = uuid.uuid4().hex[:12]
+        with self._job_lock:
+            if self._running is not None and self._running.state in ("queued", "running"):
+                raise Conflict(f"a retrain is already running (job {self._running.id}, {self._running.stage})")
+            cutoff = self.ledger.claim(job, actor, trigger)
+        return self._run_claimed(job, cutoff, actor, progress, trigger)
+
+    def _run_claimed(self, job: str, cutoff: int | None, actor: str, progress: Progress | None,
+                     trigger: str) -> RetrainOutcome:
+        """The retrain of a claimed ``job``; the claim is closed however it ends."""
+        try:
+            outcome = self._retrain(actor, progress, trigger, cutoff)
+        except BaseException as exc:
+            self.ledger.end(job, actor, {"state": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            raise
+        self.ledger.end(job, actor, {"state": "done", "version": outcome.version, "promoted": outcome.promoted})
+        return outcome
+
+    def _retrain(self, actor: str, progress: Progress | None, trigger: str, cutoff: int | None) -> RetrainOutcome:
         report = progress or _stderr_progress
         report("loading seed data and confirmed labels", 0.0)
         self._prepared = {}
@@ -439,27 +524,26 @@ class LearningLoop:
             }
         }
         report("saving candidate", 0.92)
-        version = self._save(candidate, metrics, decision, trigger)
+        version = self._save(candidate, metrics, decision, trigger, cutoff)
         self._audit("model.trained", actor, {"version": version, "promoted": decision.promote, "reason": decision.reason})
         regraded = 0
         if decision.promote:
             regraded = self._activate(version, actor, "model.promoted", reason=f"quality gate: {decision.reason}")
         report(f"{'promoted' if decision.promote else 'rejected'} {version}: {decision.reason}", 1.0)
         self._prepared = {}
-        with self._count_lock:
-            self._confirmations_since_retrain = 0
         return RetrainOutcome(version, decision.promote, decision.reason, metrics, regraded)
 
     def _current_backend(self, version: str):
         backend, _manifest = self.store.load(version)
         return backend
 
-    def _save(self, backend, metrics, decision: GateDecision, trigger: str) -> str:
+    def _save(self, backend, metrics, decision: GateDecision, trigger: str, cutoff: int | None) -> str:
         extra = {
             "metrics": metrics,
             "status": "candidate" if decision.promote else "rejected",
             "reason": decision.reason,
             "trigger": trigger,
+            "confirmed_up_to": cutoff,  # the newest review decision this version's data cut-off includes
         }
         return self.store.save(backend, manifest_extra=extra)
 
@@ -501,12 +585,17 @@ class LearningLoop:
 
     # ----------------------------------------------------------------- background
 
-    def start_retrain(self, actor: str, trigger: str = "manual") -> RetrainJob:
-        """Run :meth:`retrain` in a daemon thread; Conflict if one is already running."""
+    def start_retrain(self, actor: str, trigger: str = "manual", min_new: int = 0) -> RetrainJob | None:
+        """Run :meth:`retrain` in a daemon thread; Conflict if one is already running here or
+        in another process. With ``min_new``, None (no job) unless at least that many
+        confirmations arrived since the latest retrain's data cut-off."""
         with self._job_lock:
             if self._running is not None and self._running.state in ("queued", "running"):
                 raise Conflict(f"a retrain is already running (job {self._running.id}, {self._running.stage})")
             job = RetrainJob(id=uuid.uuid4().hex[:12], actor=actor, trigger=trigger, started_at=_now())
+            cutoff = self.ledger.claim(job.id, actor, trigger, min_new)
+            if cutoff is None:
+                return None
             self._jobs[job.id] = job
             self._running = job
 
@@ -517,7 +606,7 @@ class LearningLoop:
         def run() -> None:
             job.state = "running"
             try:
-                outcome = self.retrain(actor, progress, trigger)
+                outcome = self._run_claimed(job.id, cutoff, actor, progress, trigger)
                 job.version, job.promoted, job.reason = outcome.version, outcome.promoted, outcome.reason
                 job.metrics = outcome.metrics
                 job.state = "done"
@@ -548,23 +637,19 @@ class LearningLoop:
         return self._running
 
     def note_confirmations(self, count: int = 1, actor: str = "system") -> RetrainJob | None:
-        """Count new confirmations; start a retrain after ``retrain_after`` of them."""
-        with self._count_lock:
-            self._confirmations_since_retrain += count
-            due = self._confirmations_since_retrain >= self.retrain_after
-        if not due:
+        """Start a retrain once ``retrain_after`` confirmations arrived since the latest
+        retrain's data cut-off (counted by the ledger, so restarts and other processes agree)."""
+        self.ledger.note(count)
+        if self.ledger.pending() < self.retrain_after:
             return None
         try:
-            job = self.start_retrain(actor, trigger="auto")
+            return self.start_retrain(actor, trigger="auto", min_new=self.retrain_after)
         except Conflict:
-            return None  # the running retrain will reset the counter; next confirmations try again
-        with self._count_lock:
-            self._confirmations_since_retrain = 0
-        return job
+            return None  # one is running; its cut-off leaves the newer confirmations for the next one
 
     @property
     def confirmations_since_retrain(self) -> int:
-        return self._confirmations_since_retrain
+        return self.ledger.pending()
 
 
 # --------------------------------------------------------------------------- wiring
@@ -649,7 +734,8 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
     return LearningLoop(
         store,
         seed_examples=seed_examples_from([settings.seed_dir]),
-        hooks=LearningHooks(confirmed_examples=confirmed, regrade=service.regrade_open_cases, audit=audit),
+        hooks=LearningHooks(confirmed_examples=confirmed, regrade=service.regrade_open_cases, audit=audit,
+                            ledger=ServiceLedger(service)),
         holder=holder,
         **options,
     )

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -52,6 +53,10 @@ CASE_EVENTS = ("first_response", "pending", "resumed", "resolved", "closed")
 MAX_BATCH = 1000
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # received_at may be this far in the future (clock drift)
 KEY_PREFIX = "tri_"
+# A retrain claimed in the audit log that has not ended after this long is taken as crashed,
+# so its confirmations count again for the next automatic retrain.
+RETRAIN_LEASE = timedelta(hours=2)
+_RETRAIN_LOCK_KEY = 74657202  # PostgreSQL advisory lock: one retrain claim at a time
 # A verified key is trusted this long without a database read; revoking a key or deactivating
 # a user clears this process's cache at once, other server processes follow within this time.
 AUTH_CACHE_S = 5.0
@@ -1019,6 +1024,64 @@ class TriageService:
             ).all()
             return [{"case_id": d.case_id, "text": text, "labels": d.labels, "reviewer": d.reviewer,
                      "decided_at": d.created_at} for d, text in rows]
+
+    # ------------------------------------------------------------------ retrain ledger
+
+    def _retrain_cutoff(self, session: Session) -> tuple[int, dict[str, Any] | None]:
+        """(id of the newest review decision the latest retrain claimed, the claim of a retrain
+        still running somewhere or None).
+
+        Derived from the audit log, so every server process and every restart sees the same
+        count: a claim counts once it has ended, or while it is younger than the lease.
+        """
+        entries = session.execute(
+            select(AuditEntry.at, AuditEntry.action, AuditEntry.after)
+            .where(AuditEntry.entity == "model", AuditEntry.entity_id == "retrain")
+            .order_by(AuditEntry.id.desc()).limit(200)
+        ).all()
+        ended = {(after or {}).get("job") for _, action, after in entries if action == "model.retrain_ended"}
+        fresh_after = self.now() - RETRAIN_LEASE
+        for at, action, after in entries:
+            if action != "model.retrain_started":
+                continue
+            finished = after.get("job") in ended
+            if finished or as_utc(at) > as_utc(fresh_after):
+                return int(after.get("confirmed_up_to") or 0), (None if finished else after)
+        return 0, None
+
+    def confirmations_since_retrain(self) -> int:
+        """Review decisions recorded after the data cut-off of the latest retrain."""
+        with self.db.session() as session:
+            cutoff, _ = self._retrain_cutoff(session)
+            return session.scalar(select(func.count(ReviewDecision.id)).where(ReviewDecision.id > cutoff)) or 0
+
+    def claim_retrain(self, job: str, actor: str, trigger: str, min_new: int = 0) -> int | None:
+        """Record that retrain ``job`` starts on the decisions recorded so far; returns the id of
+        the newest one (the data cut-off), or None when fewer than ``min_new`` are new.
+
+        One claim at a time across processes (SQLite's write lock, a PostgreSQL advisory
+        lock); Conflict while another retrain's claim is open, so several servers never each
+        start one.
+        """
+        with self.db.session(write=True) as session:
+            if self.db.is_postgres:
+                session.execute(sql_text(f"SELECT pg_advisory_xact_lock({_RETRAIN_LOCK_KEY})"))
+            cutoff, running = self._retrain_cutoff(session)
+            if running is not None:
+                raise Conflict(f"a retrain is already running (job {running.get('job')}, "
+                               f"{running.get('trigger')}, started by {running.get('actor')})")
+            newest = session.scalar(select(func.max(ReviewDecision.id))) or 0
+            pending = session.scalar(select(func.count(ReviewDecision.id)).where(ReviewDecision.id > cutoff)) or 0
+            if pending < min_new:
+                return None
+            self._audit(session, actor, "model.retrain_started", "model", "retrain", None,
+                        {"job": job, "trigger": trigger, "actor": actor, "confirmed_up_to": newest,
+                         "new_confirmations": pending})
+            return newest
+
+    def end_retrain(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
+        """Close the claim of ``job`` (done or failed), so the next retrain may start."""
+        self.audit("model.retrain_ended", actor, {"job": job, **outcome}, entity="model", entity_id="retrain")
 
     # ------------------------------------------------------------------ users & API keys
 
