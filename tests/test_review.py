@@ -5,7 +5,6 @@ Runs on SQLite and, when the server answers, on PostgreSQL (a throw-away databas
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import timedelta
 
@@ -16,20 +15,10 @@ from triage.errors import Conflict, InvalidInput, NotFound
 from triage.review import QueueFilters, ReviewService
 from triage.storage import AuditEntry, Case, Database, Message, Prediction, ReviewDecision, SlaEvent, utcnow
 
+from conftest import skip_unless_ci
 from review_fixtures import make_service, make_settings, train_tiny_model
 
-PG_ADMIN_URL = os.environ.get("TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
+from fixtures_db import PG_URL as PG_ADMIN_URL, postgres_reachable
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -38,8 +27,8 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'review.db'}"
         return
-    if not _postgres_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    if not postgres_reachable():
+        skip_unless_ci(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
     name = f"triage_review_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
