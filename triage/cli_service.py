@@ -46,8 +46,15 @@ def serve(
     settings = get_settings()
     host = host or settings.host
     port = port or settings.port
-    err(f"serving on http://{host}:{port} (docs at /docs), database {settings.effective_database_url}")
+    err(f"serving on http://{host}:{port} (API docs at /docs, review UI at /review), "
+        f"database {settings.effective_database_url}")
     try:
+        service = _service()
+        if not service.list_users():
+            err("no users yet; create the first ones, e.g.\n"
+                "  triage users add lead --role admin && triage keys create lead --scope admin --scope review\n"
+                "  triage users add zendesk --role integration && triage keys create zendesk --scope ingest")
+        service.db.dispose()
         if workers > 1:
             uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
                         log_level=log_level)
