@@ -3,7 +3,7 @@
 Why it is shaped this way:
 
 * Confirmed labels are real traffic, so they count more than the team's seed data
-  (``CONFIRMED_WEIGHT``), but a fixed share of them (chosen by a hash of the case key, so
+  (``Settings.confirmed_weight``, ``TRIAGE_CONFIRMED_WEIGHT``), but a fixed share of them (chosen by a hash of the case key, so
   the same case is always on the same side) is never trained on: it is the held-out set
   the quality gate compares the candidate and the current model on.
 * The gate also compares both training recipes by cross-validation on the seed data, so a
@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from triage.errors import Conflict, InvalidInput, ModelError, NotFound
+from triage.settings import Settings
 from triage.taxonomy import HEADS, validate_label
 
-CONFIRMED_WEIGHT = 3.0  # a reviewer-confirmed label counts this many seed examples
+CONFIRMED_WEIGHT = Settings.model_fields["confirmed_weight"].default  # one source: the settings object
 HOLDOUT_SHARE = 0.2  # share of confirmed labels kept out of training, for the gate
 CV_FOLDS = 3  # seed cross-validation folds (small: it runs on every retrain)
 MIN_HOLDOUT = 30  # below this many held-out labels the holdout comparison is reported, not gated:
@@ -372,6 +373,8 @@ class LearningLoop:
             raise InvalidInput(f"retrain_after_confirmations must be >= 1, got {retrain_after}")
         if cv_folds < 2:
             raise InvalidInput(f"cv_folds must be >= 2, got {cv_folds}")
+        if not confirmed_weight > 0:
+            raise InvalidInput(f"confirmed_weight must be > 0, got {confirmed_weight}")
         self.store = store
         self.seed_examples = seed_examples
         self.hooks = hooks or LearningHooks()
@@ -729,6 +732,7 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
         "load_triager": lambda store, version: Triager.from_store(store, version, lexicon_dir=settings.lexicon_dir),
         "margin": settings.promotion_margin,
         "retrain_after": settings.retrain_after_confirmations,
+        "confirmed_weight": settings.confirmed_weight,
         **kwargs,
     }
     return LearningLoop(

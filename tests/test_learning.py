@@ -226,7 +226,7 @@ def test_confirmed_labels_are_weighted_and_holdout_never_trained_on():
     texts, weights = seen["calls"][0]
     holdout_texts = {e.text for e in confirmed if is_holdout(e.key)}
     assert holdout_texts and not holdout_texts & set(texts)
-    assert weights.count(3.0) == len(confirmed) - len(holdout_texts)
+    assert weights.count(loop.confirmed_weight) == len(confirmed) - len(holdout_texts)
     learning = outcome.metrics["learning"]
     assert learning["confirmed_holdout"] == len(holdout_texts) and "holdout" in learning["gated"]
 
@@ -360,3 +360,39 @@ def test_retrain_promote_rollback_with_the_real_service_and_cli(tmp_path, monkey
     finally:
         get_settings.cache_clear()
     assert any(a.action == "model.rolled_back" and a.actor == "ops" for a in service.list_audit(entity="model"))
+
+
+def test_confirmed_weight_is_a_setting_the_service_loop_uses(tmp_path, monkeypatch):
+    """TRIAGE_CONFIRMED_WEIGHT reaches the weights the service's retrain trains with."""
+    from pydantic import ValidationError
+
+    from models.learning import loop_for_service
+    from review_fixtures import make_service, make_settings, train_tiny_model
+    from triage.settings import Settings
+
+    monkeypatch.setenv("TRIAGE_CONFIRMED_WEIGHT", "1.75")
+    assert Settings().confirmed_weight == 1.75
+    monkeypatch.setenv("TRIAGE_CONFIRMED_WEIGHT", "0")
+    with pytest.raises(ValidationError, match="confirmed_weight"):
+        Settings()
+    monkeypatch.delenv("TRIAGE_CONFIRMED_WEIGHT")
+    settings = make_settings(tmp_path, per_type=6, confirmed_weight=1.75)
+    store = train_tiny_model(settings)
+    service = make_service(settings, store)
+    seen = []
+
+    def fit(texts, labels, weights, progress=None):
+        seen.append(list(weights))
+        return TinyBackend().fit(texts, labels, weights)
+
+    loop = loop_for_service(service, MemoryStore(), settings, fit=fit, fit_quick=fit, prepare=lambda text: text,
+                            load_triager=lambda store, version: ("triager", version))
+    assert loop.confirmed_weight == 1.75
+    confirmed = [example(f"c{i}", f"声音{i}", "service", confirmed=True) for i in range(40)]
+    loop.hooks.confirmed_examples = lambda: confirmed
+    loop.retrain("alice")
+    trained = [e for e in confirmed if not is_holdout(e.key)]
+    assert seen[0].count(1.75) == len(trained) and set(seen[0]) == {1.0, 1.75}
+    with pytest.raises(InvalidInput, match="confirmed_weight"):
+        make_loop(confirmed_weight=0)
+    service.db.dispose()
