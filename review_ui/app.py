@@ -370,12 +370,14 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
 
 
 def login(get_context: Callable[[], Any], username: str, password: str) -> bool:
-    """Gradio's auth check: ``password`` is one of the user's API keys; role reviewer or admin."""
+    """Gradio's auth check: ``password`` is one of the user's API keys with the review scope,
+    and the user has the role reviewer or admin (an ingest-only integration key never opens
+    the UI, whoever owns it)."""
     try:
         principal = get_context().service.authenticate(password)
     except TriageError:
         return False
-    return principal.user == username and principal.role in REVIEW_ROLES
+    return principal.user == username and principal.role in REVIEW_ROLES and principal.has("review")
 
 
 def mount_review_ui(app, get_context: Callable[[], Any], path: str = "/review"):
