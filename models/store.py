@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from models.base import ClassifierBackend, get_backend_class
-from triage.errors import ModelError, NotFound
+from triage.errors import InvalidInput, ModelError, NotFound
 
 STORE_FORMAT = "complaint-triage-model/1"
 MANIFEST = "manifest.json"
@@ -131,7 +131,7 @@ class ModelStore:
 
     def _folder(self, version: str) -> Path:
         if not version or "/" in version or "\\" in version or version.startswith("."):
-            raise ModelError(f"{version!r} is not a model version id")
+            raise InvalidInput(f"{version!r} is not a model version id", field="version")
         folder = self.root / version
         if not folder.is_dir():
             raise NotFound(f"model version {version} does not exist in {self.root}")

@@ -118,8 +118,10 @@ def test_refuses_changed_added_or_missing_files(tiny_store):
 
 
 def test_version_ids_cannot_escape_the_store(tiny_store):
-    with pytest.raises(ModelError):
-        tiny_store.load("../elsewhere")
+    """A malformed id is bad input (422), not 'model unavailable, retry' (503)."""
+    for bad in ("../elsewhere", ".hidden", "a/b", "..\\x"):
+        with pytest.raises(InvalidInput, match="not a model version id"):
+            tiny_store.load(bad)
 
 
 def test_open_model_dir_accepts_a_store_or_a_version(tiny_store):
@@ -174,3 +176,4 @@ def test_data_hash_ignores_order_but_not_labels(tiny_records):
     changed = [dict(r) for r in tiny_records]
     changed[0]["urgency"] = 3 if changed[0]["urgency"] != 3 else 2
     assert data_hash(changed) != data_hash(tiny_records)
+
