@@ -406,7 +406,4 @@ class ReviewContext:
 
     def user_role(self, name: str) -> str | None:
         """The role of an active user, None for unknown or deactivated users."""
-        for user in self.service.list_users():
-            if user.name == name and user.active:
-                return user.role
-        return None
+        return self.service.active_user_role(name)

@@ -736,13 +736,6 @@ class TriageService:
                 prediction=prediction_view(latest) if latest else None,
             )
 
-    def find_case(self, source: str, external_id: str) -> CaseView:
-        with self.db.session() as session:
-            found = self._existing_cases(session, [(source, external_id)])
-            if not found:
-                raise NotFound(f"no message {external_id!r} from source {source!r}")
-            return case_view(next(iter(found.values())))
-
     def list_cases(self, filters: CaseFilter | None = None, **kwargs) -> list[CaseView]:
         """Cases matching every given filter, oldest first, paged by ``after_id``."""
         f = filters or CaseFilter(**kwargs)
@@ -783,11 +776,6 @@ class TriageService:
             query = query.where(SlaEvent.occurred_at >= as_utc(since))
         with self.db.session() as session:
             rows = session.scalars(query.order_by(SlaEvent.id).limit(limit)).all()
-            return [SlaEventView.model_validate(r, from_attributes=True) for r in rows]
-
-    def list_sla_events(self, case_id: int) -> list[SlaEventView]:
-        with self.db.session() as session:
-            rows = session.scalars(select(SlaEvent).where(SlaEvent.case_id == case_id).order_by(SlaEvent.id)).all()
             return [SlaEventView.model_validate(r, from_attributes=True) for r in rows]
 
     def list_audit(self, entity: str | None = None, entity_id: Any = None, limit: int = 1000) -> list[AuditView]:
@@ -1105,17 +1093,23 @@ class TriageService:
         with self.db.session() as session:
             return [UserView.model_validate(u, from_attributes=True) for u in session.scalars(select(User).order_by(User.id))]
 
+    def active_user_role(self, name: str) -> str | None:
+        """The role of an active user; None for unknown or deactivated users."""
+        with self.db.session() as session:
+            return session.scalars(select(User.role).where(User.name == name, User.active)).first()
+
     def set_user_active(self, name: str, active: bool, actor: str = "cli") -> UserView:
         with self.db.session(write=True) as session:
             user = session.scalars(select(User).where(User.name == name)).first()
             if user is None:
                 raise NotFound(f"user {name!r} does not exist")
-            self._auth_cache.clear()
             if user.active != active:
                 self._audit(session, actor, "user.activated" if active else "user.deactivated", "user", user.id,
                             {"active": user.active}, {"active": active})
                 user.active = active
-            return UserView.model_validate(user, from_attributes=True)
+            view = UserView.model_validate(user, from_attributes=True)
+        self._auth_cache.clear()  # after the commit, so no request re-caches the old row
+        return view
 
     def create_api_key(self, user_name: str, scopes: Sequence[str], label: str | None = None,
                        actor: str = "cli") -> tuple[ApiKeyView, str]:
@@ -1160,12 +1154,13 @@ class TriageService:
             key = session.scalars(query).first()
             if key is None:
                 raise NotFound(f"API key {ref!r} does not exist")
-            self._auth_cache.clear()
             if key.revoked_at is None:
                 key.revoked_at = self.now()
                 self._audit(session, actor, "api_key.revoked", "api_key", key.id, {"revoked_at": None},
                             {"revoked_at": _iso(key.revoked_at)})
-            return self._key_view(key)
+            view = self._key_view(key)
+        self._auth_cache.clear()  # after the commit, so no request re-caches the old row
+        return view
 
     def authenticate(self, secret: str | None) -> Principal:
         """The principal behind an API key, or Unauthorized with a reason the caller can act on."""
