@@ -180,9 +180,6 @@ class WebhookDispatcher:
                 log.exception("webhook delivery %s crashed", delivery_id)
         return len(claimed)
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
