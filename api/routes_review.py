@@ -83,22 +83,24 @@ def post_retrain(request: Request, principal: Principal = Scoped("admin")):
     return {"job": job.as_dict()}
 
 
+def _change_model(request: Request, action: str, version: str, body: ModelChangeIn | None, user: str,
+                  default_reason: str) -> dict:
+    context = review_context(request.app)
+    change = context.learning.promote if action == "promote" else context.learning.rollback
+    regraded = change(version, f"api:{user}", (body.reason if body else None) or default_reason)
+    return {"current": context.store.current_version(), "regraded": regraded}
+
+
 @router.post("/models/{version}/promote", tags=["models"], summary="Make any saved version current")
 def post_promote(request: Request, version: str, body: ModelChangeIn | None = None,
                  principal: Principal = Scoped("admin")):
-    context = review_context(request.app)
-    reason = (body.reason if body else None) or "promoted through the API"
-    regraded = context.learning.promote(version, f"api:{principal.user}", reason)
-    return {"current": context.store.current_version(), "regraded": regraded}
+    return _change_model(request, "promote", version, body, principal.user, "promoted through the API")
 
 
 @router.post("/models/{version}/rollback", tags=["models"], summary="Return to an earlier version")
 def post_rollback(request: Request, version: str, body: ModelChangeIn | None = None,
                   principal: Principal = Scoped("admin")):
-    context = review_context(request.app)
-    reason = (body.reason if body else None) or "rolled back through the API"
-    regraded = context.learning.rollback(version, f"api:{principal.user}", reason)
-    return {"current": context.store.current_version(), "regraded": regraded}
+    return _change_model(request, "rollback", version, body, principal.user, "rolled back through the API")
 
 
 def install(app: FastAPI) -> None:

@@ -87,24 +87,24 @@ def users_list():
         typer.echo(user.model_dump_json())
 
 
+def _set_active(name: str, active: bool) -> None:
+    try:
+        _service().set_user_active(name, active, actor="cli")
+    except TriageError as exc:
+        raise fail(exc) from None
+    err(f"{'activated' if active else 'deactivated'} {name!r}")
+
+
 @users_app.command("deactivate")
 def users_deactivate(name: str):
     """Deactivate a user: every key of theirs stops working at once."""
-    try:
-        _service().set_user_active(name, False, actor="cli")
-    except TriageError as exc:
-        raise fail(exc) from None
-    err(f"deactivated {name!r}")
+    _set_active(name, False)
 
 
 @users_app.command("activate")
 def users_activate(name: str):
     """Re-activate a user."""
-    try:
-        _service().set_user_active(name, True, actor="cli")
-    except TriageError as exc:
-        raise fail(exc) from None
-    err(f"activated {name!r}")
+    _set_active(name, True)
 
 
 @keys_app.command("create")
