@@ -136,3 +136,27 @@ def test_ensure_model_trains_once(tmp_path, monkeypatch):
     third = runner.invoke(app, ["ensure-model"])
     assert third.exit_code == 0 and "unusable" in third.stderr
     assert len(list((tmp_path / "var" / "models").glob("v*"))) == 2
+
+
+def test_escalation_threshold_comes_from_the_settings(trained, monkeypatch):
+    """TRIAGE_ESCALATION_THRESHOLD decides the model's escalation when no lexicon term does."""
+    from pydantic import ValidationError
+
+    from models.store import ModelStore
+    from triage.settings import Settings, get_settings
+    from triage.triager import Triager
+
+    store_dir, _ = trained
+    text = "我要投诉，必须给我一个说法"  # no escalation term: the model decides
+    p = Triager.from_store(ModelStore(store_dir)).predict(text).scores["escalation"]["true"]
+    assert 0.001 < p < 0.999, p
+    decided = {}
+    for threshold in (p / 2, (1 + p) / 2):
+        monkeypatch.setenv("TRIAGE_ESCALATION_THRESHOLD", str(threshold))
+        get_settings.cache_clear()
+        triager = Triager.from_store(ModelStore(store_dir))
+        assert triager.escalation_threshold == threshold
+        decided[threshold] = triager.predict(text).escalation
+    assert list(decided.values()) == [True, False]
+    with pytest.raises(ValidationError):
+        Settings(escalation_threshold=1.5)

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     base_model: str | None = None  # local checkpoint for the transformers backend
     policy_path: Path | None = None  # empty: the policy shipped in triage/policy/default.toml
     max_text_chars: int = 10_000
+    # The model's P(escalation) that counts as a threat when no lexicon term decides (a
+    # counted term sets escalation, a negated or questioned one clears it). Escalation means
+    # urgency 1, so lowering this trades reviewer load for recall on unusual wordings.
+    escalation_threshold: float = Field(default=0.5, gt=0, lt=1)
     store_raw_text: bool = False
     host: str = "127.0.0.1"
     port: int = 8000

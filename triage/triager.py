@@ -24,7 +24,6 @@ from triage.taxonomy import HEADS
 from triage.text import PreparedText, prepare
 
 DEFAULT_MAX_CHARS = 10_000
-ESCALATION_THRESHOLD = 0.5  # the model's P(escalation) needed when no lexicon term speaks
 
 
 def _label_str(value: Any) -> str:
@@ -43,7 +42,7 @@ class Triager:
         lexicon_dir: Path | str | None = None,
         max_chars: int = DEFAULT_MAX_CHARS,
         top_k: int = 5,
-        escalation_threshold: float = ESCALATION_THRESHOLD,
+        escalation_threshold: float = 0.5,  # the service passes TRIAGE_ESCALATION_THRESHOLD
     ):
         missing = [h for h in HEADS if h not in backend.classes_]
         if missing:
@@ -60,11 +59,12 @@ class Triager:
     @classmethod
     def from_store(cls, store, version: str | None = None, **kwargs) -> "Triager":
         """Load ``version`` (default: the current one) from a :class:`models.store.ModelStore`."""
-        backend, manifest = store.load(version)
-        if "max_chars" not in kwargs:
-            from triage.settings import get_settings
+        from triage.settings import get_settings
 
-            kwargs["max_chars"] = get_settings().max_text_chars
+        backend, manifest = store.load(version)
+        settings = get_settings()
+        kwargs.setdefault("max_chars", settings.max_text_chars)
+        kwargs.setdefault("escalation_threshold", settings.escalation_threshold)
         triager = cls(backend, manifest["version"], **kwargs)
         triager.manifest = manifest
         return triager
