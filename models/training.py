@@ -226,8 +226,9 @@ def train_backend(
     if sample_weight is not None and len(sample_weight) != len(records):
         raise ModelError(f"{len(sample_weight)} sample weights for {len(records)} records")
     model = get_backend_class(backend)(**params)
-    if sentiment is not None and hasattr(model, "sentiment"):
-        model.sentiment = sentiment
+    for part in getattr(model, "members", [model]):  # an ensemble passes it to its members
+        if sentiment is not None and hasattr(part, "sentiment"):
+            part.sentiment = sentiment
     texts = [r["text"] for r in records]
     labels = {h: [r[h] for r in records] for h in HEADS}
     return model.fit(texts, labels, sample_weight=sample_weight, progress=progress)
@@ -263,7 +264,7 @@ def train_default(
     if not records:
         raise ModelError(f"no usable labeled records in {', '.join(map(str, paths))}")
     sentiment = None
-    if corpora is not False and settings.backend == "sklearn":
+    if corpora is not False and settings.backend in ("sklearn", "ensemble"):
         sentiment = fit_sentiment(corpora or None, report=say)
     say(f"training {settings.backend} on {len(records)} messages from {', '.join(map(str, paths))}")
     backend = train_backend(records, settings.backend, progress=progress, sentiment=sentiment)

