@@ -221,6 +221,9 @@ def plot(arms: list[dict], seed_f1: float, path: Path) -> None:
 
 
 def report(arms: list[dict], n_pool: int, n_held: int, elapsed: float, args) -> str:
+    from triage.settings import get_settings
+
+    settings = get_settings()  # the service under test reads the same environment
     seed_f1 = arms[0]["steps"][0]["current_f1"]
     lines = [
         "# Learning curve: seed model + reviewer confirmations",
@@ -228,7 +231,8 @@ def report(arms: list[dict], n_pool: int, n_held: int, elapsed: float, args) -> 
         f"Real messages from `../shared/data/dev_labeled.jsonl`: {n_pool} in the review pool, {n_held} held out "
         f"(never ingested; stratified by dispute type, fixed by a hash of the ids). Reviewers confirm or correct through the HTTP API in batches of {args.batch_size}; "
         "the service retrains automatically after each batch and promotes only through the quality gate "
-        f"(margin 0.02). Scores: macro-F1 of the whole triager (model + rules) on the held-out part. "
+        f"(margin {settings.promotion_margin:g}); a confirmed label weighs {settings.confirmed_weight:g} seed messages "
+        "(`TRIAGE_CONFIRMED_WEIGHT`). Scores: macro-F1 of the whole triager (model + rules) on the held-out part. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; total "
         f"{elapsed / 60:.1f} min (both orders in parallel, one process each; 1-minute load average at the end "
         f"{os.getloadavg()[0]:.1f}: the `s` column is wall time per batch and grows with other work on the machine).",
