@@ -160,3 +160,18 @@ def test_escalation_threshold_comes_from_the_settings(trained, monkeypatch):
     assert list(decided.values()) == [True, False]
     with pytest.raises(ValidationError):
         Settings(escalation_threshold=1.5)
+
+
+def test_training_progress_prints_each_stage_but_not_every_batch(capsys):
+    from triage.cli import _stage_progress
+
+    report = _stage_progress()
+    report("featurise", 0.0)
+    for step in range(1, 201):  # a fine-tuning epoch reports every batch
+        report("fine-tune epoch 1/2", step / 200)
+    report("done", 1.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("featurise") and lines[-1].endswith("done")
+    epoch = [line for line in lines if "epoch 1/2" in line]
+    assert 15 <= len(epoch) <= 21, epoch
+    assert epoch[-1].startswith("  [100%]")

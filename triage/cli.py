@@ -55,10 +55,15 @@ def _progress_bar(desc: str, total: int | None):
     return tqdm(total=total, desc=desc, file=sys.stderr, unit="msg", disable=disable, mininterval=0.5)
 
 
-def _stage_progress():
-    """A ProgressFn that prints training stages on stderr."""
+def _stage_progress(step: float = 0.05):
+    """A ProgressFn that prints training stages on stderr: each new stage, and every ``step``
+    of progress within one (a fine-tuning epoch reports every batch)."""
+    last = {"stage": None, "fraction": -1.0}
 
     def report(stage: str, fraction: float) -> None:
+        if stage == last["stage"] and fraction - last["fraction"] < step and fraction < 1.0:
+            return
+        last.update(stage=stage, fraction=fraction)
         err(f"  [{fraction:4.0%}] {stage}")
 
     return report
