@@ -219,11 +219,11 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             f1 = learning.get("holdout") or learning.get("seed_cv") or {}
             rows.append({
                 "version": v["version"] + (" (current)" if v.get("current") else ""),
-                "status": v.get("status"), "created": v.get("created"), "trigger": v.get("trigger", ""),
+                "backend": v.get("backend", ""), "status": v.get("status"), "created": v.get("created"), "trigger": v.get("trigger", ""),
                 "macro-F1": ", ".join(f"{h} {s:.2f}" for h, s in f1.items()),
                 "reason": v.get("reason", ""),
             })
-        return render.table(rows, ["version", "status", "created", "trigger", "macro-F1", "reason"])
+        return render.table(rows, ["version", "backend", "status", "created", "trigger", "macro-F1", "reason"])
 
     def job_text(job: dict[str, Any] | None) -> str:
         if not job:

@@ -351,7 +351,7 @@ def test_retrain_promote_rollback_with_the_real_service_and_cli(tmp_path, monkey
         runner = CliRunner()
         listed = runner.invoke(cli, ["models", "list"])
         assert listed.exit_code == 0, listed.output
-        assert f"* {second}" in listed.output and first in listed.output
+        assert f"* {second}  sklearn" in listed.output and first in listed.output
         back = runner.invoke(cli, ["models", "rollback", first, "--actor", "ops"])
         assert back.exit_code == 0, back.output
         assert store.current_version() == first

@@ -56,7 +56,7 @@ def retrain(actor: Optional[str] = typer.Option(None, "--actor", help="who to re
 
 @models_app.command("list")
 def list_models():
-    """Every version, oldest first: status, gate reason, macro-F1; the current one is marked."""
+    """Every version, oldest first: backend, status, gate reason, macro-F1; the current one is marked."""
     try:
         overview = _context().models_overview()
     except TriageError as exc:
@@ -67,7 +67,7 @@ def list_models():
         scores = learning.get("holdout") or learning.get("seed_cv") or {}
         f1 = " ".join(f"{h}={s:.3f}" for h, s in scores.items())
         mark = "*" if v.get("current") else " "
-        typer.echo(f"{mark} {v['version']}  {v.get('status', ''):9}  {f1}  {v.get('reason', '')}".rstrip())
+        typer.echo(f"{mark} {v['version']}  {v.get('backend', '?'):12}  {v.get('status', ''):9}  {f1}  {v.get('reason', '')}".rstrip())
 
 
 def _change(kind: str, version: str, actor: Optional[str], reason: Optional[str]) -> None:
