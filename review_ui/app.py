@@ -4,7 +4,8 @@ Thin on purpose: every handler checks the logged-in user's role, calls one funct
 :class:`triage.review.ReviewService` or :class:`models.learning.LearningLoop`, and renders
 with :mod:`review_ui.render` (which escapes all message text). Users log in with their
 user name and one of their API keys; only active users with the role ``reviewer`` or
-``admin`` get in, and only ``admin`` may retrain, promote or roll back models.
+``admin`` get in, and only ``admin`` users who hold an admin-scope key may retrain,
+promote or roll back models.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from typing import Any
 import gradio as gr
 
 from review_ui import charts, render
-from triage.errors import Conflict, Forbidden, TriageError, Unauthorized
-from triage.review import QueueFilters
+from triage.errors import Conflict, TriageError
+from triage.review import REVIEW_ROLES, QueueFilters
 from triage.storage import utcnow
 from triage.taxonomy import DISPUTE_TYPES, EMOTIONS, GRADE_NAMES
 
-REVIEW_ROLES = ("reviewer", "admin")
 ANY = "(any)"
 QUEUE_COLUMNS = ["case", "next deadline", "grade", "type", "emotion", "confidence", "tier", "text"]
 
@@ -66,15 +66,8 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
     """The Blocks app; ``get_context()`` returns the running :class:`triage.review.ReviewContext`."""
 
     def role_of(request: gr.Request | None, admin: bool = False) -> str:
-        """The logged-in user's name, after checking their role is still allowed."""
-        name = getattr(request, "username", None)
-        if not name:
-            raise Unauthorized("log in first")
-        role = get_context().user_role(name)
-        allowed = ("admin",) if admin else REVIEW_ROLES
-        if role not in allowed:
-            raise Forbidden(f"user {name!r} (role {role}) may not do this; it needs the role {' or '.join(allowed)}")
-        return name
+        """The logged-in user's name, after checking they may still review (or change models)."""
+        return get_context().require_reviewer(getattr(request, "username", None), admin=admin)
 
     def filters_of(dispute_type, grade, emotion, status, tier, breached, skipped) -> QueueFilters:
         return QueueFilters(

@@ -476,3 +476,40 @@ def test_a_crashed_retrain_claim_expires(service):
     assert service.claim_retrain("j2", "ops", "manual") is not None
     service.end_retrain("j2", "ops", {"state": "done"})
     assert service.confirmations_since_retrain() == 0 and service.claim_retrain("j3", "ops", "manual")
+
+
+# ------------------------------------------------------------------ who may review and who may change models
+
+
+def test_review_ui_access_needs_the_role_and_model_changes_an_admin_scope_key(service, model_store):
+    """The UI session knows its user, not its key: model changes need role admin and an
+    unrevoked admin-scope key (the API's rule for promote/rollback/retrain)."""
+    from triage.errors import Forbidden, Unauthorized
+    from triage.review import ReviewContext
+
+    context = ReviewContext(service, model_store, service.settings)
+    service.create_user("sam", "reviewer")
+    service.create_api_key("sam", ["review"])
+    service.create_user("lee", "admin")
+    _, review_key = service.create_api_key("lee", ["review"])
+    service.create_user("ann", "agent")
+
+    assert context.require_reviewer("sam") == "sam"
+    assert context.require_reviewer("lee") == "lee"
+    with pytest.raises(Unauthorized):
+        context.require_reviewer(None)
+    with pytest.raises(Forbidden, match="role agent"):
+        context.require_reviewer("ann")
+    with pytest.raises(Forbidden, match="role reviewer"):
+        context.require_reviewer("sam", admin=True)
+    with pytest.raises(Forbidden, match="admin scope"):
+        context.require_reviewer("lee", admin=True)  # an admin whose only key is review-scoped
+
+    admin_key, _ = service.create_api_key("lee", ["admin"])
+    assert context.require_reviewer("lee", admin=True) == "lee"
+    service.revoke_api_key(admin_key.id)
+    with pytest.raises(Forbidden, match="admin scope"):
+        context.require_reviewer("lee", admin=True)
+    service.set_user_active("lee", False)
+    with pytest.raises(Forbidden, match="role None"):
+        context.require_reviewer("lee")

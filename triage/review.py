@@ -19,7 +19,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from triage.errors import Conflict, InvalidInput, NotFound
+from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from triage.storage import AuditEntry, Case, Database, Prediction, ReviewDecision, SlaEvent, utcnow
 from triage.taxonomy import HEADS, validate_label
 
@@ -377,6 +377,9 @@ def _audit_summary(entry: AuditEntry) -> str:
 # --------------------------------------------------------------------------- wiring
 
 
+REVIEW_ROLES = ("reviewer", "admin")  # the roles that may open the review queue
+
+
 class ReviewContext:
     """The review service, learning loop and model store of one running TriageService.
 
@@ -404,6 +407,21 @@ class ReviewContext:
             "retrain": job.as_dict() if job else None,
         }
 
-    def user_role(self, name: str) -> str | None:
-        """The role of an active user, None for unknown or deactivated users."""
-        return self.service.active_user_role(name)
+    def require_reviewer(self, name: str | None, admin: bool = False) -> str:
+        """``name`` if that user may review (roles reviewer, admin) or, with ``admin``, change
+        models; else Unauthorized/Forbidden.
+
+        A review UI session knows its user, not the key that opened it, so model changes
+        there need the admin role and an unrevoked key with the admin scope: the same scope
+        the API asks of the request's key for promote, rollback and retrain.
+        """
+        if not name:
+            raise Unauthorized("log in first")
+        role = self.service.active_user_role(name)
+        allowed = ("admin",) if admin else REVIEW_ROLES
+        if role not in allowed:
+            raise Forbidden(f"user {name!r} (role {role}) may not do this; it needs the role {' or '.join(allowed)}")
+        if admin and not self.service.user_holds_scope(name, "admin"):
+            raise Forbidden(f"user {name!r} holds no active API key with the admin scope; "
+                            f"create one with `triage keys create {name} --scope admin`")
+        return name

@@ -1098,6 +1098,15 @@ class TriageService:
         with self.db.session() as session:
             return session.scalars(select(User.role).where(User.name == name, User.active)).first()
 
+    def user_holds_scope(self, name: str, scope: str) -> bool:
+        """Whether an active user holds an unrevoked key with ``scope`` (``admin`` implies all)."""
+        with self.db.session() as session:
+            held = session.scalars(
+                select(ApiKey.scopes).join(User, ApiKey.user_id == User.id)
+                .where(User.name == name, User.active, ApiKey.revoked_at.is_(None))
+            ).all()
+        return any(scope in scopes or "admin" in scopes for scopes in held)
+
     def set_user_active(self, name: str, active: bool, actor: str = "cli") -> UserView:
         with self.db.session(write=True) as session:
             user = session.scalars(select(User).where(User.name == name)).first()
