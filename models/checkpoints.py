@@ -54,7 +54,7 @@ CATALOGUE = {
             description=(
                 "MokaAI's m3e-small: a 4-layer, 512-wide Chinese BERT (24M parameters, 21,128 "
                 "characters), uer/chinese_roberta_L-4_H-512 further trained on 22M Chinese sentence "
-                "pairs; about 6 minutes of fine-tuning on 2 CPU cores for the seed data"
+                "pairs; 7 to 9 minutes of fine-tuning on 2 CPU cores for the seed data"
             ),
             licence=(
                 "the m3e model card says the M3E models were trained on data sets that include "
