@@ -203,6 +203,10 @@ class TransformersBackend(ClassifierBackend):
         self._base_name = str(self.base_model or base)
         self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(base), local_files_only=True)
         encoder = transformers.AutoModel.from_pretrained(str(base), local_files_only=True)
+        # Never feed more positions than the checkpoint has (`triage pretrain --max-length 64`).
+        positions = getattr(encoder.config, "max_position_embeddings", None)
+        if positions:
+            self.max_length = min(self.max_length, int(positions))
 
         heads = [h for h in HEADS if h in labels]
         self.classes_ = {}

@@ -226,3 +226,35 @@ def test_ensemble_averages_members_and_round_trips(trained, records, tmp_path):
     assert all(len(e["dispute_type"]) <= 3 for e in explanations)
     with pytest.raises(InvalidInput):
         EnsembleBackend(members=[linear, trained], weights=[1.0])
+
+
+def test_cli_trains_and_predicts_with_the_ensemble_selected_by_configuration(checkpoint, records, tmp_path, monkeypatch):
+    """What the README tells a user to do: TRIAGE_BACKEND + TRIAGE_BASE_MODEL, then train and predict."""
+    from triage.cli import app
+    from triage.settings import get_settings
+
+    monkeypatch.setenv("TRIAGE_BACKEND", "ensemble")
+    monkeypatch.setenv("TRIAGE_BASE_MODEL", str(checkpoint))
+    monkeypatch.setenv("TRIAGE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("TRIAGE_CORPORA_DIR", "none")
+    get_settings.cache_clear()
+    try:
+        data = tmp_path / "labeled.jsonl"
+        data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records), encoding="utf-8")
+        runner = CliRunner()
+        trained = runner.invoke(app, ["train", "--data", str(data)])
+        assert trained.exit_code == 0, trained.output
+        store = tmp_path / "var" / "models"
+        version = (store / "CURRENT").read_text().strip()
+        manifest = json.loads((store / version / "manifest.json").read_text())
+        assert manifest["backend"] == "ensemble"
+        members = json.loads((store / version / "backend" / "ensemble.json").read_text())["members"]
+        assert [m["backend"] for m in members] == ["sklearn", "transformers"]
+
+        predicted = runner.invoke(app, ["predict"], input=json.dumps({"id": "a", "text": records[0]["text"]}) + "\n")
+        assert predicted.exit_code == 0, predicted.output
+        line = json.loads(predicted.stdout.strip().splitlines()[-1])
+        assert line["model_version"] == version and set(line["scores"]) == set(HEADS)
+        assert any(line["explanation"].get(h) for h in HEADS)
+    finally:
+        get_settings.cache_clear()
