@@ -447,3 +447,39 @@ def test_servers_starting_together_migrate_once(tmp_path, postgres_url):
             with admin.connect() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
             admin.dispose()
+
+
+def test_processes_opening_a_new_sqlite_file_together(tmp_path):
+    """Real processes (not threads) open and migrate one new SQLite file at the same instant.
+
+    Each child waits for a start file, so their first connections (and the WAL switch) race.
+    Before the WAL switch was serialised, one of them could die with "database is locked".
+    """
+    import subprocess
+    import sys
+
+    db_path = tmp_path / "new.db"
+    go = tmp_path / "go"
+    child = (
+        "import sys, time, pathlib\n"
+        "from triage.storage import Database\n"
+        "go = pathlib.Path(sys.argv[2])\n"
+        "while not go.exists(): time.sleep(0.001)\n"
+        "db = Database('sqlite:///' + sys.argv[1])\n"
+        "db.upgrade()\n"
+        "with db.session(write=True) as s: s.execute(__import__('sqlalchemy').text('SELECT 1'))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", child, str(db_path), str(go)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    time.sleep(1.5)  # every child has imported and waits on the start file
+    go.touch()
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert [rc for rc, _ in results] == [0] * len(procs), [err for rc, err in results if rc]
+    probe = Database(f"sqlite:///{db_path}")
+    with probe.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+    probe.dispose()

@@ -12,7 +12,9 @@ Every datetime is stored as UTC and read back timezone-aware.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -321,7 +323,8 @@ class Database:
                 self.url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False},
                 pool_size=pool_size, max_overflow=20,
             )
-            _configure_sqlite(self.engine)
+            memory = not self.url.database or self.url.database == ":memory:"
+            _configure_sqlite(self.engine, None if memory else str(Path(self.url.database).resolve()))
         else:
             connect_args = {} if "connect_timeout" in self.url.query else {"connect_timeout": 10}
             self.engine = create_engine(
@@ -404,18 +407,81 @@ def alembic_config(url: str):
     return cfg
 
 
-def _configure_sqlite(engine: Engine) -> None:
+SQLITE_OPEN_TIMEOUT_S = 30.0
+
+
+def _configure_sqlite(engine: Engine, path: str | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_OPEN_TIMEOUT_S * 1000)}")
+        _enable_wal(cur, path)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         mode = conn.get_execution_options().get("sqlite_begin", "")
         conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def _enable_wal(cur, path: str | None) -> None:
+    """Switch a file database to WAL once, safely against other processes opening it too.
+
+    WAL is a property of the file, so only the first opener of a new database switches it.
+    The switch needs an exclusive lock, and SQLite answers SQLITE_BUSY at once (without the
+    busy handler) when another connection holds the file, so processes starting together
+    would crash one another: the switch happens under an advisory file lock beside the
+    database and is retried for a bounded time; past it, :class:`Unavailable` says why.
+    """
+    if path is None:  # in-memory: nothing to share, WAL not applicable
+        return
+    if _journal_mode(cur) == "wal":
+        return
+    with _file_lock(f"{path}-open.lock"):
+        deadline = time.monotonic() + SQLITE_OPEN_TIMEOUT_S
+        delay = 0.01
+        while True:
+            try:
+                if str(cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"could not switch SQLite database {path} to WAL mode within "
+                    f"{SQLITE_OPEN_TIMEOUT_S:.0f} s: another process keeps it locked; "
+                    "stop it or retry later"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _journal_mode(cur) -> str:
+    deadline = time.monotonic() + SQLITE_OPEN_TIMEOUT_S
+    while True:
+        try:
+            return str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    """An exclusive advisory lock between processes (a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
