@@ -20,12 +20,12 @@ import triage
 from api import errors
 from api.metrics import Metrics
 from api.routes import router
-from triage.monitor import SlaMonitor
+from triage.jobs.sla_monitor import SlaMonitor
+from triage.jobs.webhooks import WebhookDispatcher
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import Settings, get_settings
-from triage.storage import Database
-from triage.webhooks import WebhookDispatcher
+from triage.store import Database
 
 log = logging.getLogger(__name__)
 

@@ -251,7 +251,6 @@ def train_default(
     trains fine without them. ``cv_folds`` > 1 adds k-fold cross-validation metrics to
     the manifest (slower). Returns the new version id.
     """
-    from models.evaluation import cross_validate
     from models.store import ModelStore
     from triage.settings import get_settings
 
@@ -291,3 +290,38 @@ def train_default(
     if set_current:
         store.set_current(version)
     return version
+
+
+def cross_validate(
+    records: Sequence[dict[str, Any]],
+    backend: str = "sklearn",
+    folds: int = 5,
+    seed: int = 0,
+    rules: bool = True,
+    progress: Callable[[str, float], None] | None = None,
+    sentiment=None,
+    **params: Any,
+) -> dict[str, Any]:
+    """Stratified (by dispute type) k-fold CV of the whole triager; pooled out-of-fold metrics."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    from models.evaluation import score_predictions
+    from triage.triager import Triager
+
+    records = list(records)
+    strata = [f"{r['dispute_type']}|{r['urgency']}" for r in records]
+    counts = Counter(strata)
+    strata = [s if counts[s] >= folds else s.split("|")[0] for s in strata]
+    preds: list[Any] = [None] * len(records)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for k, (train, test) in enumerate(splitter.split(np.zeros(len(records)), strata)):
+        if progress:
+            progress(f"fold {k + 1}/{folds}", k / folds)
+        model = train_backend([records[i] for i in train], backend, sentiment=sentiment, **params)
+        triager = Triager(model, f"cv-fold-{k + 1}", max_chars=10**9)
+        for i, p in zip(test, triager.predict_many([records[i]["text"] for i in test])):
+            preds[i] = p
+    if progress:
+        progress("done", 1.0)
+    return score_predictions(records, preds, rules=rules)

@@ -20,7 +20,7 @@ from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthori
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import Settings
-from triage.storage import ApiKey, AuditEntry, Base, Case, Database, Message, ReviewDecision, WebhookDelivery
+from triage.store import ApiKey, AuditEntry, Base, Case, Database, Message, ReviewDecision, WebhookDelivery
 
 H = timedelta(hours=1)
 
@@ -462,7 +462,7 @@ def test_processes_opening_a_new_sqlite_file_together(tmp_path):
     go = tmp_path / "go"
     child = (
         "import sys, time, pathlib\n"
-        "from triage.storage import Database\n"
+        "from triage.store import Database\n"
         "go = pathlib.Path(sys.argv[2])\n"
         "while not go.exists(): time.sleep(0.001)\n"
         "db = Database('sqlite:///' + sys.argv[1])\n"

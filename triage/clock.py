@@ -20,6 +20,7 @@ from triage.errors import PolicyError
 UTC = timezone.utc
 Interval = tuple[datetime, datetime | None]  # (start, end); end None: still running
 _MAX_SEARCH_DAYS = 3 * 366  # a deadline further than this is a broken calendar, not a date
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # a reported moment may be this far in the future (clock drift)
 
 
 def utcnow() -> datetime:
@@ -31,6 +32,11 @@ def as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """``moment`` in UTC as ISO 8601 (how audit entries, pauses and webhooks carry time)."""
+    return None if moment is None else as_utc(moment).isoformat()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """``triage retrain`` and ``triage models list|promote|rollback``: the learning loop from a shell.
 
-Registered in :mod:`triage.cli` with one line each. Progress goes to stderr, results as
+Registered in :mod:`triage.cli`. Progress goes to stderr, results as
 JSON to stdout. Changes are audited with the actor ``cli:<user>`` (``--actor``).
 """
 
@@ -20,7 +20,7 @@ models_app = typer.Typer(help="List model versions, promote one, or roll back.",
 def _context():
     from models.learning import ModelHolder
     from models.store import ModelStore
-    from triage.review import ReviewContext
+    from triage.contexts.review import ReviewContext
     from triage.service import TriageService
     from triage.settings import get_settings
     from triage.triager import Triager
