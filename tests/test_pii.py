@@ -124,3 +124,14 @@ def test_spans_do_not_overlap_and_cover_long_text():
     spans = find_personal_data(text)
     assert len(spans) == 600
     assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
+
+
+@pytest.mark.parametrize(
+    "junk, secret",
+    [("1号" * 5000, None), ("建国路" * 3000, None), ("3栋" * 3000, None), ("幸福小区3栋2单元502" * 500, "502")],
+)
+def test_long_repetitive_input_neither_crashes_nor_leaks(junk, secret):
+    """Address chains are bounded (no RecursionError on 5,000 parts in a row)."""
+    masked = mask_personal_data(junk)
+    if secret:
+        assert secret not in masked.text and masked.counts["ADDRESS"] >= 1

@@ -21,6 +21,7 @@ a phone. Measured on the labeled set ``datasets/pii/cases.jsonl`` by
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 from collections import Counter
@@ -187,7 +188,12 @@ _ADDRESS_HINT = re.compile(r"[省市区县镇乡村路街道巷弄里苑园院�
 _NAMED_PARTS = {"admin", "road", "compound", "village"}
 
 
-def _address_chain(text: str, pos: int, after: str | None = None, memo: dict | None = None) -> tuple[int, list[str]]:
+_MAX_ADDRESS_PARTS = 24  # a real address has fewer; bounds the recursion on junk such as 1号1号1号...
+
+
+def _address_chain(
+    text: str, pos: int, after: str | None = None, memo: dict | None = None, depth: int = 0
+) -> tuple[int, list[str]]:
     """The longest chain of address parts starting at ``pos``: (end, part kinds).
 
     A numbered part (building, unit, room...) takes its longest match; among named parts
@@ -198,6 +204,8 @@ def _address_chain(text: str, pos: int, after: str | None = None, memo: dict | N
     key = (pos, after in _ROOM_AFTER)
     if key in memo:
         return memo[key]
+    if depth >= _MAX_ADDRESS_PARTS:
+        return pos, []
     memo[key] = (pos, [])  # guards against cycles while computing
     best: tuple[int, list[str]] = (pos, [])
     if pos < len(text):
@@ -213,15 +221,15 @@ def _address_chain(text: str, pos: int, after: str | None = None, memo: dict | N
             elif m.end() > detail_end:
                 detail_end, detail_kind = m.end(), kind
         if detail_kind is not None:
-            end, kinds = _address_chain(text, detail_end, detail_kind, memo)
+            end, kinds = _address_chain(text, detail_end, detail_kind, memo, depth + 1)
             best = (end, [detail_kind] + kinds)
         else:
             for end0, kind in sorted(named):
-                end, kinds = _address_chain(text, end0, kind, memo)
+                end, kinds = _address_chain(text, end0, kind, memo, depth + 1)
                 if end > best[0]:
                     best = (end, [kind] + kinds)
             if not named and after in _NAMED_PARTS and text[pos] == " ":
-                end, kinds = _address_chain(text, pos + 1, after, memo)  # 北京市 朝阳区 建国路88号
+                end, kinds = _address_chain(text, pos + 1, after, memo, depth + 1)  # 北京市 朝阳区 建国路88号
                 if kinds and not set(kinds) <= {"admin"}:
                     best = (end, kinds)
     memo[key] = best
@@ -491,14 +499,34 @@ def jieba_person_spans(text: str) -> list[Span]:
 
 # ------------------------------------------------------------------ together
 
-def _resolve(spans: list[Span]) -> list[Span]:
-    """Non-overlapping spans, longer first; ties keep the more specific kind (numbers before names)."""
-    priority = {k: i for i, k in enumerate(("EMAIL", "ID", "BANKCARD", "PHONE", "QQ", "WECHAT", "ADDRESS", "NAME"))}
-    chosen: list[Span] = []
-    for s in sorted(spans, key=lambda s: (-(s.end - s.start), priority[s.kind], s.start)):
-        if all(s.end <= c.start or s.start >= c.end for c in chosen):
-            chosen.append(s)
-    return sorted(chosen)
+_PRIORITY = {k: i for i, k in enumerate(("EMAIL", "ID", "BANKCARD", "PHONE", "QQ", "WECHAT", "ADDRESS", "NAME"))}
+
+
+class _Taken:
+    """Non-overlapping spans kept sorted, with an O(log n) overlap test."""
+
+    def __init__(self, spans: list[Span] = ()):
+        self.spans = sorted(spans)
+        self.starts = [s.start for s in self.spans]
+
+    def free(self, s: Span) -> bool:
+        i = bisect.bisect_left(self.starts, s.end)  # spans starting before s ends
+        return i == 0 or self.spans[i - 1].end <= s.start
+
+    def add(self, s: Span) -> None:
+        i = bisect.bisect_left(self.starts, s.start)
+        self.spans.insert(i, s)
+        self.starts.insert(i, s.start)
+
+
+def _resolve(spans: list[Span], taken: list[Span] = ()) -> list[Span]:
+    """``taken`` plus those of ``spans`` that overlap nothing kept before them: longer first,
+    ties to the more specific kind (numbers before addresses before names)."""
+    kept = _Taken(taken)
+    for s in sorted(spans, key=lambda s: (-(s.end - s.start), _PRIORITY[s.kind], s.start)):
+        if kept.free(s):
+            kept.add(s)
+    return kept.spans
 
 
 def find_personal_data(text: str, names: str = "cues") -> list[Span]:
@@ -517,12 +545,7 @@ def find_personal_data(text: str, names: str = "cues") -> list[Span]:
         name_spans += _name_spans(text) + _contact_block_names(text, spans)
     if names in ("jieba", "both"):
         name_spans += jieba_person_spans(text)
-    # A name never overrides a number or an address it overlaps.
-    taken = spans
-    for s in _resolve(name_spans):
-        if all(s.end <= c.start or s.start >= c.end for c in taken):
-            taken = taken + [s]
-    return sorted(taken)
+    return _resolve(name_spans, taken=spans)  # a name never overrides a number or an address
 
 
 def mask_spans(text: str, spans: list[Span]) -> MaskedText:
