@@ -164,21 +164,25 @@ _ADDRESS_PARTS: list[tuple[str, re.Pattern]] = [
         "compound",
         re.compile(
             rf"{_PLACE_LATIN}{{1,9}}?(?:小区|花园|公寓|大厦|广场|家园|新村|新城|山庄|公馆|社区|宿舍楼|宿舍|家属院|大楼|"
-            rf"中心|园区|软件园|科技园|产业园|工业园|国际|小镇|天街|华庭|华府|苑|院|府|城|庭|湾|园|里|一号|号院)"
+            rf"中心|园区|软件园|科技园|产业园|工业园|国际|小镇|天街|华庭|华府|苑|院|府|城|庭|湾|园|一号|号院)"
             rf"(?:{_NUM}[期区])?"
         ),
     ),
     ("village", re.compile(rf"{_PLACE}{{1,5}}?村")),
     ("number", re.compile(rf"{_NUM}(?:[\-－]{_NUM})?(?:号院|号楼|号|弄|巷|支巷)(?:附{_NUM}号)?")),
     ("group", re.compile(rf"{_NUM}(?:组|队|社)")),
-    ("building", re.compile(rf"{_CODE}(?:号楼|栋|幢|座|塔|楼栋|号院|期)")),
+    # 座/塔 only with a letter or digit (A座, 2座): 一座楼 is a building, not an address.
+    ("building", re.compile(rf"{_CODE}(?:号楼|栋|幢|楼栋|号院)|[A-Za-z]?\d{{0,3}}[A-Za-z]?(?<=[A-Za-z\d])(?:座|塔)")),
     ("unit", re.compile(rf"{_CODE}单元")),
     ("floor", re.compile(rf"{_NUM}(?:楼|层)(?!下|上|道|梯)")),
     ("compact", re.compile(r"(?<![A-Za-z\d\-])\d{1,4}-\d{1,2}-\d{3,4}(?![\d\-])")),  # 12-3-502
-    ("room", re.compile(r"\d{1,5}(?:[\-－]\d{1,5}){0,2}(?:室|房|号)?(?![\d.%元块岁天年月日个台次件])")),
+    # A bare room number has 3-5 digits (502, 1201); with 室/房/号 any (3室 is rare but real).
+    ("room", re.compile(r"(?:\d{1,5}(?:室|房|号)|\d{3,5}(?:[\-－]\d{1,5}){0,2})(?![\d.%:元块岁天年月日个台次件分点米公])")),
 ]
 _AREA_PARTS = {"road", "compound", "village"}
 _DETAIL_PARTS = {"number", "group", "building", "unit", "floor", "room", "compact"}
+# A floor (2楼, 一层) is part of an address but makes none: 国货广场一楼 is a public place.
+_STRONG_DETAILS = _DETAIL_PARTS - {"floor"}
 # A bare number counts as a room only after a building, unit or floor (3栋2单元502), or as
 # the last part of a compact 12-3-502 after a compound.
 _ROOM_AFTER = {"building", "unit", "floor", "compound", "number"}
@@ -237,14 +241,15 @@ def _address_chain(
 
 
 def _is_street_address(kinds: list[str]) -> bool:
-    area = any(k in _AREA_PARTS for k in kinds)
-    details = [k for k in kinds if k in _DETAIL_PARTS]
-    if area and details:
-        return True
-    if "admin" in kinds and any(k in ("road", "village") for k in kinds):
-        return kinds[-1] != "admin"  # 朝阳区建国路, 汲冢镇王楼村 (not 社区 + 医院)
+    """Whether a chain of parts reaches street level (see the module docstring)."""
+    areas = [i for i, k in enumerate(kinds) if k in _AREA_PARTS]
+    if areas and any(k in _STRONG_DETAILS for k in kinds[areas[0] + 1 :]):
+        return True  # 建国路88号, 幸福小区3栋, 王楼村3组: a number after the road or compound
+    if "admin" in kinds and kinds[-1] == "village":
+        return True  # 罗坳镇石桥村
     # 18栋五单元1201室, 3号楼502 with no compound name we know.
-    return len(details) >= 2 and any(k in ("building", "unit") for k in details)
+    strong = [k for k in kinds if k in _STRONG_DETAILS]
+    return len(strong) >= 2 and any(k in ("building", "unit") for k in strong)
 
 
 _PLACE_CHAR = re.compile(_PLACE_LATIN)
@@ -293,20 +298,21 @@ def _address_spans(text: str) -> list[Span]:
 
 # ------------------------------------------------------------------ names
 
-# Common single surnames (about the 230 most frequent) and compound surnames.
+# Common single surnames and compound surnames. Left out: surnames that are mostly
+# function words in messages (和, 那, 时, 来, 但, 全) and 西门 (西门子).
 _SURNAMES_1 = set(
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
     "姚卢姜崔钟谭陆汪范金石廖贾夏韦付傅方白邹孟熊秦邱江尹薛闫阎段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔"
     "向汤常温康施文牛樊葛邢安齐易乔伍庞颜倪庄聂章鲁岳翟殷詹申欧耿关兰焦俞左柳甘祝包宁尚符舒阮柯纪梅童凌毕"
-    "单季裴霍涂成苗谷盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解牟艾尤阳时穆农司卓古吉缪简车项连芦麦褚"
-    "娄窦戚岑景党宫费卜冷晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池"
+    "单季裴霍涂成苗谷盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解牟艾尤阳穆农司卓古吉缪简车项连芦麦褚"
+    "娄窦戚岑景党宫费卜冷晏席卫米柏宗瞿桂佟应臧闵苟邬边卞姬师仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池"
     "查麻苑迟邝官封谈匡鞠惠荆乐冀郁胥南班储原栗燕楚鄢劳谌奚皮粟冼蔺楼盘满闻位厉伊仝区郜海阚花权强帅屠豆朴"
-    "盖练廉禹井祖漆巴丰支卿国狄平计索宣晋相初门云容敬来扈晁芮都普阙浦戈伏鹿薄邸雍辜羊阿乌母裘亓修邰赫杭况"
-    "那宿鲜印逯隆茹诸战慕危玉银亢嵇公哈湛宾戎勾茅利於呼居揭但尉冶斯元束檀衣信展阴昝智幸奉植衡富尧"
+    "盖练廉禹井祖漆巴丰支卿国狄平计索宣晋相初门云容敬扈晁芮都普阙浦戈伏鹿薄邸雍辜羊阿乌母裘亓修邰赫杭况"
+    "宿鲜印逯隆茹诸战慕危玉银亢嵇公哈湛宾戎勾茅利於呼居揭尉冶斯元束檀衣信展阴昝智幸奉植衡富尧"
 )
 _SURNAMES_2 = {
     "欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "司徒", "夏侯", "令狐", "端木", "南宫",
-    "长孙", "宇文", "轩辕", "西门", "独孤", "呼延", "申屠", "闻人", "万俟", "澹台", "公冶", "太史", "淳于", "单于",
+    "长孙", "宇文", "轩辕", "独孤", "呼延", "申屠", "闻人", "万俟", "澹台", "公冶", "太史", "淳于", "单于",
 }
 # Characters that end a name: function words, verbs and nouns that follow a name in messages.
 _NOT_GIVEN = set(
@@ -367,9 +373,11 @@ def _full_name_at(text: str, pos: int) -> int:
     given = _given_length(text, after)
     if given == 0:
         return pos
+    first = _posseg_first(text[pos : pos + 8])
+    if first and len(first[0]) > len(surname) and not first[1].startswith("nr") and first[0] in text[pos : after + given]:
+        return pos  # jieba reads a word there (本人怀疑, 联系方式), not a name
     if given == 2:
         # jieba decides between a 2- and a 3-character name (王明今天 vs 王小明).
-        first = _posseg_first(text[pos : pos + 8])
         if first and first[1].startswith("nr") and first[0].startswith(surname):
             length = len(first[0])
             if len(surname) < length <= len(surname) + 2:
@@ -394,7 +402,7 @@ def _name_spans(text: str) -> list[Span]:
         end = _full_name_at(text, pos)
         if end > pos:
             cue = m.group(0).rstrip(":： ")
-            weak = cue in ("我是", "找", "客户")
+            weak = cue in ("我是", "找", "客户", "本人")  # 本人于清明假期, 本人认为
             # After a weak cue (我是老客户, 客户那边) only what jieba also reads as a person name.
             if weak and not _TITLE_AFTER.match(text, end):
                 first = _posseg_first(text[pos : end + 3])
@@ -446,21 +454,31 @@ def _name_before_title(text: str, start: int, title: int) -> bool:
     with _POSSEG_LOCK:
         pairs = list(jieba.posseg.cut(text[lo : title + 3], HMM=True))
     pos = lo
+    spans = []
     for pair in pairs:
-        end = pos + len(pair.word)
+        spans.append((pos, pos + len(pair.word), pair.flag))
+        pos += len(pair.word)
+    for i, (pos, end, flag) in enumerate(spans):
         if pos <= start < end:
             if pos != start:
                 return False  # the surname is the tail of a longer word
-            if end > title and not pair.flag.startswith("nr"):
+            if end > title and not flag.startswith("nr"):
                 return False
-            if end == title and title - start > 1:
-                # 王小明先生 and 欧阳经理, not 安装师傅
-                return pair.flag.startswith("nr") or text[start:title] in _SURNAMES_2
-            if title - start > 1 or pair.flag.startswith("n"):
+            if text[start:title] in _SURNAMES_2:
+                return True  # 欧阳经理
+            if title - start > 1:
+                # 王小明先生 or 钱/秀英女士, not 安装师傅 or 和/按摩小姐: jieba reads a person's
+                # name there, or the surname alone and then a given name.
+                if flag.startswith("nr"):
+                    return True
+                given = [f for p, e, f in spans[i + 1 :] if p < title]
+                return end == start + len(_surname_at(text, start) or "") and bool(given) and all(
+                    f.startswith("nr") or f in ("zg", "ng") for f in given
+                )
+            if flag.startswith("n"):
                 return True
             before = text[start - 1] if start else ""
             return not _HAN_RE.match(before) or before in _BEFORE_SURNAME_TITLE
-        pos = end
     return False
 
 
