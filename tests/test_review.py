@@ -290,10 +290,11 @@ def test_review_and_model_routes(db_url, tmp_path, model_store):
 
     from api.app import create_app
     from models.learning import wait_for_job
-    from models.store import ModelStore
+    from models.store import KEY_FILE_NAME, ModelStore
 
     store = ModelStore(tmp_path / "models")  # a private copy: this test adds versions
     shutil.copytree(model_store.root, store.root)
+    shutil.copy(model_store.root.parent / KEY_FILE_NAME, store.root.parent / KEY_FILE_NAME)  # its signing key
     settings = make_settings(tmp_path / "svc", database_url=db_url, per_type=12, model_dir=store.root)
     service = make_service(settings, store)
     app = create_app(settings, service=service, background=False)
@@ -412,11 +413,12 @@ def test_auto_retrain_count_survives_restarts_and_one_process_retrains(db_url, t
     import threading
 
     from models.learning import backend_fitter
-    from models.store import ModelStore
+    from models.store import KEY_FILE_NAME, ModelStore
     from triage.contexts.review import ReviewContext
 
     store = ModelStore(tmp_path / "models")
     shutil.copytree(model_store.root, store.root)
+    shutil.copy(model_store.root.parent / KEY_FILE_NAME, store.root.parent / KEY_FILE_NAME)  # its signing key
     settings = make_settings(tmp_path / "svc", database_url=db_url, per_type=8, model_dir=store.root,
                              retrain_after_confirmations=3)
     release = threading.Event()

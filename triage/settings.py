@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     datasets_dir: Path = PROJECT_ROOT / "datasets"
     database_url: str = ""  # empty: sqlite:///<var_dir>/triage.db
     model_dir: Path | None = None  # empty: <var_dir>/models (the versioned model store)
+    # HMAC key that signs model manifests; unset: the key file below (created on first use).
+    model_signing_key: SecretStr | None = None
+    model_signing_key_file: Path | None = None  # empty: model-signing.key beside the model store
     backend: str = "sklearn"  # name in models.registry
     base_model: str | None = None  # local checkpoint for the transformers backend
     policy_path: Path | None = None  # empty: the policy shipped in triage/policy/default.toml
