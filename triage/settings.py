@@ -53,9 +53,12 @@ class Settings(BaseSettings):
     # bench/results/confirmed_weight.md), never on the learning-curve benchmark's held-out part:
     # dispute type is flat from 2 to 12 (within split noise); urgency and emotion gain up to about 5.
     confirmed_weight: float = Field(default=5.0, gt=0)
-    # Real review corpora for the optional sentiment signal; "none" turns it off. The
-    # default is the shared folder beside the project, absent on most installations.
-    corpora_dir: str = str(PROJECT_ROOT.parent / "shared" / "data" / "corpora")
+    # Labeled review corpora (CSV with label,review) for the optional sentiment signal;
+    # "none" (the default) turns it off: a default never depends on data outside the project.
+    corpora_dir: str = "none"
+    # At most this many of the installation's stored messages (the newest) are used, unlabeled,
+    # by self-training at each retrain and by `triage train --unlabeled`; 0 turns it off.
+    history_limit: int = Field(default=30_000, ge=0)
 
     @property
     def effective_database_url(self) -> str:

@@ -19,8 +19,10 @@ def train(
     backend: Optional[str] = typer.Option(None, help="backend name (default: TRIAGE_BACKEND, sklearn)"),
     cv: int = typer.Option(0, help="also run k-fold cross-validation and store its metrics (0: off)"),
     set_current: bool = typer.Option(True, "--set-current/--no-set-current", help="make the new version current"),
-    corpora: Optional[Path] = typer.Option(None, help="review corpora folder for the sentiment signal (default ../shared/data/corpora if present)"),
-    no_corpora: bool = typer.Option(False, "--no-corpora", help="train on the labeled data only"),
+    confirmed: Optional[list[Path]] = typer.Option(None, "--confirmed", help="labeled JSONL trained as reviewer-confirmed labels, the recipe of a retrain (repeatable)"),
+    unlabeled: Optional[list[Path]] = typer.Option(None, "--unlabeled", help="your own messages, unlabeled: JSONL with 'text' or CSV with a 'review' or 'text' column, for self-training (repeatable)"),
+    corpora: Optional[Path] = typer.Option(None, help="labeled review corpora folder (label,review CSVs) for the optional sentiment signal (default: TRIAGE_CORPORA_DIR, off)"),
+    no_corpora: bool = typer.Option(False, "--no-corpora", help="no sentiment signal even if TRIAGE_CORPORA_DIR is set"),
 ):
     """Train a model on labeled JSONL and save it as a new version in the model store."""
     from models.store import ModelStore
@@ -35,6 +37,7 @@ def train(
         version = train_default(
             settings, data_paths=data, store=store, set_current=set_current, cv_folds=cv,
             progress=stage_progress(), report=err, corpora=False if no_corpora else corpora,
+            confirmed_paths=confirmed, unlabeled_paths=unlabeled,
         )
     except TriageError as exc:
         raise fail(exc)
