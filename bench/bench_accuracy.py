@@ -48,6 +48,7 @@ RESULTS = ROOT / "bench" / "results"
 PREVIOUS_REF = os.environ.get("BENCH_PREVIOUS_REF", "ed945e7")  # the last release before issue 16
 HISTORY_SIZE = 30_000
 THRESHOLDS = (None, 0.5, 0.4, 0.3, 0.25)
+CURVE_SIZES = (0, 100, 200, 400, 708)
 TARGETS = {
     "default": {"dispute": 0.70, "urgency": 0.65, "u1_recall": 0.75, "emotion": 0.70},
     "after review": {"dispute": 0.78, "urgency": 0.72, "u1_recall": 0.80, "emotion": 0.75},
@@ -172,6 +173,17 @@ def main() -> int:
     after_review("after review", seed, threshold)
     if history:
         after_review("after review + history", seed, threshold, with_history=True, split=folds_1)
+    # Learning curve without the HTTP loop: the first N confirmations of the tuning pool (a
+    # random order, three orders), scored on the locked rows.
+    curve = {}
+    for n in CURVE_SIZES:
+        scores = []
+        for order in range(3):
+            picked = random.Random(order).sample(tune, min(n, len(tune)))
+            scores.append(score(fit(seed, picked), locked, threshold))
+        curve[str(n)] = {m: [statistics.mean(x[m] for x in scores), statistics.stdev(x[m] for x in scores)] for m in METRICS}
+        log(f"curve {n}: {curve[str(n)]['dispute']}")
+    out["learning_curve"] = curve
     out["timings_s"] = timings
     out["wall_s"] = time.perf_counter() - started
     out["load_average"] = os.getloadavg()[0]
@@ -230,6 +242,17 @@ def report(out: dict) -> str:
     for x, s in out["operating_points"].items():
         lines.append(f"| {'most probable grade' if x == 'None' else x} | {s['urgency'][0]:.3f} ± {s['urgency'][1]:.3f} | "
                      f"{s['u1_recall'][0]:.3f} | {s['u1_precision'][0]:.3f} |")
+    if out.get("learning_curve"):
+        lines += ["", "Learning curve: seed + the first N confirmed labels of the tuning pool (three random orders: "
+                  "mean ± standard deviation), scored on the locked rows:", "",
+                  "| confirmed | dispute type | urgency | 一级 recall | emotion |", "|---:|---|---|---|---|"]
+        for n, c in out["learning_curve"].items():
+            lines.append(f"| {n} | " + " | ".join(f"{c[m][0]:.3f} ± {c[m][1]:.3f}" for m in ("dispute", "urgency", "u1_recall", "emotion")) + " |")
+        first = out["learning_curve"].get("0")
+        at200 = out["learning_curve"].get("200")
+        if first and at200:
+            gain = at200["dispute"][0] - first["dispute"][0]
+            lines.append(f"\nDispute-type gain after 200 confirmations: {gain:+.3f} (target +0.08: {'met' if gain >= 0.08 else '**not met**'}).")
     lines += ["", "Targets (issue 16), on the locked rows:", ""]
     for config, target in TARGETS.items():
         if config not in out["configs"]:

@@ -187,3 +187,26 @@ def test_urgent_operating_point_grades_one_when_its_probability_reaches_the_thre
     assert low.urgency == 1 and high.urgency != 1
     with pytest.raises(InvalidInput, match="urgent_threshold"):
         Triager(tiny_backend, "t", urgent_threshold=1.5)
+
+
+def test_the_history_is_masked_before_use_and_no_text_of_it_is_stored(tmp_path):
+    """Self-training sees stored (masked) texts only; the model version records how many
+    history messages it used, never their texts, and no personal data reaches its files."""
+    from models.learning import loop_for_service
+    from review_fixtures import make_service, make_settings, train_tiny_model
+
+    settings = make_settings(tmp_path, per_type=6, history_limit=100)
+    store = train_tiny_model(settings)
+    service = make_service(settings, store)
+    secret_phone, secret_mail = "13912345678", "zhou.xiaoming@example.com"
+    for i in range(12):
+        service.ingest({"source": "shop", "external_id": f"p{i}",
+                        "text": f"声卡第{i}天就没声音了，回电{secret_phone}或{secret_mail}"})
+    loop = loop_for_service(service, store, settings)
+    outcome = loop.retrain("alice")
+    assert outcome.metrics["learning"]["unlabeled_history"] == 12
+    folder = store.root / outcome.version
+    stored = "".join(p.read_text(encoding="utf-8", errors="replace") for p in folder.rglob("*") if p.suffix in (".json", ".sig"))
+    assert secret_phone not in stored and secret_mail not in stored and "zhou" not in stored
+    assert "声卡第3天就没声音了" not in stored  # no history text in the manifest or vocabulary
+    service.db.dispose()
