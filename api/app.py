@@ -20,12 +20,14 @@ import triage
 from api import errors
 from api.metrics import Metrics
 from api.routes import router
+from api.routes_connectors import router as connectors_router
 from triage.monitor import SlaMonitor
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import Settings, get_settings
 from triage.storage import Database
 from triage.webhooks import WebhookDispatcher
+from triage.writeback import auth_headers
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,9 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         service = TriageService(db, Policy.from_settings(settings),
                                 models if models is not None else load_models(settings), settings)
     monitor = SlaMonitor(service, interval_s=settings.sla_monitor_interval_s)
-    dispatcher = WebhookDispatcher(service.db, settings.webhook_secret)
+    dispatcher = WebhookDispatcher(service.db, settings.webhook_secret,
+                                   helpdesk_auth=lambda connector: auth_headers(service.settings, connector))
+    writeback = any(service.settings.writeback_enabled(c) for c in ("chatwoot", "zammad"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -76,7 +80,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         service.start_coalescing()
         if background:
             monitor.start()
-            if service.webhook_urls:
+            if service.webhook_urls or writeback:
                 dispatcher.start()
         try:
             yield
@@ -102,6 +106,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     metrics.install(app)
     errors.install(app)
     app.include_router(router)
+    app.include_router(connectors_router)
     __import__("api.routes_review").routes_review.install(app)  # review + model routes, UI at /review
 
     @app.get("/healthz", tags=["ops"], summary="The process is up")

@@ -34,7 +34,7 @@ def test_migrations_match_the_models(database):
     with database.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0001"
+    assert version == "0002"  # the newest migration
 
 
 def test_sqlite_pragmas(tmp_path):

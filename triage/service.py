@@ -440,6 +440,23 @@ class TriageService:
         for url in self.webhook_urls:
             enqueue(session, event, url, payload, case_id=case.id, now=self.now())
 
+    def _write_back(self, session: Session, cases: Sequence[Case], before: dict[int, dict] | None = None) -> None:
+        """Queue helpdesk write-back (tags, priority) for connector cases, in the caller's transaction."""
+        if any(self.settings.writeback_enabled(c) for c in ("chatwoot", "zammad")):
+            from triage.writeback import enqueue_writeback
+
+            enqueue_writeback(session, self.settings, cases, self.now(), before)
+
+    def ingest_connector(self, message: dict[str, Any], thread: str | None, refs: dict[str, Any],
+                         actor: str) -> IngestResult:
+        """Ingest a helpdesk connector's message (``triage.connectors``), keeping its
+        conversation/ticket references for write-back; a replay finds both again."""
+        msg = self._validate(message)
+        from triage.writeback import remember_refs
+
+        remember_refs(self.db, msg.source, msg.external_id, thread, refs, self.now())
+        return self.ingest(msg, actor)
+
     # ------------------------------------------------------------------ policy on a case
 
     def _apply_decision(self, case: Case, labels: Labels, decision: Decision) -> None:
@@ -575,6 +592,7 @@ class TriageService:
         ])
         for case in cases:
             self._emit(session, "triaged", case)
+        self._write_back(session, cases)
         return cases
 
     def ingest(self, raw: MessageIn | dict[str, Any], actor: str = "api") -> IngestResult:
@@ -927,6 +945,8 @@ class TriageService:
             session.flush()
             if review:
                 self._emit(session, "reviewed", case, {"changed": changed, "reviewer": actor})
+            if changed:
+                self._write_back(session, [case], before={case.id: before})
             if before["tier"] != after["tier"] and self.policy.tiers.index(after["tier"]) > self.policy.tiers.index(before["tier"]):
                 self._emit(session, "escalated", case, {"reason": "labels changed", "tier_before": before["tier"]})
             return case_view(case)

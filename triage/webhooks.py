@@ -5,6 +5,8 @@ Why an outbox: ingestion commits the case and its "triaged" event together and r
 once; delivery happens later on another thread, so a slow or dead receiver never blocks or
 fails ingestion, and no event is lost when the process restarts. Each delivery is
 HMAC-SHA256 signed, retried with exponential backoff, and every attempt is recorded.
+Helpdesk write-back calls (``triage.writeback``) travel through the same outbox: a row with
+a ``connector`` is sent with its own method and the connector's token instead of a signature.
 
 Several processes may run dispatchers against one database: a delivery is claimed with a
 conditional UPDATE (only one process's claim matches), so it is sent by one of them at a time.
@@ -84,6 +86,7 @@ class WebhookDispatcher:
         batch: int = 50,
         client: httpx.Client | None = None,
         now=utcnow,
+        helpdesk_auth=None,
     ):
         self.db = db
         self.secret = secret
@@ -95,6 +98,8 @@ class WebhookDispatcher:
         self.batch = batch
         self.client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
         self.now = now
+        # connector name -> auth headers for helpdesk write-back rows (triage.writeback.auth_headers)
+        self.helpdesk_auth = helpdesk_auth
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,25 +135,34 @@ class WebhookDispatcher:
         with self.db.session() as session:
             delivery = session.get(WebhookDelivery, delivery_id)
             url, event, payload = delivery.url, delivery.event, delivery.payload
-        body = json.dumps({"delivery_id": delivery_id, **payload}, ensure_ascii=False, separators=(",", ":")).encode()
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "X-Triage-Event": event,
-            "X-Triage-Delivery": str(delivery_id),
-            "X-Triage-Timestamp": timestamp,
-            "X-Triage-Signature": sign(self.secret, timestamp, body),
-            "User-Agent": "complaint-triage-webhooks/1",
-        }
+            connector, method = delivery.connector, delivery.method or "POST"
         started = time.perf_counter()
         status_code, error = None, None
         try:
-            response = self.client.post(url, content=body, headers=headers)
+            if connector:  # a helpdesk REST call: the stored body as is, the connector's token
+                body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+                headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json",
+                           "User-Agent": "complaint-triage-writeback/1", **self._helpdesk_headers(connector)}
+            else:
+                body = json.dumps({"delivery_id": delivery_id, **payload}, ensure_ascii=False,
+                                  separators=(",", ":")).encode()
+                timestamp = str(int(time.time()))
+                headers = {
+                    "Content-Type": "application/json; charset=utf-8",
+                    "X-Triage-Event": event,
+                    "X-Triage-Delivery": str(delivery_id),
+                    "X-Triage-Timestamp": timestamp,
+                    "X-Triage-Signature": sign(self.secret, timestamp, body),
+                    "User-Agent": "complaint-triage-webhooks/1",
+                }
+            response = self.client.request(method, url, content=body, headers=headers)
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}: {response.text[:200]}"
         except httpx.HTTPError as exc:
             error = f"{exc.__class__.__name__}: {exc}"[:500]
+        except LookupError as exc:  # write-back row whose connector lost its token: retried, recorded
+            error = str(exc)[:500]
         duration_ms = (time.perf_counter() - started) * 1000
         ok = error is None
         now = self.now()
@@ -169,6 +183,11 @@ class WebhookDispatcher:
         if not ok:
             log.warning("webhook %s to %s failed (attempt %s): %s", delivery_id, url, delivery.attempts, error)
         return ok
+
+    def _helpdesk_headers(self, connector: str) -> dict[str, str]:
+        if self.helpdesk_auth is None:
+            raise LookupError(f"this dispatcher has no credentials for connector {connector!r}")
+        return self.helpdesk_auth(connector)
 
     def run_once(self) -> int:
         """Deliver what is due now; returns how many deliveries were attempted."""
