@@ -27,7 +27,7 @@ from triage.service import TriageService
 from triage.settings import Settings, get_settings
 from triage.storage import Database
 from triage.webhooks import WebhookDispatcher
-from triage.writeback import auth_headers
+from triage.writeback import HelpdeskAccess
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
                                 models if models is not None else load_models(settings), settings)
     monitor = SlaMonitor(service, interval_s=settings.sla_monitor_interval_s)
     dispatcher = WebhookDispatcher(service.db, settings.webhook_secret,
-                                   helpdesk_auth=lambda connector: auth_headers(service.settings, connector))
+                                   helpdesk=HelpdeskAccess(service.settings))
     writeback = any(service.settings.writeback_enabled(c) for c in ("chatwoot", "zammad"))
 
     @contextlib.asynccontextmanager

@@ -27,7 +27,7 @@ from triage.connectors import Ignored, from_chatwoot, from_zammad, html_to_text,
 from triage.review import ReviewService
 from triage.storage import Case, ConnectorRef, Message, WebhookAttempt, WebhookDelivery
 from triage.webhooks import WebhookDispatcher
-from triage.writeback import auth_headers
+from triage.writeback import HelpdeskAccess
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CW_SECRET, ZM_SECRET = "cw-webhook-secret", "zm-signature-token"
@@ -47,7 +47,8 @@ class FakeHelpdesk:
     unknown route with 404, and answers ``fail_with`` (a status) while that is set."""
 
     ROUTES = {
-        "chatwoot": [("POST", r"/api/v1/accounts/\d+/conversations/\d+/labels"),
+        "chatwoot": [("GET", r"/api/v1/accounts/\d+/conversations/\d+/labels"),
+                     ("POST", r"/api/v1/accounts/\d+/conversations/\d+/labels"),
                      ("POST", r"/api/v1/accounts/\d+/conversations/\d+/toggle_priority")],
         "zammad": [("POST", r"/api/v1/tags/add"), ("DELETE", r"/api/v1/tags/remove"),
                    ("PUT", r"/api/v1/tickets/\d+")],
@@ -57,6 +58,7 @@ class FakeHelpdesk:
         self.kind = kind
         self.calls: list[dict] = []
         self.fail_with: int | None = None
+        self.labels: dict[str, list[str]] = {}  # Chatwoot: conversation path -> its labels
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,7 +73,12 @@ class FakeHelpdesk:
                     return self._reply(401, {"error": "Invalid Access Token"})
                 if fake.fail_with:
                     return self._reply(fake.fail_with, {"error": "boom"})
-                return self._reply(200, {"payload": body.get("labels")} if body and "labels" in body else True)
+                if self.path.endswith("/labels"):  # Chatwoot: GET lists, POST replaces
+                    conversation = self.path[: -len("/labels")]
+                    if self.command == "POST":
+                        fake.labels[conversation] = list(body["labels"])
+                    return self._reply(200, {"payload": fake.labels.get(conversation, [])})
+                return self._reply(200, True)
 
             def _reply(self, status, payload):
                 data = json.dumps(payload).encode()
@@ -81,7 +88,7 @@ class FakeHelpdesk:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
 
             def log_message(self, *args):
                 pass
@@ -172,8 +179,7 @@ def refs_of(service, source, external_id) -> ConnectorRef:
 
 
 def dispatcher_for(service, clock) -> WebhookDispatcher:
-    return WebhookDispatcher(service.db, "unused", now=clock, timeout_s=2.0,
-                             helpdesk_auth=lambda connector: auth_headers(service.settings, connector))
+    return WebhookDispatcher(service.db, "unused", now=clock, timeout_s=2.0, helpdesk=HelpdeskAccess(service.settings))
 
 
 def expected_tags(case: dict, prefix: str = "triage:") -> list[str]:
@@ -188,6 +194,7 @@ def expected_tags(case: dict, prefix: str = "triage:") -> list[str]:
     return tags
 
 
+CW_PREFIX = "triage-"  # Chatwoot label titles allow no ":"
 CW_PRIORITY = {1: "urgent", 2: "high", 3: "medium"}
 ZM_PRIORITY = {1: 3, 2: 2, 3: 1}
 
@@ -216,8 +223,7 @@ def test_chatwoot_message_makes_one_case_with_references_and_a_replay_none(app_f
     assert message.received_at.isoformat().startswith("2026-05-06T00:58:30")
     ref = refs_of(service, "chatwoot", "4711")
     assert ref.thread == "2/128"
-    assert ref.refs == {"account_id": "2", "conversation_id": "128", "contact_id": "52", "inbox_id": "3",
-                        "labels": ["vip-customer"]}
+    assert ref.refs == {"account_id": "2", "conversation_id": "128", "contact_id": "52", "inbox_id": "3"}
     # Chatwoot retries with the same body and a fresh timestamp: the same case, nothing new.
     again = chatwoot_post(client, payload, timestamp=int(time.time()) + 1)
     assert again.status_code == 200 and again.json()["created"] is False
@@ -361,24 +367,29 @@ def test_zammad_trigger_without_article_is_ignored():
 
 def test_chatwoot_writeback_after_triage_and_after_a_review_correction(app_for, chatwoot, clock):
     service, client = app_for(chatwoot_url=chatwoot.url)
+    base = "/api/v1/accounts/2/conversations/128"
+    chatwoot.labels[base] = ["vip-customer"]  # an agent's own label, kept by every write-back
     case = chatwoot_post(client, fixture("chatwoot_message_created.json")).json()["case"]
     assert chatwoot.calls == []  # ingestion itself never calls the helpdesk
     assert client.app.state.dispatcher.run_once() == 2  # the app's dispatcher, with the app's credentials
-    base = "/api/v1/accounts/2/conversations/128"
-    assert [(c["method"], c["path"]) for c in chatwoot.calls] == [("POST", f"{base}/labels"),
+    assert [(c["method"], c["path"]) for c in chatwoot.calls] == [("GET", f"{base}/labels"), ("POST", f"{base}/labels"),
                                                                  ("POST", f"{base}/toggle_priority")]
     assert all(c["headers"]["api_access_token"] == CW_TOKEN for c in chatwoot.calls)
-    assert chatwoot.calls[0]["body"] == {"labels": ["vip-customer", *expected_tags(case)]}
-    assert chatwoot.calls[1]["body"] == {"priority": CW_PRIORITY[case["priority_grade"]]}
+    assert chatwoot.calls[1]["body"] == {"labels": ["vip-customer", *expected_tags(case, CW_PREFIX)]}
+    assert chatwoot.calls[2]["body"] == {"priority": CW_PRIORITY[case["priority_grade"]]}
 
-    # A reviewer corrects the case in the review queue (the review UI's own code path).
+    # An agent adds a label; then a reviewer corrects the case in the review queue (the review
+    # UI's own code path): the helpdesk gets the new labels and priority, the agent's stay.
     chatwoot.calls.clear()
+    chatwoot.labels[base].append("refund-approved")
     review = ReviewService(service.db, service)
     item = review.item(case["id"])
     review.decide(case["id"], "correct", "li", item["version"], labels=other_labels(case))
     corrected = service.get_case(case["id"]).model_dump()
     assert dispatcher_for(service, clock).run_once() == 2
-    assert chatwoot.bodies("POST", "/labels") == [{"labels": ["vip-customer", *expected_tags(corrected)]}]
+    assert chatwoot.bodies("POST", "/labels") == [
+        {"labels": ["vip-customer", "refund-approved", *expected_tags(corrected, CW_PREFIX)]}]
+    assert chatwoot.labels[base] == ["vip-customer", "refund-approved", *expected_tags(corrected, CW_PREFIX)]
     assert chatwoot.bodies("POST", "/toggle_priority") == [{"priority": CW_PRIORITY[corrected["priority_grade"]]}]
     with service.db.session() as s:
         rows = s.scalars(select(WebhookDelivery).where(WebhookDelivery.connector == "chatwoot")).all()
@@ -418,12 +429,12 @@ def test_a_failing_helpdesk_is_retried_and_recorded_and_never_slows_ingestion(ap
     assert chatwoot.calls == []  # the request finished without waiting on the helpdesk
     dispatcher = dispatcher_for(service, clock)
     assert dispatcher.run_once() == 2
-    assert [c["method"] for c in chatwoot.calls] == ["POST", "POST"]
+    assert [c["method"] for c in chatwoot.calls] == ["GET", "POST"]  # the labels read failed already
     with service.db.session() as s:
         rows = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
         assert [(d.status, d.attempts) for d in rows] == [("pending", 1), ("pending", 1)]
         assert all(d.next_attempt_at > clock() and "HTTP 500" in d.last_error for d in rows)
-        assert [a.status_code for a in s.scalars(select(WebhookAttempt)).all()] == [500, 500]
+        assert [a.status_code for a in s.scalars(select(WebhookAttempt).order_by(WebhookAttempt.id)).all()] == [None, 500]
     assert dispatcher.run_once() == 0  # backing off
     # Meanwhile more complaints come in and are triaged at once.
     second = {**fixture("chatwoot_message_created.json"), "id": 4712}
@@ -435,7 +446,7 @@ def test_a_failing_helpdesk_is_retried_and_recorded_and_never_slows_ingestion(ap
         rows = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
         # The second message's calls superseded the first's still-waiting ones (same conversation).
         assert [d.status for d in rows] == ["superseded", "superseded", "delivered", "delivered"]
-        assert [a.status_code for a in s.scalars(select(WebhookAttempt).order_by(WebhookAttempt.id)).all()] == [500, 500, 200, 200]
+        assert [a.status_code for a in s.scalars(select(WebhookAttempt).order_by(WebhookAttempt.id)).all()] == [None, 500, 200, 200]
 
 
 def test_a_wrong_token_is_recorded_per_attempt(app_for, chatwoot, clock):
@@ -444,11 +455,21 @@ def test_a_wrong_token_is_recorded_per_attempt(app_for, chatwoot, clock):
     chatwoot_post(client, fixture("chatwoot_message_created.json"))
     dispatcher_for(service, clock).run_once()
     with service.db.session() as s:
-        assert [a.status_code for a in s.scalars(select(WebhookAttempt)).all()] == [401, 401]
+        attempts = s.scalars(select(WebhookAttempt).order_by(WebhookAttempt.id)).all()
+        # labels: the read before the write is refused; priority: the write itself is
+        assert [a.status_code for a in attempts] == [None, 401]
+        assert "HTTP 401" in attempts[0].error and "reading the conversation's labels" in attempts[0].error
+    service.settings.chatwoot_api_token = ""  # token removed from the settings meanwhile
+    clock.advance(seconds=5)
+    dispatcher_for(service, clock).run_once()
+    with service.db.session() as s:
+        last = s.scalars(select(WebhookAttempt).order_by(WebhookAttempt.id.desc())).first()
+        assert "TRIAGE_CHATWOOT_API_TOKEN" in last.error
 
 
 def test_a_calm_follow_up_does_not_lower_the_conversation(app_for, chatwoot, clock):
     service, client = app_for(chatwoot_url=chatwoot.url)
+    chatwoot.labels["/api/v1/accounts/2/conversations/128"] = ["vip-customer"]
     first = chatwoot_post(client, fixture("chatwoot_message_created.json")).json()["case"]
     service.apply_labels(first["id"], {"dispute_type": "quality", "urgency": 1, "emotion": "angry"}, actor="li")
     follow_up = {**fixture("chatwoot_message_created.json"), "id": 4713, "content": "好的，谢谢，等你们消息"}
@@ -459,14 +480,14 @@ def test_a_calm_follow_up_does_not_lower_the_conversation(app_for, chatwoot, clo
     angry = service.get_case(first["id"]).model_dump()
     # Every call after the first correction shows the angry complaint, the most urgent open case.
     for body in chatwoot.bodies("POST", "/labels"):
-        assert body == {"labels": ["vip-customer", *expected_tags(angry)]}
+        assert body == {"labels": ["vip-customer", *expected_tags(angry, CW_PREFIX)]}
     assert chatwoot.bodies("POST", "/toggle_priority")[-1] == {"priority": CW_PRIORITY[angry["priority_grade"]]}
     # Once the angry case is resolved, the thread shows the calm one.
     service.record_case_event(first["id"], "resolved", actor="li")
     service.apply_labels(second["id"], {"urgency": 2}, actor="li")
     dispatcher_for(service, clock).run_once()
     calm = service.get_case(second["id"]).model_dump()
-    assert chatwoot.bodies("POST", "/labels")[-1] == {"labels": ["vip-customer", *expected_tags(calm)]}
+    assert chatwoot.bodies("POST", "/labels")[-1] == {"labels": ["vip-customer", *expected_tags(calm, CW_PREFIX)]}
 
 
 def test_no_writeback_without_base_url_and_none_for_plain_api_messages(app_for, chatwoot):
@@ -559,3 +580,13 @@ def test_chatwoot_mapping_needs_ids():
 
     with pytest.raises(InvalidInput, match="id must be a number or a string"):
         from_chatwoot(payload)
+
+
+def test_long_texts_and_a_helpdesk_clock_ahead_are_adapted_not_refused(app_for, clock):
+    service, client = app_for(max_text_chars=40)
+    payload = {**fixture("chatwoot_message_created.json"), "content": "麦克风有电流声，" * 20,
+               "created_at": "2026-05-06T02:00:00.000Z"}  # an hour ahead of our clock
+    r = chatwoot_post(client, payload)
+    assert r.status_code == 201, r.text
+    message = service.get_message(r.json()["case"]["message_id"])
+    assert len(message.text) <= 40 and message.received_at == clock()

@@ -192,7 +192,6 @@ def from_chatwoot(payload: Any) -> Mapped | Ignored:
     meta_sender = meta.get("sender") if isinstance(meta.get("sender"), dict) else {}
     contact_id = _ident(contact.get("id") or sender.get("id") or meta_sender.get("id"), "contact.id", required=False)
     inbox = payload.get("inbox") if isinstance(payload.get("inbox"), dict) else {}
-    labels = conversation.get("labels") if isinstance(conversation.get("labels"), list) else []
     message = {
         "source": "chatwoot",
         "external_id": message_id,
@@ -206,7 +205,6 @@ def from_chatwoot(payload: Any) -> Mapped | Ignored:
         "conversation_id": conversation_id,
         "contact_id": contact_id,
         "inbox_id": _ident(inbox.get("id") or conversation.get("inbox_id"), "inbox.id", required=False),
-        "labels": [str(label) for label in labels],  # the conversation's labels when it arrived
     }
     return Mapped({k: v for k, v in message.items() if v is not None}, f"{account_id}/{conversation_id}", refs)
 

@@ -450,8 +450,20 @@ class TriageService:
     def ingest_connector(self, message: dict[str, Any], thread: str | None, refs: dict[str, Any],
                          actor: str) -> IngestResult:
         """Ingest a helpdesk connector's message (``triage.connectors``), keeping its
-        conversation/ticket references for write-back; a replay finds both again."""
-        msg = self._validate(message)
+        conversation/ticket references for write-back; a replay finds both again.
+
+        A helpdesk does not read error bodies, so what the API would refuse is adapted and
+        kept instead: text over the limit is cut to it, a send time in the future (a
+        helpdesk clock ahead of ours) is replaced by the time of receipt."""
+        message = dict(message)
+        if isinstance(message.get("text"), str) and len(message["text"]) > self.settings.max_text_chars:
+            message["text"] = message["text"][: self.settings.max_text_chars]
+        try:
+            msg = self._validate(message)
+        except InvalidInput as exc:
+            if exc.field != "received_at":
+                raise
+            msg = self._validate({k: v for k, v in message.items() if k != "received_at"})
         from triage.writeback import remember_refs
 
         remember_refs(self.db, msg.source, msg.external_id, thread, refs, self.now())

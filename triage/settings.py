@@ -59,8 +59,10 @@ class Settings(BaseSettings):
     chatwoot_webhook_secret: str = ""
     chatwoot_max_skew_s: float = Field(default=300, gt=0)  # refuse older/newer X-Chatwoot-Timestamp
     chatwoot_base_url: str = ""  # e.g. https://chat.example.com; empty: no write-back
-    chatwoot_api_token: str = ""  # an agent's or bot's access token (header api_access_token)
-    chatwoot_tag_prefix: str = "triage:"
+    chatwoot_api_token: str = ""  # an agent's access token (header api_access_token)
+    # Chatwoot label titles allow only letters, digits, "-" and "_" (a label must exist in the
+    # account to show in its UI), hence "triage-quality" there and "triage:quality" in Zammad.
+    chatwoot_tag_prefix: str = "triage-"
     chatwoot_priority_map: dict[int, str] = {1: "urgent", 2: "high", 3: "medium"}  # priority grade -> priority
     zammad_enabled: bool = False
     zammad_webhook_secret: str = ""  # the webhook's HMAC-SHA1 signature token

@@ -37,6 +37,11 @@ from triage.storage import Database, WebhookAttempt, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
+
+class DeliveryError(Exception):
+    """A delivery that could not be prepared (e.g. a helpdesk read before a write failed):
+    recorded as a failed attempt and retried like a failed send."""
+
 EVENTS = ("triaged", "escalated", "warning", "breached", "reviewed")
 
 
@@ -86,7 +91,7 @@ class WebhookDispatcher:
         batch: int = 50,
         client: httpx.Client | None = None,
         now=utcnow,
-        helpdesk_auth=None,
+        helpdesk=None,
     ):
         self.db = db
         self.secret = secret
@@ -98,8 +103,8 @@ class WebhookDispatcher:
         self.batch = batch
         self.client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
         self.now = now
-        # connector name -> auth headers for helpdesk write-back rows (triage.writeback.auth_headers)
-        self.helpdesk_auth = helpdesk_auth
+        # credentials and request bodies for helpdesk write-back rows (triage.writeback.HelpdeskAccess)
+        self.helpdesk = helpdesk
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,10 +144,14 @@ class WebhookDispatcher:
         started = time.perf_counter()
         status_code, error = None, None
         try:
-            if connector:  # a helpdesk REST call: the stored body as is, the connector's token
-                body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            if connector:  # a helpdesk REST call with the connector's token
+                if self.helpdesk is None:
+                    raise DeliveryError(f"this dispatcher has no credentials for connector {connector!r}")
                 headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json",
-                           "User-Agent": "complaint-triage-writeback/1", **self._helpdesk_headers(connector)}
+                           "User-Agent": "complaint-triage-writeback/1", **self.helpdesk.headers(connector)}
+                body = json.dumps(self.helpdesk.body(connector, url, payload,
+                                                     lambda u: self.client.get(u, headers=headers)),
+                                  ensure_ascii=False, separators=(",", ":")).encode()
             else:
                 body = json.dumps({"delivery_id": delivery_id, **payload}, ensure_ascii=False,
                                   separators=(",", ":")).encode()
@@ -161,7 +170,7 @@ class WebhookDispatcher:
                 error = f"HTTP {status_code}: {response.text[:200]}"
         except httpx.HTTPError as exc:
             error = f"{exc.__class__.__name__}: {exc}"[:500]
-        except LookupError as exc:  # write-back row whose connector lost its token: retried, recorded
+        except DeliveryError as exc:  # e.g. a write-back row whose connector has no token: retried, recorded
             error = str(exc)[:500]
         duration_ms = (time.perf_counter() - started) * 1000
         ok = error is None
@@ -183,11 +192,6 @@ class WebhookDispatcher:
         if not ok:
             log.warning("webhook %s to %s failed (attempt %s): %s", delivery_id, url, delivery.attempts, error)
         return ok
-
-    def _helpdesk_headers(self, connector: str) -> dict[str, str]:
-        if self.helpdesk_auth is None:
-            raise LookupError(f"this dispatcher has no credentials for connector {connector!r}")
-        return self.helpdesk_auth(connector)
 
     def run_once(self) -> int:
         """Deliver what is due now; returns how many deliveries were attempted."""

@@ -13,8 +13,8 @@ an angry complaint does not lower the ticket's priority.
 Calls, from the helpdesks' documented REST APIs:
 
 * Chatwoot: ``POST /api/v1/accounts/{account}/conversations/{id}/labels`` with
-  ``{"labels": [...]}`` (it replaces the conversation's labels: labels without our prefix
-  that the conversation had when its message arrived are kept) and ``POST .../toggle_priority``
+  ``{"labels": [...]}`` (it replaces the conversation's labels, so the dispatcher reads them
+  with ``GET`` just before and keeps those without our prefix) and ``POST .../toggle_priority``
   with ``{"priority": ...}``; header ``api_access_token``.
 * Zammad: ``POST /api/v1/tags/add`` and ``DELETE /api/v1/tags/remove`` with
   ``{"item", "object": "Ticket", "o_id"}`` (one tag per call: every current tag is added, the
@@ -31,11 +31,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
+import httpx
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from triage.connectors import CONNECTORS
 from triage.storage import Case, ConnectorRef, Message, WebhookDelivery
+from triage.webhooks import DeliveryError
 
 OPEN = ("open", "pending")
 LABEL_FIELDS = ("dispute_type", "grade", "priority_grade", "emotion", "escalation", "vulnerable")
@@ -65,9 +67,7 @@ def tags_for(prefix: str, state: dict[str, Any]) -> list[str]:
 def chatwoot_calls(settings, refs: dict[str, Any], state: dict[str, Any]) -> list[HelpdeskCall]:
     base = (f"{settings.chatwoot_base_url.rstrip('/')}/api/v1/accounts/{refs['account_id']}"
             f"/conversations/{refs['conversation_id']}")
-    prefix = settings.chatwoot_tag_prefix
-    kept = [label for label in refs.get("labels", []) if not label.startswith(prefix)]
-    calls = [HelpdeskCall("POST", f"{base}/labels", {"labels": kept + tags_for(prefix, state)}, "labels")]
+    calls = [HelpdeskCall("POST", f"{base}/labels", {"labels": tags_for(settings.chatwoot_tag_prefix, state)}, "labels")]
     priority = settings.chatwoot_priority_map.get(state["priority_grade"])
     if priority is not None:
         calls.append(HelpdeskCall("POST", f"{base}/toggle_priority", {"priority": priority}, "priority"))
@@ -91,14 +91,44 @@ def zammad_calls(settings, refs: dict[str, Any], state: dict[str, Any],
     return calls
 
 
-def auth_headers(settings, connector: str) -> dict[str, str]:
-    """The connector's credentials, read at delivery time (tokens never enter the outbox)."""
-    token = getattr(settings, f"{connector}_api_token", "") if connector in CONNECTORS else ""
-    if not token:
-        raise LookupError(f"connector {connector!r} has no API token configured (TRIAGE_{connector.upper()}_API_TOKEN)")
-    if connector == "chatwoot":
-        return {"api_access_token": token}
-    return {"Authorization": f"Token token={token}"}
+class HelpdeskAccess:
+    """What the dispatcher needs for a write-back row, read at delivery time from the settings:
+    the connector's credentials (tokens never enter the outbox) and the body to send."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def headers(self, connector: str) -> dict[str, str]:
+        token = getattr(self.settings, f"{connector}_api_token", "") if connector in CONNECTORS else ""
+        if not token:
+            raise DeliveryError(f"connector {connector!r} has no API token configured "
+                                f"(TRIAGE_{connector.upper()}_API_TOKEN)")
+        if connector == "chatwoot":
+            return {"api_access_token": token}
+        return {"Authorization": f"Token token={token}"}
+
+    def body(self, connector: str, url: str, payload: dict[str, Any], get) -> dict[str, Any]:
+        """The stored body, except for Chatwoot's labels call, which replaces all of a
+        conversation's labels: the labels it has now (read just before) that are not ours
+        are kept, so an agent's own labels survive."""
+        if connector != "chatwoot" or not url.endswith("/labels"):
+            return payload
+        try:
+            response = get(url)
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"reading the conversation's labels failed: {exc.__class__.__name__}: {exc}") from exc
+        if not 200 <= response.status_code < 300:
+            raise DeliveryError(f"reading the conversation's labels failed: HTTP {response.status_code}: "
+                                f"{response.text[:200]}")
+        try:
+            current = response.json().get("payload", [])
+        except (ValueError, AttributeError):
+            raise DeliveryError("reading the conversation's labels failed: not a JSON object") from None
+        prefix = self.settings.chatwoot_tag_prefix
+        ours = list(payload.get("labels", []))
+        kept = [label for label in current if isinstance(label, str) and not label.startswith(prefix)
+                and label not in ours]
+        return {**payload, "labels": kept + ours}
 
 
 def slot_of(delivery: WebhookDelivery) -> str:
@@ -152,7 +182,7 @@ def enqueue_writeback(session: Session, settings, cases: Sequence[Case], now: da
         was = [(cid, st, {n: before[cid][n] for n in LABEL_FIELDS} if cid in before else s)
                for cid, st, s in now_states if cid not in changed_ids or cid in before]
         previous = _most_urgent(was) or next((s for cid, _st, s in was if cid in before), None)
-        latest_refs = rows[-1].refs if rows else ref.refs  # the newest message knows the newest labels
+        latest_refs = rows[-1].refs if rows else ref.refs
         if source == "chatwoot":
             calls = chatwoot_calls(settings, latest_refs, state)
         else:
