@@ -21,13 +21,13 @@ from api import errors
 from api.metrics import Metrics
 from api.routes import router
 from api.routes_connectors import router as connectors_router
-from triage.monitor import SlaMonitor
+from triage.jobs.helpdesk import HelpdeskAccess
+from triage.jobs.sla_monitor import SlaMonitor
+from triage.jobs.webhooks import WebhookDispatcher
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import Settings, get_settings
-from triage.storage import Database
-from triage.webhooks import WebhookDispatcher
-from triage.writeback import HelpdeskAccess
+from triage.store import Database
 
 log = logging.getLogger(__name__)
 

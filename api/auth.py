@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from triage.service import Principal
+from triage.contexts.accounts import Principal
 
 
 def api_key_from(request: Request) -> str | None:

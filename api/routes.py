@@ -11,17 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Scoped
 from triage.errors import InvalidInput
-from triage.service import (
-    CASE_EVENTS,
-    MAX_BATCH,
-    CaseFilter,
-    CaseView,
-    IngestResult,
-    MessageIn,
-    MessageView,
-    Principal,
-    SlaEventView,
-)
+from triage.contexts.accounts import Principal
+from triage.contexts.cases import CASE_EVENTS, CaseFilter, CaseView, MessageView, SlaEventView
+from triage.contexts.ingestion import MAX_BATCH, IngestResult, MessageIn
 
 router = APIRouter(prefix="/v1")
 READ = ("ingest", "review")

@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Scoped
 from triage.connectors import Ignored, Mapped, from_chatwoot, from_field_map, from_zammad, verify_chatwoot, verify_zammad
 from triage.errors import InvalidInput, NotFound
-from triage.service import CaseView, Principal
+from triage.contexts.accounts import Principal
+from triage.contexts.cases import CaseView
 
 router = APIRouter(prefix="/v1/connectors", tags=["connectors"])
 

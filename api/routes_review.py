@@ -13,8 +13,8 @@ from fastapi import APIRouter, FastAPI, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Scoped
-from triage.review import QueueFilters, ReviewContext
-from triage.service import Principal
+from triage.contexts.accounts import Principal
+from triage.contexts.review import QueueFilters, ReviewContext
 
 router = APIRouter(prefix="/v1")
 _context_lock = threading.Lock()

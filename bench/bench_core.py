@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.evaluation import cross_validate, majority_baseline, score_predictions  # noqa: E402
+from models.evaluation import majority_baseline, score_predictions  # noqa: E402
 from models.store import ModelStore  # noqa: E402
-from models.training import CORPUS_FILES, fit_sentiment, load_labeled, train_backend  # noqa: E402
+from models.training import CORPUS_FILES, cross_validate, fit_sentiment, load_labeled, train_backend  # noqa: E402
 from triage.text import mask_personal_data, normalise, segment  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 

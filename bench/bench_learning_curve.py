@@ -102,12 +102,15 @@ def run_arm(order: str, seed_store: str, pool: list[dict], held: list[dict], bat
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from models.store import ModelStore
+    from models.store import KEY_FILE_NAME, ModelStore
     from triage.settings import get_settings
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-learning-{order}-"))
     try:
         shutil.copytree(seed_store, work / "models")
+        key_file = Path(seed_store).parent / KEY_FILE_NAME
+        if key_file.is_file():  # the copy's signatures need the key they were made with
+            shutil.copy(key_file, work / KEY_FILE_NAME)
         base = get_settings()
         settings = base.model_copy(update={
             "var_dir": work, "database_url": f"sqlite:///{work / 'triage.db'}", "model_dir": work / "models",

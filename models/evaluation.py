@@ -1,5 +1,6 @@
 """How good is a model: per-head accuracy, macro-F1, per-class precision/recall, confusion
-matrix and expected calibration error; k-fold cross-validation; majority baselines.
+matrix and expected calibration error; majority baselines (k-fold cross-validation, which
+trains, lives in :mod:`models.training`).
 
 Evaluation scores the whole triager (model plus domain rules), because that is what
 users get; ``rules=False`` scores the bare model.
@@ -8,7 +9,7 @@ users get; ``rules=False`` scores the bare model.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -117,40 +118,6 @@ def majority_baseline(train_records, test_records) -> dict[str, Any]:
         out[head] = head_report(head, [r[head] for r in test_records], [majority] * len(test_records))
         out[head]["label"] = _key(majority)
     return out
-
-
-def cross_validate(
-    records: Sequence[dict[str, Any]],
-    backend: str = "sklearn",
-    folds: int = 5,
-    seed: int = 0,
-    rules: bool = True,
-    progress: Callable[[str, float], None] | None = None,
-    sentiment=None,
-    **params: Any,
-) -> dict[str, Any]:
-    """Stratified (by dispute type) k-fold CV of the whole triager; pooled out-of-fold metrics."""
-    from sklearn.model_selection import StratifiedKFold
-
-    from models.training import train_backend
-    from triage.triager import Triager
-
-    records = list(records)
-    strata = [f"{r['dispute_type']}|{r['urgency']}" for r in records]
-    counts = Counter(strata)
-    strata = [s if counts[s] >= folds else s.split("|")[0] for s in strata]
-    preds: list[Any] = [None] * len(records)
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    for k, (train, test) in enumerate(splitter.split(np.zeros(len(records)), strata)):
-        if progress:
-            progress(f"fold {k + 1}/{folds}", k / folds)
-        model = train_backend([records[i] for i in train], backend, sentiment=sentiment, **params)
-        triager = Triager(model, f"cv-fold-{k + 1}", max_chars=10**9)
-        for i, p in zip(test, triager.predict_many([records[i]["text"] for i in test])):
-            preds[i] = p
-    if progress:
-        progress("done", 1.0)
-    return score_predictions(records, preds, rules=rules)
 
 
 def format_report(report: dict[str, Any], title: str = "") -> str:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from triage.errors import Conflict, InvalidInput, ModelError, NotFound
+from triage.jobs.runner import DEFAULT_RUNNER, JobHandle, JobRunner
 from triage.settings import Settings
 from triage.taxonomy import HEADS, validate_label
 
@@ -363,12 +364,14 @@ class LearningLoop:
         cv_folds: int = CV_FOLDS,
         min_holdout: int = MIN_HOLDOUT,
         confirmed_weight: float = CONFIRMED_WEIGHT,
+        runner: JobRunner = DEFAULT_RUNNER,
     ):
         """``fit(texts, labels, weights, progress) -> backend`` trains a fresh backend
         (``fit_quick``, if given, the same recipe cheaper, for cross-validation only);
         ``prepare`` turns a text into the backend's input (e.g. ``triage.text.prepare``, run
         once per text and retrain, not once per fold);
-        ``load_triager(store, version)`` builds the Triager the service runs."""
+        ``load_triager(store, version)`` builds the Triager the service runs; ``runner``
+        runs the background retrain (:mod:`triage.jobs.runner`)."""
         if retrain_after < 1:
             raise InvalidInput(f"retrain_after_confirmations must be >= 1, got {retrain_after}")
         if cv_folds < 2:
@@ -394,7 +397,8 @@ class LearningLoop:
         self._activate_lock = threading.Lock()  # one promotion/rollback at a time
         self._jobs: dict[str, RetrainJob] = {}
         self._running: RetrainJob | None = None
-        self._thread: threading.Thread | None = None
+        self.runner = runner
+        self._task: JobHandle | None = None
         self.ledger = self.hooks.ledger or MemoryLedger()
 
     # ----------------------------------------------------------------- training
@@ -589,7 +593,7 @@ class LearningLoop:
     # ----------------------------------------------------------------- background
 
     def start_retrain(self, actor: str, trigger: str = "manual", min_new: int = 0) -> RetrainJob | None:
-        """Run :meth:`retrain` in a daemon thread; Conflict if one is already running here or
+        """Run :meth:`retrain` as a background job; Conflict if one is already running here or
         in another process. With ``min_new``, None (no job) unless at least that many
         confirmations arrived since the latest retrain's data cut-off."""
         with self._job_lock:
@@ -619,8 +623,7 @@ class LearningLoop:
             finally:
                 job.finished_at = _now()
 
-        self._thread = threading.Thread(target=run, name=f"retrain-{job.id}", daemon=True)
-        self._thread.start()
+        self._task = self.runner.submit(f"retrain-{job.id}", run)
         return job
 
     def job(self, job_id: str | None = None) -> RetrainJob | None:
@@ -634,9 +637,9 @@ class LearningLoop:
 
     def wait(self, timeout: float | None = None) -> RetrainJob | None:
         """Block until the running job ends (tests, CLI)."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        task = self._task
+        if task is not None:
+            task.join(timeout)
         return self._running
 
     def note_confirmations(self, count: int = 1, actor: str = "system") -> RetrainJob | None:

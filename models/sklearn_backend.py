@@ -102,7 +102,7 @@ def _fit_linear_head(X, y_idx: np.ndarray, k: int, C: float, weights) -> LinearH
     targets = [1] if k == 2 else range(k)
     for c in targets:
         yc = (y_idx == c).astype(int)
-        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", max_iter=1000)
+        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", dual=True, max_iter=1000)
         model.fit(X, yc, sample_weight=weights)
         rows_W.append(model.coef_[0])
         rows_b.append(model.intercept_[0])
@@ -196,6 +196,7 @@ class _ConstantHead:
 
 class SklearnBackend(ClassifierBackend):
     name = "sklearn"
+    supports_partial_labels = True  # a None label leaves a message out of that head (self-training)
 
     def __init__(self, **params: Any):
         unknown = set(params) - set(DEFAULT_PARAMS)
@@ -274,7 +275,12 @@ class SklearnBackend(ClassifierBackend):
         for i, head in enumerate(heads):
             if progress:
                 progress(f"head {head}", (i + 0.1) / len(heads))
-            y = np.array([_label_key(v) for v in labels[head]], dtype=object)
+            # A label of None leaves the message out of this head (a pseudo-label the
+            # self-training step was not sure enough of); its words still shape the features.
+            rows = np.array([v is not None for v in labels[head]])
+            if not rows.any():
+                raise ModelError(f"head {head!r} has no labels")
+            y = np.array([_label_key(v) for v in labels[head] if v is not None], dtype=object)
             classes = sorted(set(y.tolist()), key=lambda v: (str(type(v)), v))
             self.classes_[head] = classes
             if len(classes) == 1:
@@ -282,8 +288,10 @@ class SklearnBackend(ClassifierBackend):
                 self.temperatures[head] = 1.0
                 continue
             y_idx = np.array([classes.index(v) for v in y])
-            self.models[head] = self._fit_head(head, X, y_idx, weights)
-            self.temperatures[head] = self._calibrate(head, X, y_idx, weights)
+            Xh = X if rows.all() else X[np.flatnonzero(rows)]
+            wh = None if weights is None else weights[rows]
+            self.models[head] = self._fit_head(head, Xh, y_idx, wh)
+            self.temperatures[head] = self._calibrate(head, Xh, y_idx, wh)
         self._index_weights()
         if progress:
             progress("done", 1.0)

@@ -4,18 +4,28 @@ Layout under ``root``::
 
     CURRENT                      the current version id (replaced atomically)
     <version>/manifest.json      who wrote it, backend, data hash, metrics, status, file hashes
+    <version>/manifest.sig       HMAC-SHA256 of the manifest (canonical JSON) with the signing key
     <version>/backend/...        the backend's own files
 
-Why so strict: a model file is code-adjacent (it decides urgency and routing), so the
-store loads only folders it wrote itself, whose files still hash to what the manifest
-recorded, and says exactly why it refuses anything else. Writes go to a temporary
-folder that is renamed into place, so a crash never leaves a half-written version.
+Why so strict: a model file is code-adjacent (it decides urgency and routing, and a
+pickle runs code when loaded), so the store loads only folders it wrote itself, whose files
+still hash to what the manifest recorded (integrity) and whose manifest carries a valid
+signature made with a key kept outside the store (authenticity: someone who edits the
+files and recomputes the hashes cannot sign without the key). It says exactly why it
+refuses anything else. Writes go to a temporary folder that is renamed into place, so a
+crash never leaves a half-written version.
+
+The signing key (:func:`signing_key`): ``TRIAGE_MODEL_SIGNING_KEY`` if set, else the file
+``TRIAGE_MODEL_SIGNING_KEY_FILE``, else ``model-signing.key`` beside the store folder
+(``var/model-signing.key`` by default), created with a random key on first use.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -29,6 +39,10 @@ from triage.errors import InvalidInput, ModelError, NotFound
 
 STORE_FORMAT = "complaint-triage-model/1"
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+SIGNATURE_SCHEME = "hmac-sha256"
+KEY_FILE_NAME = "model-signing.key"
+MIN_KEY_CHARS = 16
 CURRENT = "CURRENT"
 BACKEND_DIR = "backend"
 _PROTECTED_FIELDS = {"format", "version", "backend", "files", "created"}
@@ -62,6 +76,64 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+log = logging.getLogger(__name__)
+
+
+def _canonical(manifest: dict[str, Any]) -> bytes:
+    """The bytes a signature covers: the manifest as sorted, compact UTF-8 JSON."""
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+
+
+def sign_manifest(manifest: dict[str, Any], key: bytes) -> str:
+    """``hmac-sha256:<hex>`` over the canonical manifest."""
+    return f"{SIGNATURE_SCHEME}:" + hmac.new(key, _canonical(manifest), hashlib.sha256).hexdigest()
+
+
+def _key_inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def signing_key(root: Path | str) -> bytes:
+    """The model-signing key for the store at ``root`` (see the module docstring).
+
+    A key file that does not exist yet is created with 32 random bytes (mode 0600); a key
+    file inside the store itself is refused, since it would travel with the models it vouches for.
+    """
+    from triage.settings import get_settings
+
+    settings = get_settings()
+    root = Path(root)
+    if settings.model_signing_key is not None:
+        key = settings.model_signing_key.get_secret_value().strip()
+        if len(key) < MIN_KEY_CHARS:
+            raise ModelError(f"TRIAGE_MODEL_SIGNING_KEY must be at least {MIN_KEY_CHARS} characters long")
+        return key.encode("utf-8")
+    path = Path(settings.model_signing_key_file) if settings.model_signing_key_file else root.parent / KEY_FILE_NAME
+    if _key_inside(path, root):
+        raise ModelError(f"the model signing key file {path} lies inside the model store {root}; keep it outside")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process created it meanwhile
+        else:
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(secrets.token_hex(32) + "\n")
+            log.warning("created a new model signing key in %s; models signed with another key will be refused", path)
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ModelError(f"cannot read the model signing key file {path} ({exc})") from None
+    if len(key) < MIN_KEY_CHARS:
+        raise ModelError(f"the model signing key file {path} holds fewer than {MIN_KEY_CHARS} characters")
+    return key.encode("utf-8")
+
+
 def new_version_id() -> str:
     """Sortable by creation time, unique across concurrent writers: v20260101-120000-3fa2c1."""
     return datetime.now(timezone.utc).strftime("v%Y%m%d-%H%M%S-") + secrets.token_hex(3)
@@ -70,8 +142,31 @@ def new_version_id() -> str:
 class ModelStore:
     """Model versions under ``root`` (by default ``Settings.effective_model_dir``)."""
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, signing_key: bytes | str | None = None):
+        """``signing_key``: the HMAC key; default :func:`signing_key` (settings or key file), read when first needed."""
         self.root = Path(root)
+        if isinstance(signing_key, str):
+            signing_key = signing_key.encode("utf-8")
+        if signing_key is not None and len(signing_key) < MIN_KEY_CHARS:
+            raise ModelError(f"a model signing key must be at least {MIN_KEY_CHARS} characters long")
+        self._key = signing_key
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = signing_key(self.root)
+        return self._key
+
+    def _write_signed(self, folder: Path, manifest: dict[str, Any], atomic: bool) -> None:
+        """Write the manifest and its signature (over exactly what a reader will parse)."""
+        text = json.dumps(manifest, ensure_ascii=False, indent=1, default=str)
+        signature = sign_manifest(json.loads(text), self.key) + "\n"
+        if atomic:
+            _atomic_write_text(folder / MANIFEST, text)
+            _atomic_write_text(folder / SIGNATURE, signature)
+        else:
+            (folder / MANIFEST).write_text(text, encoding="utf-8")
+            (folder / SIGNATURE).write_text(signature, encoding="utf-8")
 
     # ------------------------------------------------------------------ writing
 
@@ -98,7 +193,7 @@ class ModelStore:
                 **extra,
                 "files": _hash_tree(tmp / BACKEND_DIR),
             }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+            self._write_signed(tmp, manifest, atomic=False)
             os.replace(tmp, self.root / version)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -106,7 +201,7 @@ class ModelStore:
         return version
 
     def set_current(self, version: str) -> None:
-        """Point CURRENT at ``version`` after checking it loads cleanly (files and hashes)."""
+        """Point CURRENT at ``version`` after checking it loads cleanly (signature, files and hashes)."""
         self.verify(version)
         _atomic_write_text(self.root / CURRENT, version + "\n")
 
@@ -115,9 +210,20 @@ class ModelStore:
         clash = _PROTECTED_FIELDS & set(fields)
         if clash:
             raise ModelError(f"manifest fields {', '.join(sorted(clash))} cannot be changed")
-        manifest = self.read_manifest(version)
+        manifest = self.verify_signature(version)
         manifest.update(fields)
-        _atomic_write_text(self._folder(version) / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1, default=str))
+        self._write_signed(self._folder(version), manifest, atomic=True)
+        return manifest
+
+    def sign(self, version: str) -> dict[str, Any]:
+        """Sign ``version`` with this store's key after checking its files against its hashes.
+
+        For a model that predates signing or was signed with a key since replaced: the
+        operator vouches for it (``triage models sign``). A tampered one still fails the hashes.
+        """
+        manifest = self.read_manifest(version)
+        self._check_files(version, manifest)
+        self._write_signed(self._folder(version), manifest, atomic=True)
         return manifest
 
     # ------------------------------------------------------------------ reading
@@ -156,9 +262,35 @@ class ModelStore:
             raise ModelError(f"{path} lists no files; the store always records their hashes")
         return manifest
 
-    def verify(self, version: str) -> dict[str, Any]:
-        """Check that the files of ``version`` are exactly those the manifest hashed."""
+    def verify_signature(self, version: str) -> dict[str, Any]:
+        """The manifest of ``version`` if its signature is valid for this store's key."""
         manifest = self.read_manifest(version)
+        path = self._folder(version) / SIGNATURE
+        try:
+            found = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise ModelError(
+                f"model version {version} refused: it is not signed (no {SIGNATURE}); if you trust it, "
+                f"sign it with `triage models sign {version}`, or train a new model"
+            ) from None
+        except OSError as exc:
+            raise ModelError(f"model version {version} refused: cannot read {path} ({exc})") from None
+        if not found.startswith(f"{SIGNATURE_SCHEME}:"):
+            raise ModelError(f"model version {version} refused: {path} is not a {SIGNATURE_SCHEME} signature")
+        if not hmac.compare_digest(found, sign_manifest(manifest, self.key)):
+            raise ModelError(
+                f"model version {version} refused: wrong signature (the manifest was changed after signing, "
+                f"or it was signed with another key than this installation's)"
+            )
+        return manifest
+
+    def verify(self, version: str) -> dict[str, Any]:
+        """Check the signature of ``version`` and that its files are exactly those the manifest hashed."""
+        manifest = self.verify_signature(version)
+        self._check_files(version, manifest)
+        return manifest
+
+    def _check_files(self, version: str, manifest: dict[str, Any]) -> None:
         backend_dir = self._folder(version) / BACKEND_DIR
         found = _hash_tree(backend_dir) if backend_dir.is_dir() else {}
         expected: dict[str, str] = manifest["files"]
@@ -174,7 +306,6 @@ class ModelStore:
             problems.append(f"hash mismatch (changed after saving): {', '.join(changed)}")
         if problems:
             raise ModelError(f"model version {version} refused: " + "; ".join(problems))
-        return manifest
 
     def load(self, version: str | None = None) -> tuple[ClassifierBackend, dict[str, Any]]:
         """The backend and manifest of ``version`` (default: current), verified first."""

@@ -211,13 +211,20 @@ def train_backend(
     sample_weight: Sequence[float] | None = None,
     progress: ProgressFn | None = None,
     sentiment=None,
+    unlabeled: Sequence[str] | None = None,
+    self_training=None,
+    report: Callable[[str], None] | None = None,
     **params: Any,
 ) -> ClassifierBackend:
     """Fit a fresh backend of the registered name ``backend`` on labeled ``records``.
 
     ``sentiment`` (a fitted SentimentModel) adds the corpora's weak signal to backends
-    that support it.
+    that support it. ``unlabeled`` texts (the installation's message history) are used by
+    self-training (:mod:`models.history`, settings in ``self_training``) where the backend
+    supports it.
     """
+    from models.history import SelfTraining, self_train, supports_partial_labels
+
     if not records:
         raise ModelError("no labeled records to train on")
     missing = [h for h in HEADS if any(h not in r for r in records)]
@@ -225,13 +232,26 @@ def train_backend(
         raise ModelError(f"every training record needs the labels {', '.join(missing)}")
     if sample_weight is not None and len(sample_weight) != len(records):
         raise ModelError(f"{len(sample_weight)} sample weights for {len(records)} records")
-    model = get_backend_class(backend)(**params)
-    for part in getattr(model, "members", [model]):  # an ensemble passes it to its members
-        if sentiment is not None and hasattr(part, "sentiment"):
-            part.sentiment = sentiment
-    texts = [r["text"] for r in records]
+    backend_cls = get_backend_class(backend)
+
+    def fit(inputs, labels, weights, fit_progress):
+        model = backend_cls(**params)
+        for part in getattr(model, "members", [model]):  # an ensemble passes it to its members
+            if sentiment is not None and hasattr(part, "sentiment"):
+                part.sentiment = sentiment
+        return model.fit(inputs, labels, sample_weight=weights, progress=fit_progress)
+
+    texts: list[Any] = [r["text"] for r in records]
     labels = {h: [r[h] for r in records] for h in HEADS}
-    return model.fit(texts, labels, sample_weight=sample_weight, progress=progress)
+    if not unlabeled:
+        return fit(texts, labels, sample_weight, progress)
+    history: list[Any] = list(unlabeled)
+    if supports_partial_labels(backend_cls):  # both rounds see the same texts: prepare them once
+        from triage.text import prepare
+
+        texts, history = [prepare(t) for t in texts], [prepare(t) for t in history]
+    return self_train(fit, texts, labels, sample_weight, history, self_training or SelfTraining(),
+                      progress=progress, report=report)
 
 
 def train_default(
@@ -243,15 +263,21 @@ def train_default(
     progress: ProgressFn | None = None,
     report: Callable[[str], None] | None = None,
     corpora: Path | str | None | bool = None,
+    confirmed_paths: Sequence[Path | str] | None = None,
+    unlabeled_paths: Sequence[Path | str] | None = None,
 ) -> str:
     """Train on ``datasets/seed`` (or ``data_paths``), save a version, make it current.
 
-    ``corpora``: folder of real review corpora for the sentiment signal (default
-    ``../shared/data/corpora`` when it exists; ``False`` to train without). The model
-    trains fine without them. ``cv_folds`` > 1 adds k-fold cross-validation metrics to
-    the manifest (slower). Returns the new version id.
+    ``confirmed_paths``: labeled JSONL trained with the same recipe as a retrain from
+    reviewers' labels (each weighs ``TRIAGE_CONFIRMED_WEIGHT`` seed messages).
+    ``unlabeled_paths``: JSONL (``text``) or CSV (``review``/``text``) of the installation's
+    own messages, used by self-training (at most ``TRIAGE_HISTORY_LIMIT`` of them).
+    ``corpora``: folder of labeled review corpora for the optional sentiment signal (off
+    unless ``TRIAGE_CORPORA_DIR`` or this names one; ``False`` to train without).
+    ``cv_folds`` > 1 adds k-fold cross-validation metrics to the manifest (slower).
+    Returns the new version id.
     """
-    from models.evaluation import cross_validate
+    from models.history import read_unlabeled
     from models.store import ModelStore
     from triage.settings import get_settings
 
@@ -263,11 +289,28 @@ def train_default(
         say(f"skipped {problem}")
     if not records:
         raise ModelError(f"no usable labeled records in {', '.join(map(str, paths))}")
+    weights = None
+    confirmed: list[dict[str, Any]] = []
+    if confirmed_paths:
+        confirmed, bad = load_labeled(list(confirmed_paths))
+        for problem in bad:
+            say(f"skipped {problem}")
+        if not confirmed:
+            raise ModelError(f"no usable confirmed records in {', '.join(map(str, confirmed_paths))}")
+        say(f"{len(confirmed)} confirmed labels, each weighing {settings.confirmed_weight:g} seed messages")
+        weights = [1.0] * len(records) + [settings.confirmed_weight] * len(confirmed)
+    history: list[str] = []
+    if unlabeled_paths and settings.history_limit > 0:
+        history = read_unlabeled(unlabeled_paths, limit=settings.history_limit, report=say)
+        say(f"{len(history)} unlabeled messages for self-training")
+    labeled = records + confirmed
     sentiment = None
     if corpora is not False and settings.backend in ("sklearn", "ensemble"):
         sentiment = fit_sentiment(corpora or None, report=say)
-    say(f"training {settings.backend} on {len(records)} messages from {', '.join(map(str, paths))}")
-    backend = train_backend(records, settings.backend, progress=progress, sentiment=sentiment)
+    say(f"training {settings.backend} on {len(labeled)} messages from {', '.join(map(str, paths))}"
+        + (" and the confirmed labels" if confirmed else ""))
+    backend = train_backend(labeled, settings.backend, sample_weight=weights, progress=progress,
+                            sentiment=sentiment, unlabeled=history, report=say)
     metrics: dict[str, Any] = {}
     if cv_folds and cv_folds > 1:
         say(f"{cv_folds}-fold cross-validation")
@@ -277,10 +320,12 @@ def train_default(
     version = store.save(
         backend,
         {
-            "data_hash": data_hash(records),
+            "data_hash": data_hash(labeled),
             "metrics": metrics,
             "training": {
                 "records": len(records),
+                "confirmed": len(confirmed),
+                "unlabeled_history": len(history),
                 "skipped_lines": len(problems),
                 "paths": [str(p) for p in paths],
                 "labels": label_counts(records),
@@ -291,3 +336,38 @@ def train_default(
     if set_current:
         store.set_current(version)
     return version
+
+
+def cross_validate(
+    records: Sequence[dict[str, Any]],
+    backend: str = "sklearn",
+    folds: int = 5,
+    seed: int = 0,
+    rules: bool = True,
+    progress: Callable[[str, float], None] | None = None,
+    sentiment=None,
+    **params: Any,
+) -> dict[str, Any]:
+    """Stratified (by dispute type) k-fold CV of the whole triager; pooled out-of-fold metrics."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    from models.evaluation import score_predictions
+    from triage.triager import Triager
+
+    records = list(records)
+    strata = [f"{r['dispute_type']}|{r['urgency']}" for r in records]
+    counts = Counter(strata)
+    strata = [s if counts[s] >= folds else s.split("|")[0] for s in strata]
+    preds: list[Any] = [None] * len(records)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for k, (train, test) in enumerate(splitter.split(np.zeros(len(records)), strata)):
+        if progress:
+            progress(f"fold {k + 1}/{folds}", k / folds)
+        model = train_backend([records[i] for i in train], backend, sentiment=sentiment, **params)
+        triager = Triager(model, f"cv-fold-{k + 1}", max_chars=10**9)
+        for i, p in zip(test, triager.predict_many([records[i]["text"] for i in test])):
+            preds[i] = p
+    if progress:
+        progress("done", 1.0)
+    return score_predictions(records, preds, rules=rules)

@@ -1,7 +1,7 @@
 """The review UI: a Gradio Blocks app mounted on the FastAPI app at ``/review``.
 
 Thin on purpose: every handler checks the logged-in user's role, calls one function of
-:class:`triage.review.ReviewService` or :class:`models.learning.LearningLoop`, and renders
+:class:`triage.contexts.review.ReviewService` or :class:`models.learning.LearningLoop`, and renders
 with :mod:`review_ui.render` (which escapes all message text). Users log in with their
 user name and one of their API keys; only active users with the role ``reviewer`` or
 ``admin`` get in, and only ``admin`` users who hold an admin-scope key may retrain,
@@ -18,8 +18,8 @@ import gradio as gr
 
 from review_ui import charts, render
 from triage.errors import Conflict, TriageError
-from triage.review import REVIEW_ROLES, QueueFilters
-from triage.storage import utcnow
+from triage.contexts.review import REVIEW_ROLES, QueueFilters
+from triage.clock import utcnow
 from triage.taxonomy import DISPUTE_TYPES, EMOTIONS, GRADE_NAMES
 
 ANY = "(any)"
@@ -63,7 +63,7 @@ def _none_if_any(value: str | None) -> str | None:
 
 
 def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
-    """The Blocks app; ``get_context()`` returns the running :class:`triage.review.ReviewContext`."""
+    """The Blocks app; ``get_context()`` returns the running :class:`triage.contexts.review.ReviewContext`."""
 
     def role_of(request: gr.Request | None, admin: bool = False) -> str:
         """The logged-in user's name, after checking they may still review (or change models)."""

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import PROJECT_ROOT, Settings
-from triage.storage import Base, Database
+from triage.store import Base, Database
 
 from conftest import skip_unless_ci
 

@@ -17,7 +17,7 @@ from models.training import load_labeled
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import PROJECT_ROOT, Settings
-from triage.storage import Database
+from triage.store import Database
 from triage.taxonomy import HEADS
 from triage.triager import Triager
 

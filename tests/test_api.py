@@ -21,7 +21,7 @@ pytest_plugins = ["fixtures_db"]  # database fixtures over SQLite and PostgreSQL
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import Settings
-from triage.storage import Case, Database, Message
+from triage.store import Case, Database, Message
 
 H = 3600
 
@@ -295,6 +295,6 @@ def test_create_app_from_settings_runs_migrations_and_background_threads(databas
     app = create_app(settings, models=tiny_triager)
     with TestClient(app) as c:
         assert c.get("/readyz").status_code == 200
-        assert app.state.monitor._thread is not None and app.state.monitor._thread.is_alive()
-        assert app.state.dispatcher._thread is not None and app.state.dispatcher._thread.is_alive()
-    assert app.state.monitor._thread is None and app.state.dispatcher._thread is None
+        assert app.state.monitor._job is not None and app.state.monitor._job.alive
+        assert app.state.dispatcher._job is not None and app.state.dispatcher._job.alive
+    assert app.state.monitor._job is None and app.state.dispatcher._job is None

@@ -163,9 +163,9 @@ def test_escalation_threshold_comes_from_the_settings(trained, monkeypatch):
 
 
 def test_training_progress_prints_each_stage_but_not_every_batch(capsys):
-    from triage.cli import _stage_progress
+    from triage.cli.common import stage_progress
 
-    report = _stage_progress()
+    report = stage_progress()
     report("featurise", 0.0)
     for step in range(1, 201):  # a fine-tuning epoch reports every batch
         report("fine-tune epoch 1/2", step / 200)

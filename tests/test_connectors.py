@@ -24,10 +24,10 @@ from api.app import create_app
 
 pytest_plugins = ["fixtures_db"]  # database fixtures over SQLite and PostgreSQL
 from triage.connectors import Ignored, from_chatwoot, from_zammad, html_to_text, json_pointer
-from triage.review import ReviewService
-from triage.storage import Case, ConnectorRef, Message, WebhookAttempt, WebhookDelivery
-from triage.webhooks import WebhookDispatcher
-from triage.writeback import HelpdeskAccess
+from triage.contexts.review import ReviewService
+from triage.jobs.helpdesk import HelpdeskAccess
+from triage.jobs.webhooks import WebhookDispatcher
+from triage.store.tables import Case, ConnectorRef, Message, WebhookAttempt, WebhookDelivery
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CW_SECRET, ZM_SECRET = "cw-webhook-secret", "zm-signature-token"
@@ -183,7 +183,7 @@ def dispatcher_for(service, clock) -> WebhookDispatcher:
 
 
 def expected_tags(case: dict, prefix: str = "triage:") -> list[str]:
-    """What the helpdesk should show, spelled out from the case (not from triage.writeback)."""
+    """What the helpdesk should show, spelled out from the case (not from triage.contexts.writeback)."""
     tags = [prefix + case["dispute_type"], f"{prefix}grade-{case['grade']}"]
     if case["emotion"] in ("upset", "angry"):
         tags.append(prefix + case["emotion"])
@@ -566,7 +566,10 @@ def test_json_pointer_escapes_and_arrays():
     doc = {"a/b": {"m~n": [10, {"x": 1}]}}
     assert json_pointer(doc, "/a~1b/m~0n/1/x") == 1
     assert json_pointer(doc, "/a~1b/m~0n/0") == 10
-    assert json_pointer(doc, "/a~1b/m~0n/5") is not 10 and json_pointer(doc, "/nope") is json_pointer(doc, "/x/y")
+    from triage.connectors import _MISSING
+
+    for absent in ("/a~1b/m~0n/5", "/a~1b/m~0n/x", "/nope", "/x/y", "/a~1b/m~0n/0/deeper"):
+        assert json_pointer(doc, absent) is _MISSING, absent
 
 
 def test_html_to_text_keeps_lines_and_drops_markup():

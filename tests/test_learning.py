@@ -315,7 +315,7 @@ def test_retrain_promote_rollback_with_the_real_service_and_cli(tmp_path, monkey
 
     from review_fixtures import make_service, make_settings, train_tiny_model
     from triage.cli import app as cli
-    from triage.review import ReviewContext
+    from triage.contexts.review import ReviewContext
     from triage.settings import get_settings
 
     settings = make_settings(tmp_path, per_type=12, retrain_after_confirmations=1000)

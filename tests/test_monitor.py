@@ -12,11 +12,11 @@ from sqlalchemy import func, select
 from fixtures_db import T0
 
 pytest_plugins = ["fixtures_db"]  # database fixtures over SQLite and PostgreSQL
-from triage.monitor import SlaMonitor
+from triage.jobs.sla_monitor import SlaMonitor
 from triage.policy import DEFAULT_POLICY_PATH, Policy
 from triage.service import TriageService
 from triage.settings import Settings
-from triage.storage import Database, SlaEvent, WebhookDelivery
+from triage.store import Database, SlaEvent, WebhookDelivery
 
 H = timedelta(hours=1)
 

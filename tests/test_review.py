@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from triage.errors import Conflict, InvalidInput, NotFound
-from triage.review import QueueFilters, ReviewService
-from triage.storage import AuditEntry, Case, Database, Message, Prediction, ReviewDecision, SlaEvent, utcnow
+from triage.contexts.review import QueueFilters, ReviewService
+from triage.store import AuditEntry, Case, Database, Message, Prediction, ReviewDecision, SlaEvent, utcnow
 
 from conftest import skip_unless_ci
 from review_fixtures import make_service, make_settings, train_tiny_model
@@ -290,10 +290,11 @@ def test_review_and_model_routes(db_url, tmp_path, model_store):
 
     from api.app import create_app
     from models.learning import wait_for_job
-    from models.store import ModelStore
+    from models.store import KEY_FILE_NAME, ModelStore
 
     store = ModelStore(tmp_path / "models")  # a private copy: this test adds versions
     shutil.copytree(model_store.root, store.root)
+    shutil.copy(model_store.root.parent / KEY_FILE_NAME, store.root.parent / KEY_FILE_NAME)  # its signing key
     settings = make_settings(tmp_path / "svc", database_url=db_url, per_type=12, model_dir=store.root)
     service = make_service(settings, store)
     app = create_app(settings, service=service, background=False)
@@ -412,11 +413,12 @@ def test_auto_retrain_count_survives_restarts_and_one_process_retrains(db_url, t
     import threading
 
     from models.learning import backend_fitter
-    from models.store import ModelStore
-    from triage.review import ReviewContext
+    from models.store import KEY_FILE_NAME, ModelStore
+    from triage.contexts.review import ReviewContext
 
     store = ModelStore(tmp_path / "models")
     shutil.copytree(model_store.root, store.root)
+    shutil.copy(model_store.root.parent / KEY_FILE_NAME, store.root.parent / KEY_FILE_NAME)  # its signing key
     settings = make_settings(tmp_path / "svc", database_url=db_url, per_type=8, model_dir=store.root,
                              retrain_after_confirmations=3)
     release = threading.Event()
@@ -460,7 +462,7 @@ def test_auto_retrain_count_survives_restarts_and_one_process_retrains(db_url, t
 
 def test_a_crashed_retrain_claim_expires(service):
     """A process that died mid-retrain never ends its claim; after the lease it counts again."""
-    from triage.service import RETRAIN_LEASE
+    from triage.contexts.retraining import RETRAIN_LEASE
 
     cases = [ingest(service, 60 + i, t) for i, t in enumerate(["摄像头黑屏开不了机", "客服一直不回复"])]
     for case_id in cases:
@@ -485,7 +487,7 @@ def test_review_ui_access_needs_the_role_and_model_changes_an_admin_scope_key(se
     """The UI session knows its user, not its key: model changes need role admin and an
     unrevoked admin-scope key (the API's rule for promote/rollback/retrain)."""
     from triage.errors import Forbidden, Unauthorized
-    from triage.review import ReviewContext
+    from triage.contexts.review import ReviewContext
 
     context = ReviewContext(service, model_store, service.settings)
     service.create_user("sam", "reviewer")

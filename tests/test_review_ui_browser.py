@@ -171,7 +171,7 @@ def test_review_flow_in_the_browser(browser, server):
     page.locator("#confirm-btn").click()
     page.wait_for_function("document.querySelector('#review-status').innerText.includes('Conflict')", timeout=15000)
     with service.db.session() as s:
-        from triage.storage import ReviewDecision
+        from triage.store import ReviewDecision
 
         assert [d.reviewer for d in s.query(ReviewDecision).filter_by(case_id=cases[3])] == ["sam"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from review_ui.app import login
 from triage.errors import Unauthorized
-from triage.service import Principal
+from triage.contexts.accounts import Principal
 
 KEYS = {
     "k-review": Principal(user="ann", role="reviewer", scopes=["review"]),

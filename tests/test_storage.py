@@ -20,7 +20,7 @@ from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthori
 from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import Settings
-from triage.storage import ApiKey, AuditEntry, Base, Case, Database, Message, ReviewDecision, WebhookDelivery
+from triage.store import ApiKey, AuditEntry, Base, Case, Database, Message, ReviewDecision, WebhookDelivery
 
 H = timedelta(hours=1)
 
@@ -28,7 +28,7 @@ H = timedelta(hours=1)
 def _head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    from triage.storage import alembic_config
+    from triage.store.database import alembic_config
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
@@ -473,7 +473,7 @@ def test_processes_opening_a_new_sqlite_file_together(tmp_path):
     go = tmp_path / "go"
     child = (
         "import sys, time, pathlib\n"
-        "from triage.storage import Database\n"
+        "from triage.store import Database\n"
         "go = pathlib.Path(sys.argv[2])\n"
         "while not go.exists(): time.sleep(0.001)\n"
         "db = Database('sqlite:///' + sys.argv[1])\n"

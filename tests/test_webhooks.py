@@ -15,8 +15,9 @@ from sqlalchemy import select
 from fixtures_db import T0
 
 pytest_plugins = ["fixtures_db"]  # database fixtures over SQLite and PostgreSQL
-from triage.storage import Database, WebhookAttempt, WebhookDelivery
-from triage.webhooks import WebhookDispatcher, enqueue, sign, verify_signature
+from triage.jobs.webhooks import WebhookDispatcher, sign, verify_signature
+from triage.store import Database, WebhookAttempt, WebhookDelivery
+from triage.store.outbox import enqueue
 
 SECRET = "test-secret"
 

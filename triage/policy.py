@@ -8,19 +8,26 @@ which tier owns the case, which specialist teams join, and which hints the agent
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from triage.clock import SlaClock, WorkingCalendar
+from triage.clock import SlaClock, WorkingCalendar, public_calendar
 from triage.errors import PolicyError
 from triage.taxonomy import DISPUTE_TYPES, URGENCIES
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "policy" / "default.toml"
+# Years of public holidays read from the holidays package, around the current year: cases
+# are re-graded from their receipt time, and deadlines run up to about three years ahead.
+HOLIDAY_YEARS_BACK, HOLIDAY_YEARS_AHEAD = 5, 3
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -32,8 +39,21 @@ class ClockSpec(_Strict):
     timezone: str = "Asia/Shanghai"
     workdays: list[int] = [1, 2, 3, 4, 5]
     hours: tuple[time, time] = (time(9), time(18))
+    # Public holidays and 调休 from the holidays package for this ISO country code; "none":
+    # only the dates below. The dates below win over the package (company days, corrections).
+    holiday_calendar: str = "CN"
     holidays: list[date] = []
     extra_workdays: list[date] = []
+    # Years for which the dates above are complete (e.g. a new year's State Council notice
+    # typed in before the package has it); added to the years the package knows officially.
+    covered_years: list[int] = []
+
+    @model_validator(mode="after")
+    def _no_day_both_ways(self):
+        both = sorted(set(self.holidays) & set(self.extra_workdays))
+        if both:
+            raise ValueError(f"clock: {', '.join(map(str, both))} listed both as holiday and as extra working day")
+        return self
 
 
 class SlaRule(_Strict):
@@ -172,15 +192,43 @@ class Policy:
         self.spec = spec
         self.source = source
         c = spec.clock
+        own_holidays, own_workdays = frozenset(c.holidays), frozenset(c.extra_workdays)
+        holidays, workdays = own_holidays, own_workdays
+        covered = set(c.covered_years) | {d.year for d in own_holidays | own_workdays}
+        self.holiday_source = "policy file only"
+        if c.holiday_calendar.lower() != "none":
+            this_year = date.today().year
+            public = public_calendar(
+                c.holiday_calendar, range(this_year - HOLIDAY_YEARS_BACK, this_year + HOLIDAY_YEARS_AHEAD + 1)
+            )
+            # The file wins: its working days remove package holidays and the reverse.
+            holidays = (public.holidays - own_workdays) | own_holidays
+            workdays = (public.make_up_workdays - own_holidays) | own_workdays
+            covered = set(c.covered_years) | set(public.official_years)
+            self.holiday_source = f"holidays {public.package_version} ({public.country}) + policy file"
         calendar = WorkingCalendar(
             timezone=c.timezone,
             workdays=frozenset(c.workdays),
             start=c.hours[0],
             end=c.hours[1],
-            holidays=frozenset(c.holidays),
-            extra_workdays=frozenset(c.extra_workdays),
+            holidays=holidays,
+            extra_workdays=workdays,
+            covered_years=frozenset(covered),
         )
         self.clock = SlaClock(mode=c.mode, calendar=calendar)
+        self.warnings: list[str] = []
+        if c.mode == "business":
+            now_year = datetime.now(ZoneInfo(c.timezone)).year
+            missing = [y for y in (now_year, now_year + 1) if not calendar.covers(y)]
+            if missing:
+                self.warnings.append(
+                    f"policy {source}: the business-hours calendar ({self.holiday_source}) does not cover "
+                    f"{', '.join(map(str, missing))}: public holidays there are estimates and make-up working "
+                    f"days (调休) are unknown; add the official dates to [clock] holidays/extra_workdays and "
+                    f"list the year in covered_years"
+                )
+        for warning in self.warnings:
+            log.warning(warning)
         self._sla = {(r.type, r.grade): r for r in spec.sla}
 
     # ---- loading -----------------------------------------------------------------------

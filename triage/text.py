@@ -11,8 +11,7 @@ import logging
 import re
 import threading
 import unicodedata
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -71,126 +70,21 @@ def normalise(text: str) -> str:
 
 # --------------------------------------------------------------------------- masking
 
-PLACEHOLDERS = ("<PHONE>", "<ID>", "<BANKCARD>", "<EMAIL>", "<ADDRESS>")
-_PLACEHOLDER_RE = re.compile(r"(<(?:PHONE|ID|BANKCARD|EMAIL|ADDRESS)>)")
+# The detectors live in triage/pii.py (measured by bench/bench_masking.py); this is the API.
+from triage.pii import PLACEHOLDERS, MaskedText, id_number_valid, luhn_valid  # noqa: E402,F401 (re-exported)
+from triage.pii import mask as _mask_pii  # noqa: E402
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
-_ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])(\d{17}[\dXx])(?![0-9A-Za-z])")
-# 13-19 digits, optionally in groups of 4 separated by one space or hyphen.
-_CARD_CANDIDATE = re.compile(r"(?<![\d\-])(\d{4}(?:[ \-]?\d{4}){2,3}(?:[ \-]?\d{1,3})?|\d{13,19})(?![\d\-])")
-_MOBILE = re.compile(r"(?<![\d+])(?:\+?86[ \-]?)?(1[3-9]\d(?:[ \-]?\d{4}){2})(?!\d)")
-_LANDLINE = re.compile(r"(?<![\d\-])(?:\(0\d{2,3}\)|0\d{2,3}-)\s?\d{7,8}(?:-\d{1,5})?(?![\d\-])")
-_ORDER_CONTEXT = re.compile(r"(?:订单|单号|运单|快递|物流|编号|流水号|工单|sn|SN|序列号|No\.?|NO\.?)[号码编是为:# ]{0,4}$")
-_HAN = r"[\u4e00-\u9fa5]"
-_ADDRESS = re.compile(
-    rf"(?:{_HAN}{{2,7}}?(?:省|自治区|市|区|县|旗|镇|乡|街道))*"
-    rf"{_HAN}{{1,12}}?(?:路|街|大道|巷|弄|胡同|村|小区|花园|公寓|大厦|广场|苑)"
-    r"[\dA-Za-z\-]{1,6}(?:号院|号楼|号|弄|栋|幢|单元|室)"
-    r"(?:[\dA-Za-z\-]{1,6}(?:号楼|号|栋|幢|单元|楼|层|室))*"
-)
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_ID_CHECK = "10X98765432"
-
-
-def id_number_valid(number: str) -> bool:
-    """GB 11643 check digit of an 18-character resident ID number."""
-    if len(number) != 18 or not number[:17].isdigit():
-        return False
-    total = sum(int(d) * w for d, w in zip(number[:17], _ID_WEIGHTS))
-    if _ID_CHECK[total % 11] != number[17].upper():
-        return False
-    month, day = int(number[10:12]), int(number[12:14])
-    return 1 <= month <= 12 and 1 <= day <= 31
-
-
-def luhn_valid(digits: str) -> bool:
-    """Luhn checksum, which every bank card number satisfies."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-@dataclass
-class MaskedText:
-    """Text with personal data replaced by typed placeholders, and how many of each."""
-
-    text: str
-    counts: dict[str, int] = field(default_factory=dict)  # placeholder type -> number replaced
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
-def _after_order_word(text: str, start: int) -> bool:
-    return bool(_ORDER_CONTEXT.search(text[max(0, start - 8) : start]))
+_PLACEHOLDER_RE = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + ")")
 
 
 def mask_personal_data(text: str) -> MaskedText:
-    """Replace phones, ID numbers, bank cards, e-mails and street addresses by placeholders.
+    """Replace phones, ID numbers, bank cards, e-mails, WeChat and QQ ids, street addresses
+    and person names in normalised ``text`` by typed placeholders (``<PHONE>``...).
 
     Order numbers stay: long digit strings are masked only when they pass the ID check
-    digit or (for cards) the Luhn check with a card-issuer prefix, and not right after a
-    word such as 订单号/单号/快递.
+    digit or (for cards) the Luhn check, and not right after a word such as 订单号/单号/快递.
     """
-    counts: Counter[str] = Counter()
-    if not any(ch.isdigit() or ch == "@" for ch in text) and not any(
-        k in text for k in ("路", "街", "巷", "弄", "村", "区", "苑", "院", "厦", "寓", "园", "场")
-    ):
-        return MaskedText(text, {})
-
-    def sub_email(m: re.Match) -> str:
-        counts["EMAIL"] += 1
-        return "<EMAIL>"
-
-    if "@" in text:
-        text = _EMAIL.sub(sub_email, text)
-
-    def sub_id(m: re.Match) -> str:
-        if id_number_valid(m.group(1)) and not _after_order_word(m.string, m.start()):
-            counts["ID"] += 1
-            return "<ID>"
-        return m.group(0)
-
-    def sub_card(m: re.Match) -> str:
-        digits = re.sub(r"[ \-]", "", m.group(1))
-        if (
-            13 <= len(digits) <= 19
-            and digits[0] in "3456"
-            and luhn_valid(digits)
-            and not _after_order_word(m.string, m.start())
-        ):
-            counts["BANKCARD"] += 1
-            return "<BANKCARD>"
-        return m.group(0)
-
-    def sub_mobile(m: re.Match) -> str:
-        if _after_order_word(m.string, m.start()):
-            return m.group(0)
-        counts["PHONE"] += 1
-        return "<PHONE>"
-
-    def sub_landline(m: re.Match) -> str:
-        counts["PHONE"] += 1
-        return "<PHONE>"
-
-    def sub_address(m: re.Match) -> str:
-        counts["ADDRESS"] += 1
-        return "<ADDRESS>"
-
-    if any(ch.isdigit() for ch in text):
-        text = _ID_CANDIDATE.sub(sub_id, text)
-        text = _CARD_CANDIDATE.sub(sub_card, text)
-        text = _MOBILE.sub(sub_mobile, text)
-        text = _LANDLINE.sub(sub_landline, text)
-        text = _ADDRESS.sub(sub_address, text)
-    return MaskedText(text, dict(counts))
+    return _mask_pii(text)
 
 
 # --------------------------------------------------------------------------- segmentation

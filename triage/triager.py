@@ -32,6 +32,19 @@ def _label_str(value: Any) -> str:
     return str(value)
 
 
+def grade_at_operating_point(p: np.ndarray, classes: Sequence[Any], threshold: float) -> list[int]:
+    """Column indexes of the grade per row: 一级 when P(一级) >= ``threshold``, otherwise the more
+    probable of the other grades. A missed 一级 costs far more than a false one (a 24-hour
+    instead of a 4-hour clock), so the policy may set this below the argmax's implicit point."""
+    classes = [int(c) for c in classes]
+    if 1 not in classes:
+        return p.argmax(axis=1).tolist()
+    urgent = classes.index(1)
+    others = p.copy()
+    others[:, urgent] = -1.0
+    return np.where(p[:, urgent] >= threshold, urgent, others.argmax(axis=1)).tolist()
+
+
 class Triager:
     """A loaded model plus the rules; cheap to call, safe to share between threads."""
 
@@ -43,6 +56,7 @@ class Triager:
         max_chars: int = DEFAULT_MAX_CHARS,
         top_k: int = 5,
         escalation_threshold: float = 0.5,  # the service passes TRIAGE_ESCALATION_THRESHOLD
+        urgent_threshold: float | None = None,  # TRIAGE_URGENT_THRESHOLD; None: the most probable grade
     ):
         missing = [h for h in HEADS if h not in backend.classes_]
         if missing:
@@ -54,6 +68,9 @@ class Triager:
         self.max_chars = max_chars
         self.top_k = top_k
         self.escalation_threshold = escalation_threshold
+        if urgent_threshold is not None and not 0 < urgent_threshold < 1:
+            raise InvalidInput(f"urgent_threshold must be in (0, 1), got {urgent_threshold}")
+        self.urgent_threshold = urgent_threshold
         self.manifest: dict[str, Any] = {}
 
     @classmethod
@@ -65,6 +82,7 @@ class Triager:
         settings = get_settings()
         kwargs.setdefault("max_chars", settings.max_text_chars)
         kwargs.setdefault("escalation_threshold", settings.escalation_threshold)
+        kwargs.setdefault("urgent_threshold", settings.urgent_threshold)
         triager = cls(backend, manifest["version"], **kwargs)
         triager.manifest = manifest
         return triager
@@ -110,6 +128,8 @@ class Triager:
             explanations = None
         classes = self.backend.classes_
         top = {h: np.asarray(proba[h]).argmax(axis=1).tolist() for h in HEADS}
+        if self.urgent_threshold is not None:
+            top["urgency"] = grade_at_operating_point(np.asarray(proba["urgency"]), classes["urgency"], self.urgent_threshold)
         keys = {h: [_label_str(c) for c in classes[h]] for h in HEADS}
         rounded = {h: np.round(np.asarray(proba[h], dtype=float), 4).tolist() for h in HEADS}
         out = []

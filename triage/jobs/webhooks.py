@@ -1,11 +1,11 @@
-"""Outbound webhooks: an outbox table filled inside the business transaction, and a
-dispatcher thread that delivers it.
+"""Outbound webhooks: the outbox (:mod:`triage.store.outbox`) is filled inside the business
+transaction, and this dispatcher job delivers it.
 
 Why an outbox: ingestion commits the case and its "triaged" event together and returns at
 once; delivery happens later on another thread, so a slow or dead receiver never blocks or
 fails ingestion, and no event is lost when the process restarts. Each delivery is
 HMAC-SHA256 signed, retried with exponential backoff, and every attempt is recorded.
-Helpdesk write-back calls (``triage.writeback``) travel through the same outbox: a row with
+Helpdesk write-back calls (queued by :mod:`triage.contexts.writeback`) travel through the same outbox: a row with
 a ``connector`` is sent with its own method and the connector's token instead of a signature.
 
 Several processes may run dispatchers against one database: a delivery is claimed with a
@@ -23,17 +23,16 @@ import hmac
 import json
 import logging
 import sys
-import threading
 import time
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
 
 from triage.clock import utcnow
-from triage.storage import Database, WebhookAttempt, WebhookDelivery
+from triage.jobs.runner import DEFAULT_RUNNER, JobHandle, JobRunner
+from triage.store.database import Database
+from triage.store.tables import WebhookAttempt, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +40,6 @@ log = logging.getLogger(__name__)
 class DeliveryError(Exception):
     """A delivery that could not be prepared (e.g. a helpdesk read before a write failed):
     recorded as a failed attempt and retried like a failed send."""
-
-EVENTS = ("triaged", "escalated", "warning", "breached", "reviewed")
-
-
-def enqueue(session: Session, event: str, url: str, payload: dict[str, Any], case_id: int | None = None,
-            now: datetime | None = None) -> WebhookDelivery:
-    """Add one delivery to the outbox in the caller's transaction."""
-    if event not in EVENTS:
-        raise ValueError(f"unknown webhook event {event!r}; expected one of {EVENTS}")
-    now = now or utcnow()
-    delivery = WebhookDelivery(event=event, case_id=case_id, url=url, payload=payload, status="pending",
-                               attempts=0, next_attempt_at=now, created_at=now)
-    session.add(delivery)
-    return delivery
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -91,6 +76,7 @@ class WebhookDispatcher:
         batch: int = 50,
         client: httpx.Client | None = None,
         now=utcnow,
+        runner: JobRunner = DEFAULT_RUNNER,
         helpdesk=None,
     ):
         self.db = db
@@ -103,11 +89,10 @@ class WebhookDispatcher:
         self.batch = batch
         self.client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
         self.now = now
-        # credentials and request bodies for helpdesk write-back rows (triage.writeback.HelpdeskAccess)
+        self.runner = runner
+        self._job: JobHandle | None = None
+        # credentials and request bodies for helpdesk write-back rows (triage.jobs.helpdesk.HelpdeskAccess)
         self.helpdesk = helpdesk
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after ``attempts`` failures: base * 2^(n-1), capped."""
@@ -203,29 +188,21 @@ class WebhookDispatcher:
                 log.exception("webhook delivery %s crashed", delivery_id)
         return len(claimed)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.run_once()
-            except Exception as exc:  # database down: try again later, keep the thread alive
-                print(f"webhook dispatcher: {exc.__class__.__name__}: {exc}", file=sys.stderr)
-                busy = 0
-            if not busy:
-                self._wake.wait(self.poll_interval_s)
-                self._wake.clear()
+    def _tick(self) -> int:
+        try:
+            return self.run_once()
+        except Exception as exc:  # database down: try again later, keep the job alive
+            print(f"webhook dispatcher: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+            return 0
 
     def start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="webhook-dispatcher", daemon=True)
-            self._thread.start()
+        if self._job is None or not self._job.alive:
+            self._job = self.runner.every("webhook-dispatcher", self.poll_interval_s, self._tick)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        if self._job is not None:
+            self._job.stop(timeout)
+            self._job = None
 
     def close(self) -> None:
         self.stop()

@@ -2,8 +2,9 @@
 
 After a case is triaged, and whenever its labels change (a reviewer's correction, a regrade
 by a new model), the connector's REST calls go into the webhook outbox in the same
-transaction; the dispatcher (``triage.webhooks``) delivers them with the connector's API
-token, retried with backoff, every attempt recorded. A slow or failing helpdesk therefore
+transaction; the dispatcher job (:mod:`triage.jobs.webhooks`, with
+:class:`triage.jobs.helpdesk.HelpdeskAccess`) delivers them with the connector's API token,
+retried with backoff, every attempt recorded. A slow or failing helpdesk therefore
 never slows ingestion.
 
 A conversation (Chatwoot) or ticket (Zammad) can hold several customer messages, each its
@@ -31,13 +32,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-import httpx
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from triage.connectors import CONNECTORS
-from triage.storage import Case, ConnectorRef, Message, WebhookDelivery
-from triage.webhooks import DeliveryError
+from triage.store.tables import Case, ConnectorRef, Message, WebhookDelivery
 
 OPEN = ("open", "pending")
 LABEL_FIELDS = ("dispute_type", "grade", "priority_grade", "emotion", "escalation", "vulnerable")
@@ -89,46 +88,6 @@ def zammad_calls(settings, refs: dict[str, Any], state: dict[str, Any],
     if priority_id is not None:
         calls.append(HelpdeskCall("PUT", f"{base}/tickets/{ticket}", {"priority_id": priority_id}, "priority"))
     return calls
-
-
-class HelpdeskAccess:
-    """What the dispatcher needs for a write-back row, read at delivery time from the settings:
-    the connector's credentials (tokens never enter the outbox) and the body to send."""
-
-    def __init__(self, settings):
-        self.settings = settings
-
-    def headers(self, connector: str) -> dict[str, str]:
-        token = getattr(self.settings, f"{connector}_api_token", "") if connector in CONNECTORS else ""
-        if not token:
-            raise DeliveryError(f"connector {connector!r} has no API token configured "
-                                f"(TRIAGE_{connector.upper()}_API_TOKEN)")
-        if connector == "chatwoot":
-            return {"api_access_token": token}
-        return {"Authorization": f"Token token={token}"}
-
-    def body(self, connector: str, url: str, payload: dict[str, Any], get) -> dict[str, Any]:
-        """The stored body, except for Chatwoot's labels call, which replaces all of a
-        conversation's labels: the labels it has now (read just before) that are not ours
-        are kept, so an agent's own labels survive."""
-        if connector != "chatwoot" or not url.endswith("/labels"):
-            return payload
-        try:
-            response = get(url)
-        except httpx.HTTPError as exc:
-            raise DeliveryError(f"reading the conversation's labels failed: {exc.__class__.__name__}: {exc}") from exc
-        if not 200 <= response.status_code < 300:
-            raise DeliveryError(f"reading the conversation's labels failed: HTTP {response.status_code}: "
-                                f"{response.text[:200]}")
-        try:
-            current = response.json().get("payload", [])
-        except (ValueError, AttributeError):
-            raise DeliveryError("reading the conversation's labels failed: not a JSON object") from None
-        prefix = self.settings.chatwoot_tag_prefix
-        ours = list(payload.get("labels", []))
-        kept = [label for label in current if isinstance(label, str) and not label.startswith(prefix)
-                and label not in ours]
-        return {**payload, "labels": kept + ours}
 
 
 def slot_of(delivery: WebhookDelivery) -> str:

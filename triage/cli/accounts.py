@@ -1,8 +1,7 @@
-"""``triage serve``, ``triage users ...`` and ``triage keys ...``: run the HTTP service and
-give a new installation its first users and API keys.
+"""``triage users ...`` and ``triage keys ...``: give a new installation its first users and
+API keys.
 
-Registered on the main CLI by one import line in ``triage/cli.py``. Keys are printed once,
-on stdout (so ``KEY=$(triage keys create desk --scope ingest)`` works); only their SHA-256
+Registered in :mod:`triage.cli`. Keys are printed once, on stdout (so ``KEY=$(triage keys create desk --scope ingest)`` works); only their SHA-256
 is stored.
 """
 
@@ -13,57 +12,13 @@ from typing import Optional
 
 import typer
 
-from triage.cli import app, err, fail
+from triage.cli.common import err, fail, open_service
 from triage.errors import TriageError
 
 users_app = typer.Typer(help="Create and list users (people and integrations that own API keys).",
                         no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys (scopes: ingest, review, admin).",
                        no_args_is_help=True)
-app.add_typer(users_app, name="users")
-app.add_typer(keys_app, name="keys")
-
-
-def _service():
-    from triage.service import TriageService
-    from triage.settings import get_settings
-
-    return TriageService.from_settings(get_settings())
-
-
-@app.command()
-def serve(
-    host: Optional[str] = typer.Option(None, help="address to bind (default TRIAGE_HOST, 127.0.0.1)"),
-    port: Optional[int] = typer.Option(None, help="port (default TRIAGE_PORT, 8000)"),
-    workers: int = typer.Option(1, min=1, help="server processes (each runs its SLA monitor; they coordinate)"),
-    log_level: str = typer.Option("info", help="uvicorn log level"),
-):
-    """Run the HTTP API (OpenAPI at /docs) with the SLA monitor and the webhook dispatcher."""
-    import uvicorn
-
-    from triage.settings import get_settings
-
-    settings = get_settings()
-    host = host or settings.host
-    port = port or settings.port
-    err(f"serving on http://{host}:{port} (API docs at /docs, review UI at /review), "
-        f"database {settings.effective_database_url}")
-    try:
-        service = _service()
-        if not service.list_users():
-            err("no users yet; create the first ones, e.g.\n"
-                "  triage users add lead --role admin && triage keys create lead --scope admin --scope review\n"
-                "  triage users add zendesk --role integration && triage keys create zendesk --scope ingest")
-        service.db.dispose()
-        if workers > 1:
-            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                        log_level=log_level)
-        else:
-            from api.app import create_app
-
-            uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
-    except TriageError as exc:
-        raise fail(exc) from None
 
 
 @users_app.command("add")
@@ -73,7 +28,7 @@ def users_add(
 ):
     """Create a user."""
     try:
-        user = _service().create_user(name, role, actor="cli")
+        user = open_service().create_user(name, role, actor="cli")
     except TriageError as exc:
         raise fail(exc) from None
     scope = {"integration": "ingest", "admin": "admin"}.get(user.role, "review")
@@ -83,13 +38,13 @@ def users_add(
 @users_app.command("list")
 def users_list():
     """List users as JSON lines."""
-    for user in _service().list_users():
+    for user in open_service().list_users():
         typer.echo(user.model_dump_json())
 
 
 def _set_active(name: str, active: bool) -> None:
     try:
-        _service().set_user_active(name, active, actor="cli")
+        open_service().set_user_active(name, active, actor="cli")
     except TriageError as exc:
         raise fail(exc) from None
     err(f"{'activated' if active else 'deactivated'} {name!r}")
@@ -115,7 +70,7 @@ def keys_create(
 ):
     """Create an API key and print it once on stdout; only its hash is stored."""
     try:
-        key, secret = _service().create_api_key(user, scope, label, actor="cli")
+        key, secret = open_service().create_api_key(user, scope, label, actor="cli")
     except TriageError as exc:
         raise fail(exc) from None
     err(f"key {key.id} ({key.prefix}) for {key.user} with scopes {key.scopes}; store it now, it is not shown again")
@@ -125,7 +80,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(user: Optional[str] = typer.Option(None, help="only this user's keys")):
     """List keys (never the secrets) as JSON lines."""
-    for key in _service().list_api_keys(user):
+    for key in open_service().list_api_keys(user):
         typer.echo(key.model_dump_json())
 
 
@@ -133,7 +88,7 @@ def keys_list(user: Optional[str] = typer.Option(None, help="only this user's ke
 def keys_revoke(key: str = typer.Argument(..., help="key id or prefix")):
     """Revoke a key; requests with it get 401 from now on."""
     try:
-        view = _service().revoke_api_key(key, actor="cli")
+        view = open_service().revoke_api_key(key, actor="cli")
     except TriageError as exc:
         raise fail(exc) from None
     err(f"revoked key {view.id} ({view.prefix}) of {view.user}")

@@ -1,83 +1,28 @@
-"""The ``triage`` command line: train, predict, evaluate, ensure-model.
-
-Other adapters add their commands here with one line each (``app.command()(serve)`` or
-``app.add_typer(models_app, name="models")``). Machine output goes to stdout, messages
-and progress bars to stderr, so ``triage predict < in.jsonl > out.jsonl`` stays clean.
-"""
+"""``triage train``, ``ensure-model``, ``evaluate``, ``pretrain`` and ``fetch-checkpoint``:
+building and measuring models."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from triage.cli.common import err, fail, open_triager, stage_progress
 from triage.errors import TriageError
 
-app = typer.Typer(
-    help="Triage Chinese after-sales complaints: dispute type, urgency, emotion, escalation.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 
-PROGRESS_MIN_LINES = 1000  # below this a progress bar is noise
-
-
-def err(message: str) -> None:
-    typer.echo(message, err=True)
-
-
-def fail(exc: Exception, code: int = 1) -> "typer.Exit":
-    err(f"error: {exc}")
-    return typer.Exit(code)
-
-
-def open_triager(model: Path | None = None):
-    """The triager of ``--model`` (a store or one version folder), else the settings' store."""
-    from models.store import ModelStore, open_model_dir
-    from triage.settings import get_settings
-    from triage.triager import Triager
-
-    if model is not None:
-        store, version = open_model_dir(model)
-    else:
-        store, version = ModelStore(get_settings().effective_model_dir), None
-    return Triager.from_store(store, version)
-
-
-def _progress_bar(desc: str, total: int | None):
-    from tqdm import tqdm
-
-    # Unknown length (stdin): show the bar only to a person watching a terminal.
-    disable = total < PROGRESS_MIN_LINES if total is not None else not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, file=sys.stderr, unit="msg", disable=disable, mininterval=0.5)
-
-
-def _stage_progress(step: float = 0.05):
-    """A ProgressFn that prints training stages on stderr: each new stage, and every ``step``
-    of progress within one (a fine-tuning epoch reports every batch)."""
-    last = {"stage": None, "fraction": -1.0}
-
-    def report(stage: str, fraction: float) -> None:
-        if stage == last["stage"] and fraction - last["fraction"] < step and fraction < 1.0:
-            return
-        last.update(stage=stage, fraction=fraction)
-        err(f"  [{fraction:4.0%}] {stage}")
-
-    return report
-
-
-@app.command()
 def train(
     data: Optional[list[Path]] = typer.Option(None, "--data", help="JSONL file or folder of them (repeatable); default datasets/seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="model store folder to write (default: the configured store)"),
     backend: Optional[str] = typer.Option(None, help="backend name (default: TRIAGE_BACKEND, sklearn)"),
     cv: int = typer.Option(0, help="also run k-fold cross-validation and store its metrics (0: off)"),
     set_current: bool = typer.Option(True, "--set-current/--no-set-current", help="make the new version current"),
-    corpora: Optional[Path] = typer.Option(None, help="review corpora folder for the sentiment signal (default ../shared/data/corpora if present)"),
-    no_corpora: bool = typer.Option(False, "--no-corpora", help="train on the labeled data only"),
+    confirmed: Optional[list[Path]] = typer.Option(None, "--confirmed", help="labeled JSONL trained as reviewer-confirmed labels, the recipe of a retrain (repeatable)"),
+    unlabeled: Optional[list[Path]] = typer.Option(None, "--unlabeled", help="your own messages, unlabeled: JSONL with 'text' or CSV with a 'review' or 'text' column, for self-training (repeatable)"),
+    corpora: Optional[Path] = typer.Option(None, help="labeled review corpora folder (label,review CSVs) for the optional sentiment signal (default: TRIAGE_CORPORA_DIR, off)"),
+    no_corpora: bool = typer.Option(False, "--no-corpora", help="no sentiment signal even if TRIAGE_CORPORA_DIR is set"),
 ):
     """Train a model on labeled JSONL and save it as a new version in the model store."""
     from models.store import ModelStore
@@ -91,7 +36,8 @@ def train(
     try:
         version = train_default(
             settings, data_paths=data, store=store, set_current=set_current, cv_folds=cv,
-            progress=_stage_progress(), report=err, corpora=False if no_corpora else corpora,
+            progress=stage_progress(), report=err, corpora=False if no_corpora else corpora,
+            confirmed_paths=confirmed, unlabeled_paths=unlabeled,
         )
     except TriageError as exc:
         raise fail(exc)
@@ -103,7 +49,6 @@ def train(
     typer.echo(version)
 
 
-@app.command("ensure-model")
 def ensure_model():
     """Train the default model into the store unless it already has a current version."""
     from models.store import ModelStore
@@ -121,113 +66,12 @@ def ensure_model():
         except TriageError as exc:
             err(f"current model is unusable ({exc}); training a new one")
     try:
-        version = train_default(settings, store=store, progress=_stage_progress(), report=err)
+        version = train_default(settings, store=store, progress=stage_progress(), report=err)
     except TriageError as exc:
         raise fail(exc)
     err(f"trained default model {version} in {store.root}")
 
 
-def _read_requests(lines, skipped: list[str]):
-    """(line number, id, text) for good lines; bad ones go to ``skipped`` with the reason."""
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            skipped.append(f"line {lineno}: not JSON ({exc.msg})")
-            continue
-        if not isinstance(obj, dict):
-            skipped.append(f"line {lineno}: expected a JSON object")
-            continue
-        if "text" not in obj or obj["text"] is None:
-            skipped.append(f"line {lineno}: no 'text' field")
-            continue
-        if not isinstance(obj["text"], str):
-            skipped.append(f"line {lineno}: 'text' must be a string, got {type(obj['text']).__name__}")
-            continue
-        yield lineno, obj.get("id", lineno), obj["text"]
-
-
-def prediction_record(id_, prediction) -> dict:
-    """The output line of ``triage predict`` for one message."""
-    return {
-        "id": id_,
-        "dispute_type": prediction.dispute_type,
-        "urgency": prediction.urgency,
-        "emotion": prediction.emotion,
-        "escalation": prediction.escalation,
-        "confidence": prediction.confidence,
-        "scores": prediction.scores,
-        "explanation": prediction.explanation,
-        "model_version": prediction.model_version,
-    }
-
-
-@app.command()
-def predict(
-    input: Optional[Path] = typer.Argument(None, help="JSONL with {id, text} per line (default: stdin)"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="JSONL to write (default: stdout)"),
-    model: Optional[Path] = typer.Option(None, "--model", help="model store or version folder"),
-    batch: int = typer.Option(512, min=1, help="messages triaged together"),
-):
-    """Triage every {id, text} line; bad lines are reported on stderr with their number and skipped."""
-    from triage.errors import InvalidInput
-
-    try:
-        triager = open_triager(model)
-    except TriageError as exc:
-        raise fail(exc)
-    total = None
-    if input is not None:
-        if not input.is_file():
-            raise fail(FileNotFoundError(f"input file {input} does not exist"))
-        with input.open("rb") as f:
-            total = sum(1 for _ in f)
-        source = input.open("r", encoding="utf-8", errors="replace")
-    else:
-        source = sys.stdin
-    sink = output.open("w", encoding="utf-8") if output else sys.stdout
-    skipped: list[str] = []
-    written = 0
-    bar = _progress_bar("triage", total)
-    pending: list[tuple[int, object, str]] = []
-
-    def flush() -> None:
-        nonlocal written
-        good = []
-        for lineno, id_, text in pending:
-            try:
-                triager.validate(text)
-                good.append((id_, text))
-            except InvalidInput as exc:
-                skipped.append(f"line {lineno}: {exc}")
-        for (id_, _), p in zip(good, triager.predict_many([t for _, t in good])):
-            sink.write(json.dumps(prediction_record(id_, p), ensure_ascii=False) + "\n")
-        written += len(good)
-        bar.update(len(pending))
-        pending.clear()
-
-    try:
-        for item in _read_requests(source, skipped):
-            pending.append(item)
-            if len(pending) >= batch:
-                flush()
-        flush()
-    finally:
-        bar.close()
-        if input is not None:
-            source.close()
-        if output:
-            sink.close()
-        else:
-            sink.flush()
-    for message in skipped:
-        err(f"skipped {message}")
-    err(f"triaged {written} messages with model {triager.version}" + (f", skipped {len(skipped)} lines" if skipped else ""))
-
-
-@app.command()
 def evaluate(
     data: list[Path] = typer.Option(..., "--data", help="labeled JSONL file or folder (repeatable)"),
     model: Optional[Path] = typer.Option(None, "--model", help="model store or version folder"),
@@ -254,7 +98,6 @@ def evaluate(
         typer.echo(format_report(report, f"model {triager.version} on {len(records)} messages"))
 
 
-@app.command()
 def pretrain(
     corpus: list[Path] = typer.Option(..., "--corpus", help="unlabeled messages: .csv (text/review column), .jsonl (text) or .txt, or a folder of them (repeatable)"),
     out: Path = typer.Option(Path("var/pretrain/bert"), "--out", help="checkpoint folder to create (must be new or empty)"),
@@ -289,7 +132,6 @@ def pretrain(
     typer.echo(str(path))
 
 
-@app.command("fetch-checkpoint")
 def fetch_checkpoint(
     name: str = typer.Argument("m3e-small", help="checkpoint to unpack (see models/checkpoints.py)"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder to create (default var/checkpoints/NAME)"),
@@ -304,11 +146,3 @@ def fetch_checkpoint(
         raise fail(exc)
     err(f"use it: export TRIAGE_BASE_MODEL={path.resolve()} && triage train --backend ensemble")
     typer.echo(str(path))
-
-
-import triage.cli_service  # noqa: E402,F401  adds serve, users and keys (issue 3)
-from triage.cli_review import models_app, retrain  # noqa: E402  learning loop (issue 4)
-app.command()(retrain); app.add_typer(models_app, name="models")  # noqa: E702
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

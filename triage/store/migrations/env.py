@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection :meth:`triage.storage.Database.upgrade` hands in,
+"""Alembic environment: runs on the connection :meth:`triage.store.database.Database.upgrade` hands in,
 or on ``sqlalchemy.url`` when called from the ``alembic`` command line."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from triage.storage import Base
+from triage.store.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

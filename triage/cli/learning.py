@@ -1,6 +1,6 @@
-"""``triage retrain`` and ``triage models list|promote|rollback``: the learning loop from a shell.
+"""``triage retrain`` and ``triage models list|promote|rollback|sign``: the learning loop from a shell.
 
-Registered in :mod:`triage.cli` with one line each. Progress goes to stderr, results as
+Registered in :mod:`triage.cli`. Progress goes to stderr, results as
 JSON to stdout. Changes are audited with the actor ``cli:<user>`` (``--actor``).
 """
 
@@ -14,13 +14,13 @@ import typer
 
 from triage.errors import TriageError
 
-models_app = typer.Typer(help="List model versions, promote one, or roll back.", no_args_is_help=True)
+models_app = typer.Typer(help="List model versions, promote one, roll back, or sign one.", no_args_is_help=True)
 
 
 def _context():
     from models.learning import ModelHolder
     from models.store import ModelStore
-    from triage.review import ReviewContext
+    from triage.contexts.review import ReviewContext
     from triage.service import TriageService
     from triage.settings import get_settings
     from triage.triager import Triager
@@ -93,3 +93,19 @@ def rollback(version: str, actor: Optional[str] = typer.Option(None, "--actor"),
              reason: Optional[str] = typer.Option(None, "--reason")):
     """Return to the earlier VERSION; open unconfirmed cases are re-graded."""
     _change("rollback", version, actor, reason)
+
+
+@models_app.command()
+def sign(version: str):
+    """Sign VERSION with this installation's key (a model saved before signing, or under an
+    old key): its files must still match its hashes. Only for models you trust."""
+    from models.store import ModelStore
+    from triage.settings import get_settings
+
+    store = ModelStore(get_settings().effective_model_dir)
+    try:
+        store.sign(version)
+    except TriageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _print({"signed": version})

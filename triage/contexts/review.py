@@ -1,7 +1,7 @@
 """Human review: the queue, reviewers' decisions, message history and the dashboard numbers.
 
 Both adapters (the Gradio review UI and the HTTP API) call these functions; nothing here
-knows about either. A correction goes through ``TriageService.apply_labels`` so deadlines,
+knows about either. A correction goes through the labels context (:mod:`triage.contexts.labels`) so deadlines,
 routing, audit entries and webhooks follow exactly the rules of ingestion. Decisions use
 optimistic concurrency: the reviewer sends the case ``version`` they looked at, and if
 someone else changed the case since, they get :class:`~triage.errors.Conflict` instead of
@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
-from triage.storage import AuditEntry, Case, Database, Prediction, ReviewDecision, SlaEvent, utcnow
+from triage.store.database import Database
+from triage.store.tables import AuditEntry, Case, Prediction, ReviewDecision, SlaEvent, utcnow
 from triage.taxonomy import HEADS, validate_label
 
 OPEN_STATUSES = ("open", "pending")

@@ -1,0 +1,169 @@
+"""Learning from the installation's own message history (unlabeled).
+
+Every installation stores the masked text of each message it triages: unlabeled, but in
+its customers' real register, which the seed data (written by the project team) lacks.
+Self-training uses it: a model fitted on the labeled data labels the history, and the
+labels it is confident of (per head) join the training set at a lower weight, so the words
+real customers use next to the seed's words get weights too. A label the model is not sure
+of is left out of that head (``None``), while its words still shape the features.
+
+The same recipe runs offline (``triage train --unlabeled PATH``) and in every retrain from
+reviewers' labels (the service's stored messages). Nothing of the history leaves the
+installation: it is read from the local database or the given files and used in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from triage.errors import InvalidInput
+from triage.taxonomy import HEADS
+
+Fit = Callable[[Sequence[Any], dict[str, list], Sequence[float] | None, Any], Any]
+
+
+@dataclass(frozen=True)
+class SelfTraining:
+    """How the history is used. ``threshold``: a pseudo-label needs at least this calibrated
+    probability; ``weight``: a pseudo-labeled message counts this much of a seed message;
+    ``limit``: at most this many history messages (the newest); ``heads``: the heads that
+    learn from pseudo-labels (escalation is rare and rule-backed: it does not)."""
+
+    threshold: float = 0.9
+    weight: float = 0.3
+    limit: int = 30_000
+    heads: tuple[str, ...] = ("dispute_type", "urgency", "emotion")
+
+    def __post_init__(self):
+        if not 0 < self.threshold < 1:
+            raise InvalidInput(f"self-training threshold must be in (0, 1), got {self.threshold}")
+        if not self.weight > 0:
+            raise InvalidInput(f"self-training weight must be > 0, got {self.weight}")
+        if self.limit < 0:
+            raise InvalidInput(f"history limit must be >= 0, got {self.limit}")
+        unknown = set(self.heads) - set(HEADS)
+        if unknown:
+            raise InvalidInput(f"unknown heads for self-training: {', '.join(sorted(unknown))}")
+
+
+def supports_partial_labels(backend_or_cls: Any) -> bool:
+    """Whether a backend accepts ``None`` labels (a message left out of one head)."""
+    return bool(getattr(backend_or_cls, "supports_partial_labels", False))
+
+
+def pseudo_labels(backend, inputs: Sequence[Any], config: SelfTraining) -> dict[str, list[Any]]:
+    """The backend's confident labels of ``inputs`` per head; ``None`` where not confident."""
+    proba = backend.predict_proba(list(inputs))
+    out: dict[str, list[Any]] = {}
+    for head in HEADS:
+        if head not in config.heads:
+            out[head] = [None] * len(inputs)
+            continue
+        p = np.asarray(proba[head])
+        top, conf = p.argmax(axis=1), p.max(axis=1)
+        classes = backend.classes_[head]
+        out[head] = [classes[t] if c >= config.threshold else None for t, c in zip(top.tolist(), conf.tolist())]
+    return out
+
+
+def self_train(
+    fit: Fit,
+    inputs: Sequence[Any],
+    labels: dict[str, list],
+    weights: Sequence[float] | None,
+    unlabeled: Sequence[Any],
+    config: SelfTraining = SelfTraining(),
+    progress=None,
+    report: Callable[[str], None] | None = None,
+):
+    """Fit on the labeled data, pseudo-label ``unlabeled``, fit again on both.
+
+    ``fit(inputs, labels, weights, progress)`` trains a fresh backend (the same recipe for
+    both rounds). Returns the second model, or the first when there is no history or the
+    backend cannot take partial labels.
+    """
+    say = report or (lambda msg: None)
+    first = fit(inputs, labels, weights, _scaled(progress, 0.0, 0.4))
+    if not unlabeled or not config.heads:
+        return first
+    if not supports_partial_labels(first):
+        say(f"{type(first).__name__} cannot learn from unlabeled history; trained on the labeled data only")
+        return first
+    if progress:
+        progress("labelling the message history", 0.45)
+    pseudo = pseudo_labels(first, unlabeled, config)
+    kept = {h: sum(v is not None for v in pseudo[h]) for h in config.heads}
+    say(f"history: {len(unlabeled)} messages; confident pseudo-labels " + ", ".join(f"{h} {n}" for h, n in kept.items()))
+    base_weights = [1.0] * len(inputs) if weights is None else list(weights)
+    return fit(
+        [*inputs, *unlabeled],
+        {h: [*labels[h], *pseudo[h]] for h in HEADS},
+        base_weights + [config.weight] * len(unlabeled),
+        _scaled(progress, 0.5, 1.0),
+    )
+
+
+def _scaled(progress, start: float, end: float):
+    if progress is None:
+        return None
+    return lambda stage, fraction: progress(stage, start + (end - start) * fraction)
+
+
+def read_unlabeled(paths: Iterable[Path | str], limit: int | None = None,
+                   report: Callable[[str], None] | None = None) -> list[str]:
+    """Texts from JSONL (a ``text`` field) or CSV (a ``review`` or ``text`` column) files.
+
+    Bad lines are reported with their file and line number and skipped; a file of another
+    kind, or a CSV without such a column, is an error that names it. Blank and repeated
+    texts are dropped; with ``limit``, the first ``limit`` texts are kept.
+    """
+    say = report or (lambda msg: print(msg, file=sys.stderr))
+    texts: list[str] = []
+    seen: set[str] = set()
+
+    def add(text: Any) -> bool:
+        if isinstance(text, str) and text.strip() and text not in seen:
+            seen.add(text)
+            texts.append(text)
+        return limit is not None and len(texts) >= limit
+
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise InvalidInput(f"unlabeled data {path} does not exist or is not a file")
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            with path.open(encoding="utf-8", errors="replace") as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        say(f"skipped {path}:{lineno}: not JSON ({exc.msg})")
+                        continue
+                    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                        say(f"skipped {path}:{lineno}: no 'text' string")
+                        continue
+                    if add(obj["text"]):
+                        return texts
+        elif suffix in (".csv", ".tsv"):
+            with path.open(encoding="utf-8", errors="replace", newline="") as f:
+                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+                column = next((c for c in ("review", "text") if c in (reader.fieldnames or [])), None)
+                if column is None:
+                    raise InvalidInput(f"{path} has no 'review' or 'text' column (columns: {reader.fieldnames})")
+                for row in reader:
+                    if add(row.get(column)):
+                        return texts
+        else:
+            raise InvalidInput(f"{path}: unlabeled data must be .jsonl (a 'text' field) or .csv (a 'review' or 'text' column)")
+    return texts

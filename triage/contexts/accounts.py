@@ -1,0 +1,226 @@
+"""Accounts: users and their roles, API keys and their scopes, and authentication.
+
+Only a key's hash is stored. A verified key is cached for a few seconds so that reads stay
+cheap under load; revoking a key or deactivating a user clears this process's cache at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
+
+from triage.clock import iso
+from triage.contexts.audit import AuditLog
+from triage.contexts.core import ServiceCore
+from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from triage.store.tables import ApiKey, User
+
+SCOPES = ("ingest", "review", "admin")
+ROLES = ("agent", "reviewer", "supervisor", "team_leader", "admin", "integration")
+KEY_PREFIX = "tri_"
+# A verified key is trusted this long without a database read; revoking a key or deactivating
+# a user clears this process's cache at once, other server processes follow within this time.
+AUTH_CACHE_S = 5.0
+
+
+class UserView(BaseModel):
+    id: int
+    name: str
+    role: str
+    active: bool
+    created_at: datetime
+
+
+class ApiKeyView(BaseModel):
+    id: int
+    user: str
+    prefix: str
+    scopes: list[str]
+    label: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class Principal(BaseModel):
+    """Who is calling, with which scopes (admin implies every scope)."""
+
+    user: str
+    role: str
+    scopes: list[str]
+    key_id: int | None = None
+
+    def has(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    def require(self, *any_of: str) -> None:
+        if not any(self.has(scope) for scope in any_of):
+            raise Forbidden(
+                f"API key of {self.user!r} has scopes {self.scopes}; this needs one of {list(any_of)}"
+            )
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _key_view(key: ApiKey) -> ApiKeyView:
+    return ApiKeyView(id=key.id, user=key.user.name, prefix=key.prefix, scopes=list(key.scopes), label=key.label,
+                      created_at=key.created_at, last_used_at=key.last_used_at, revoked_at=key.revoked_at)
+
+
+class Accounts:
+    def __init__(self, core: ServiceCore, audit: AuditLog):
+        self.core = core
+        self.audit = audit
+        self._auth_cache: dict[str, tuple[float, Principal]] = {}
+
+    # ------------------------------------------------------------------ users
+
+    def create_user(self, name: str, role: str = "agent", actor: str = "cli") -> UserView:
+        name = (name or "").strip()
+        if not name:
+            raise InvalidInput("user name is empty", field="name")
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {list(ROLES)}, got {role!r}", field="role")
+        try:
+            with self.core.db.session(write=True) as session:
+                user = User(name=name, role=role, active=True, created_at=self.core.now())
+                session.add(user)
+                session.flush()
+                self.audit.write(session, actor, "user.created", "user", user.id, None, {"name": name, "role": role})
+                return UserView.model_validate(user, from_attributes=True)
+        except IntegrityError:
+            raise Conflict(f"user {name!r} already exists") from None
+
+    def list_users(self) -> list[UserView]:
+        with self.core.db.session() as session:
+            return [UserView.model_validate(u, from_attributes=True) for u in session.scalars(select(User).order_by(User.id))]
+
+    def active_user_role(self, name: str) -> str | None:
+        """The role of an active user; None for unknown or deactivated users."""
+        with self.core.db.session() as session:
+            return session.scalars(select(User.role).where(User.name == name, User.active)).first()
+
+    def user_holds_scope(self, name: str, scope: str) -> bool:
+        """Whether an active user holds an unrevoked key with ``scope`` (``admin`` implies all)."""
+        with self.core.db.session() as session:
+            held = session.scalars(
+                select(ApiKey.scopes).join(User, ApiKey.user_id == User.id)
+                .where(User.name == name, User.active, ApiKey.revoked_at.is_(None))
+            ).all()
+        return any(scope in scopes or "admin" in scopes for scopes in held)
+
+    def set_user_active(self, name: str, active: bool, actor: str = "cli") -> UserView:
+        with self.core.db.session(write=True) as session:
+            user = session.scalars(select(User).where(User.name == name)).first()
+            if user is None:
+                raise NotFound(f"user {name!r} does not exist")
+            if user.active != active:
+                self.audit.write(session, actor, "user.activated" if active else "user.deactivated", "user", user.id,
+                                 {"active": user.active}, {"active": active})
+                user.active = active
+            view = UserView.model_validate(user, from_attributes=True)
+        self._auth_cache.clear()  # after the commit, so no request re-caches the old row
+        return view
+
+    # ------------------------------------------------------------------ API keys
+
+    def create_api_key(self, user_name: str, scopes: Sequence[str], label: str | None = None,
+                       actor: str = "cli") -> tuple[ApiKeyView, str]:
+        """A new key for ``user_name``; the secret is returned once and only its hash is kept."""
+        scopes = sorted(set(scopes))
+        if not scopes:
+            raise InvalidInput(f"give at least one scope of {list(SCOPES)}", field="scopes")
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown:
+            raise InvalidInput(f"unknown scopes {unknown}; expected {list(SCOPES)}", field="scopes")
+        prefix = secrets.token_hex(6)
+        secret = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+        with self.core.db.session(write=True) as session:
+            user = session.scalars(select(User).where(User.name == user_name)).first()
+            if user is None:
+                raise NotFound(f"user {user_name!r} does not exist; create it with `triage users add`")
+            key = ApiKey(user=user, prefix=prefix, key_hash=hash_key(secret), scopes=scopes, label=label,
+                         created_at=self.core.now())
+            session.add(key)
+            session.flush()
+            self.audit.write(session, actor, "api_key.created", "api_key", key.id, None,
+                             {"user": user.name, "prefix": prefix, "scopes": scopes, "label": label})
+            return _key_view(key), secret
+
+    def list_api_keys(self, user_name: str | None = None) -> list[ApiKeyView]:
+        query = select(ApiKey).join(ApiKey.user).options(joinedload(ApiKey.user)).order_by(ApiKey.id)
+        if user_name:
+            query = query.where(User.name == user_name)
+        with self.core.db.session() as session:
+            return [_key_view(k) for k in session.scalars(query)]
+
+    def revoke_api_key(self, key_id_or_prefix: str | int, actor: str = "cli") -> ApiKeyView:
+        with self.core.db.session(write=True) as session:
+            ref = str(key_id_or_prefix)
+            query = select(ApiKey).options(joinedload(ApiKey.user))
+            query = query.where(ApiKey.id == int(ref)) if ref.isdigit() else query.where(ApiKey.prefix == ref)
+            key = session.scalars(query).first()
+            if key is None:
+                raise NotFound(f"API key {ref!r} does not exist")
+            if key.revoked_at is None:
+                key.revoked_at = self.core.now()
+                self.audit.write(session, actor, "api_key.revoked", "api_key", key.id, {"revoked_at": None},
+                                 {"revoked_at": iso(key.revoked_at)})
+            view = _key_view(key)
+        self._auth_cache.clear()  # after the commit, so no request re-caches the old row
+        return view
+
+    # ------------------------------------------------------------------ authentication
+
+    def authenticate_cached(self, secret: str | None) -> Principal | None:
+        """The principal if this key was verified moments ago (no I/O), else None."""
+        if not secret:
+            return None
+        cached = self._auth_cache.get(hash_key(secret))
+        return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+    def authenticate(self, secret: str | None) -> Principal:
+        """The principal behind an API key, or Unauthorized with a reason the caller can act on."""
+        if not secret:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        digest = hash_key(secret)
+        cached = self._auth_cache.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        parts = secret.split("_")
+        if not secret.startswith(KEY_PREFIX) or len(parts) < 3:
+            raise Unauthorized("malformed API key")
+        prefix = parts[1]
+        now = self.core.now()
+        db = self.core.db
+        with db.session() as session:
+            key = session.scalars(select(ApiKey).options(joinedload(ApiKey.user)).where(ApiKey.prefix == prefix)).first()
+            if key is None or not hmac.compare_digest(key.key_hash, digest):
+                raise Unauthorized("unknown API key")
+            if key.revoked_at is not None:
+                raise Unauthorized("API key was revoked")
+            if not key.user.active:
+                raise Unauthorized(f"user {key.user.name!r} is deactivated")
+            principal = Principal(user=key.user.name, role=key.user.role, scopes=list(key.scopes), key_id=key.id)
+            stale = key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1)
+        if stale:  # at most one write a minute per key: reads stay cheap under load
+            try:
+                with db.session(write=True) as session:
+                    session.execute(ApiKey.__table__.update().where(ApiKey.id == principal.key_id).values(last_used_at=now))
+            except Exception:
+                pass  # best effort; never fail a request over a usage timestamp
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = (time.monotonic() + AUTH_CACHE_S, principal)
+        return principal

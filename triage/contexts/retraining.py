@@ -1,0 +1,100 @@
+"""The retrain ledger: the confirmed examples a retrain learns from, and the claims that
+make sure one retrain runs at a time across every server process.
+
+Claims live in the audit log, so every process and every restart counts the same
+confirmations since the latest retrain.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy import text as sql_text
+from sqlalchemy.orm import Session
+
+from triage.clock import as_utc
+from triage.contexts.audit import AuditLog
+from triage.contexts.core import ServiceCore
+from triage.errors import Conflict
+from triage.store.tables import AuditEntry, Message, ReviewDecision
+
+# A retrain claimed in the audit log that has not ended after this long is taken as crashed,
+# so its confirmations count again for the next automatic retrain.
+RETRAIN_LEASE = timedelta(hours=2)
+_RETRAIN_LOCK_KEY = 74657202  # PostgreSQL advisory lock: one retrain claim at a time
+
+
+class Retraining:
+    def __init__(self, core: ServiceCore, audit: AuditLog):
+        self.core = core
+        self.audit = audit
+
+    def confirmed_examples(self) -> list[dict[str, Any]]:
+        """The latest review decision per case with its masked text (for retraining)."""
+        with self.core.db.session() as session:
+            latest = (select(func.max(ReviewDecision.id)).group_by(ReviewDecision.case_id)).scalar_subquery()
+            rows = session.execute(
+                select(ReviewDecision, Message.text_masked).join(Message, Message.id == ReviewDecision.message_id)
+                .where(ReviewDecision.id.in_(latest)).order_by(ReviewDecision.id)
+            ).all()
+            return [{"case_id": d.case_id, "text": text, "labels": d.labels, "reviewer": d.reviewer,
+                     "decided_at": d.created_at} for d, text in rows]
+
+    def _cutoff(self, session: Session) -> tuple[int, dict[str, Any] | None]:
+        """(id of the newest review decision the latest retrain claimed, the claim of a retrain
+        still running somewhere or None).
+
+        Derived from the audit log, so every server process and every restart sees the same
+        count: a claim counts once it has ended, or while it is younger than the lease.
+        """
+        entries = session.execute(
+            select(AuditEntry.at, AuditEntry.action, AuditEntry.after)
+            .where(AuditEntry.entity == "model", AuditEntry.entity_id == "retrain")
+            .order_by(AuditEntry.id.desc()).limit(200)
+        ).all()
+        ended = {(after or {}).get("job") for _, action, after in entries if action == "model.retrain_ended"}
+        fresh_after = self.core.now() - RETRAIN_LEASE
+        for at, action, after in entries:
+            if action != "model.retrain_started":
+                continue
+            finished = after.get("job") in ended
+            if finished or as_utc(at) > as_utc(fresh_after):
+                return int(after.get("confirmed_up_to") or 0), (None if finished else after)
+        return 0, None
+
+    def confirmations_since_retrain(self) -> int:
+        """Review decisions recorded after the data cut-off of the latest retrain."""
+        with self.core.db.session() as session:
+            cutoff, _ = self._cutoff(session)
+            return session.scalar(select(func.count(ReviewDecision.id)).where(ReviewDecision.id > cutoff)) or 0
+
+    def claim_retrain(self, job: str, actor: str, trigger: str, min_new: int = 0) -> int | None:
+        """Record that retrain ``job`` starts on the decisions recorded so far; returns the id of
+        the newest one (the data cut-off), or None when fewer than ``min_new`` are new.
+
+        One claim at a time across processes (SQLite's write lock, a PostgreSQL advisory
+        lock); Conflict while another retrain's claim is open, so several servers never each
+        start one.
+        """
+        db = self.core.db
+        with db.session(write=True) as session:
+            if db.is_postgres:
+                session.execute(sql_text(f"SELECT pg_advisory_xact_lock({_RETRAIN_LOCK_KEY})"))
+            cutoff, running = self._cutoff(session)
+            if running is not None:
+                raise Conflict(f"a retrain is already running (job {running.get('job')}, "
+                               f"{running.get('trigger')}, started by {running.get('actor')})")
+            newest = session.scalar(select(func.max(ReviewDecision.id))) or 0
+            pending = session.scalar(select(func.count(ReviewDecision.id)).where(ReviewDecision.id > cutoff)) or 0
+            if pending < min_new:
+                return None
+            self.audit.write(session, actor, "model.retrain_started", "model", "retrain", None,
+                             {"job": job, "trigger": trigger, "actor": actor, "confirmed_up_to": newest,
+                              "new_confirmations": pending})
+            return newest
+
+    def end_retrain(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
+        """Close the claim of ``job`` (done or failed), so the next retrain may start."""
+        self.audit.record("model.retrain_ended", actor, {"job": job, **outcome}, entity="model", entity_id="retrain")

@@ -1,0 +1,26 @@
+"""Persistence: the tables (:mod:`.tables`), the database and its migrations
+(:mod:`.database`, ``migrations/``), bulk queries (:mod:`.queries`) and the webhook outbox
+(:mod:`.outbox`). Only the contexts, the jobs and the adapters' wiring import this package;
+the domain never does."""
+
+from triage.store.database import Database
+from triage.store.tables import (
+    ApiKey,
+    AuditEntry,
+    Base,
+    Case,
+    ConnectorRef,
+    Message,
+    Prediction,
+    ReviewDecision,
+    SlaEvent,
+    User,
+    WebhookAttempt,
+    WebhookDelivery,
+    utcnow,
+)
+
+__all__ = [
+    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "Message", "Prediction", "ReviewDecision",
+    "SlaEvent", "User", "WebhookAttempt", "WebhookDelivery", "utcnow",
+]
