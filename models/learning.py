@@ -265,12 +265,15 @@ class LearningHooks:
     """What the loop needs from the rest of the system, as plain callables.
 
     confirmed_examples: every reviewer-confirmed example (masked text and four labels).
+    message_history: the installation's stored messages (masked), unlabeled; the candidate
+        learns from them by self-training (:mod:`models.history`) when the backend can.
     regrade: ``regrade(triager, actor) -> number of cases changed``; re-predicts open,
         unconfirmed cases and applies changed labels through the service's rules.
     audit: ``audit(action, actor, details)`` writes one audit entry.
     """
 
     confirmed_examples: Callable[[], list[LabeledExample]] = lambda: []
+    message_history: Callable[[], list[str]] = lambda: []  # unlabeled texts for self-training
     regrade: Callable[[Any, str], int] | None = None
     audit: Callable[[str, str, dict], None] | None = None
     ledger: RetrainLedger | None = None  # None: counted in memory (MemoryLedger)
@@ -365,6 +368,7 @@ class LearningLoop:
         min_holdout: int = MIN_HOLDOUT,
         confirmed_weight: float = CONFIRMED_WEIGHT,
         runner: JobRunner = DEFAULT_RUNNER,
+        self_training=None,
     ):
         """``fit(texts, labels, weights, progress) -> backend`` trains a fresh backend
         (``fit_quick``, if given, the same recipe cheaper, for cross-validation only);
@@ -393,6 +397,9 @@ class LearningLoop:
         self.cv_folds = cv_folds
         self.min_holdout = min_holdout
         self.confirmed_weight = confirmed_weight
+        from models.history import SelfTraining
+
+        self.self_training = self_training or SelfTraining()
         self._job_lock = threading.Lock()
         self._activate_lock = threading.Lock()  # one promotion/rollback at a time
         self._jobs: dict[str, RetrainJob] = {}
@@ -415,9 +422,18 @@ class LearningLoop:
         weights = [1.0] * len(seed) + [self.confirmed_weight] * len(confirmed)
         return texts, labels, weights
 
-    def _train(self, seed, confirmed, progress: Progress | None = None, quick: bool = False):
+    def _train(self, seed, confirmed, progress: Progress | None = None, quick: bool = False,
+               history: Sequence[str] = ()):
+        """A fresh backend on seed + confirmed; with ``history``, self-trained on it too
+        (the gate's seed cross-validation uses the labeled recipe alone: ``quick``)."""
         texts, labels, weights = self._training_set(seed, confirmed)
-        return (self._fit_quick if quick else self._fit)(texts, labels, weights, progress)
+        if quick or not history:
+            return (self._fit_quick if quick else self._fit)(texts, labels, weights, progress)
+        from models.history import self_train
+
+        unlabeled = [self._prepare(text) for text in history]
+        return self_train(self._fit, texts, labels, weights, unlabeled, self.self_training, progress=progress,
+                          report=lambda msg: print(f"[retrain] {msg}", file=sys.stderr))
 
     def seed_cv(self, seed: Sequence[LabeledExample], confirmed: Sequence[LabeledExample], progress: Progress | None = None):
         """Macro-F1 per head over seed folds, training on the other folds plus ``confirmed``."""
@@ -492,9 +508,14 @@ class LearningLoop:
         if not seed and not confirmed:
             raise ModelError("no training data: the seed set is empty and nothing is confirmed yet")
         train_confirmed, holdout = split_confirmed(confirmed, self.holdout_share)
+        # The held-out confirmed texts judge the candidate: they must not reach it as history.
+        held_out_texts = {example.text for example in holdout}
+        history = [text for text in self.hooks.message_history() if text not in held_out_texts]
 
-        report(f"training candidate on {len(seed)} seed + {len(train_confirmed)} confirmed examples", 0.05)
-        candidate = self._train(seed, train_confirmed, lambda stage, f: report(f"candidate: {stage}", 0.05 + 0.25 * f))
+        report(f"training candidate on {len(seed)} seed + {len(train_confirmed)} confirmed examples"
+               + (f" + {len(history)} unlabeled messages" if history else ""), 0.05)
+        candidate = self._train(seed, train_confirmed, lambda stage, f: report(f"candidate: {stage}", 0.05 + 0.25 * f),
+                                history=history)
 
         current_version = self.store.current_version()
         candidate_metrics: dict[str, dict[str, float]] = {}
@@ -527,6 +548,7 @@ class LearningLoop:
                 "seed_examples": len(seed),
                 "confirmed_train": len(train_confirmed),
                 "confirmed_holdout": len(holdout),
+                "unlabeled_history": len(history),
                 "margin": self.margin,
             }
         }
@@ -742,7 +764,8 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
         store,
         seed_examples=seed_examples_from([settings.seed_dir]),
         hooks=LearningHooks(confirmed_examples=confirmed, regrade=service.regrade_open_cases, audit=audit,
-                            ledger=ServiceLedger(service)),
+                            ledger=ServiceLedger(service),
+                            message_history=lambda: service.message_history(settings.history_limit)),
         holder=holder,
         **options,
     )

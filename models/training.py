@@ -247,9 +247,9 @@ def train_backend(
         return fit(texts, labels, sample_weight, progress)
     history: list[Any] = list(unlabeled)
     if supports_partial_labels(backend_cls):  # both rounds see the same texts: prepare them once
-        from triage.text import prepare
+        from triage.text import PreparedText, prepare
 
-        texts, history = [prepare(t) for t in texts], [prepare(t) for t in history]
+        texts, history = ([t if isinstance(t, PreparedText) else prepare(t) for t in items] for items in (texts, history))
     return self_train(fit, texts, labels, sample_weight, history, self_training or SelfTraining(),
                       progress=progress, report=report)
 

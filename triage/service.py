@@ -71,6 +71,7 @@ class TriageService:
         self.list_audit = self.audit_log.list
         self.audit = self.audit_log.record
         self.confirmed_examples = self.retraining.confirmed_examples
+        self.message_history = self.retraining.message_history
         self.confirmations_since_retrain = self.retraining.confirmations_since_retrain
         self.claim_retrain = self.retraining.claim_retrain
         self.end_retrain = self.retraining.end_retrain

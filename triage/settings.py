@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     # The model's P(一级) at which a message is graded 一级 (before the rules, which can only
     # raise a grade). A missed 一级 gets a 24-hour clock instead of 4 hours, so this operating
     # point favours 一级 recall; chosen by repeated CV on the tuning part of the real dev set
-    # (bench/bench_accuracy.py). Empty: the most probable grade.
-    urgent_threshold: float | None = Field(default=None, gt=0, lt=1)
+    # (bench/bench_accuracy.py).
+    urgent_threshold: float | None = Field(default=0.3, gt=0, lt=1)
     store_raw_text: bool = False
     host: str = "127.0.0.1"
     port: int = 8000

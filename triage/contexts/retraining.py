@@ -42,6 +42,14 @@ class Retraining:
             return [{"case_id": d.case_id, "text": text, "labels": d.labels, "reviewer": d.reviewer,
                      "decided_at": d.created_at} for d, text in rows]
 
+    def message_history(self, limit: int) -> list[str]:
+        """The masked texts of the newest ``limit`` stored messages: the installation's own
+        traffic, unlabeled, for self-training. Read here, used in memory, never exported."""
+        if limit <= 0:
+            return []
+        with self.core.db.session() as session:
+            return list(session.scalars(select(Message.text_masked).order_by(Message.id.desc()).limit(limit)))
+
     def _cutoff(self, session: Session) -> tuple[int, dict[str, Any] | None]:
         """(id of the newest review decision the latest retrain claimed, the claim of a retrain
         still running somewhere or None).

@@ -1,0 +1,212 @@
+"""Learning from the installation's own history (issue 16): self-training, the unlabeled
+file formats, the retrain reading stored messages, and the 一级 operating point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.history import SelfTraining, pseudo_labels, read_unlabeled, self_train
+from models.sklearn_backend import SklearnBackend
+from triage.errors import InvalidInput
+from triage.taxonomy import HEADS
+
+# Labeled: two dispute types told apart by a known word each. History: each known word
+# beside a word the labeled set never has; only self-training can learn the new words.
+LABELED = [("屏幕坏了", "quality"), ("快递太慢", "service")]
+HISTORY = {"quality": "屏幕坏了 闪屏严重", "service": "快递太慢 揽收拖拉"}
+PROBES = {"quality": "闪屏严重", "service": "揽收拖拉"}
+
+
+def _labels(dispute):
+    return {"dispute_type": dispute, "urgency": 2, "emotion": "calm", "escalation": False}
+
+
+def _labeled_set():
+    texts, labels = [], {h: [] for h in HEADS}
+    for i in range(12):
+        for text, dispute in LABELED:
+            texts.append(f"{text}{'啊' * (i % 4)}{'呢' * (i // 4)}")
+            for h, v in _labels(dispute).items():
+                labels[h].append(v)
+    labels["urgency"][0] = 3  # every head needs two classes
+    labels["emotion"][1] = "upset"
+    labels["escalation"][2] = True
+    return texts, labels
+
+
+def _fit(texts, labels, weights, progress=None):
+    return SklearnBackend(calibration_folds=0).fit(texts, labels, sample_weight=weights)
+
+
+def _dispute(backend, text):
+    p = backend.predict_proba([text])["dispute_type"][0]
+    return backend.classes_["dispute_type"][int(np.argmax(p))], float(p.max())
+
+
+def test_self_training_learns_the_words_of_the_history():
+    texts, labels = _labeled_set()
+    history = [HISTORY[d] + "!" * (i % 3) for i in range(20) for d in ("quality", "service")]
+    plain = _fit(texts, labels, None)
+    trained = self_train(_fit, texts, labels, None, history, SelfTraining(threshold=0.6, weight=0.5))
+    for dispute, probe in PROBES.items():
+        label, confidence = _dispute(trained, probe)
+        assert label == dispute and confidence > 0.6, (probe, label, confidence)
+        assert _dispute(plain, probe)[1] < confidence  # the plain model has never seen these words
+
+
+def test_pseudo_labels_leave_unsure_messages_and_excluded_heads_out():
+    texts, labels = _labeled_set()
+    model = _fit(texts, labels, None)
+    unsure = "今天天气不错"
+    out = pseudo_labels(model, [HISTORY["quality"], unsure], SelfTraining(threshold=0.7, heads=("dispute_type",)))
+    assert out["dispute_type"][0] == "quality"
+    assert out["dispute_type"][1] is None
+    assert out["emotion"] == [None, None] and out["escalation"] == [None, None]
+
+
+def test_a_backend_without_partial_labels_trains_on_the_labeled_data_only():
+    class Plain:
+        classes_: dict = {}
+
+        def fit(self, texts, labels, sample_weight=None, progress=None):
+            self.seen = len(texts)
+            return self
+
+    said = []
+    model = self_train(lambda t, l, w, p: Plain().fit(t, l), ["a", "b"], {h: [1, 2] for h in HEADS}, None,
+                       ["c"] * 5, report=said.append)
+    assert model.seen == 2 and "cannot learn from unlabeled history" in said[0]
+
+
+def test_self_training_settings_are_checked():
+    with pytest.raises(InvalidInput, match="threshold"):
+        SelfTraining(threshold=1.0)
+    with pytest.raises(InvalidInput, match="weight"):
+        SelfTraining(weight=0)
+    with pytest.raises(InvalidInput, match="unknown heads"):
+        SelfTraining(heads=("mood",))
+
+
+def test_read_unlabeled_jsonl_and_csv_with_bad_lines_reported(tmp_path):
+    jsonl = tmp_path / "history.jsonl"
+    jsonl.write_text('{"text": "一"}\nnot json\n{"id": 3}\n\n{"text": "二"}\n{"text": "一"}\n', encoding="utf-8")
+    csv_file = tmp_path / "export.csv"
+    csv_file.write_text("label,review\n1,三\n0,\n0,四\n", encoding="utf-8")
+    said = []
+    assert read_unlabeled([jsonl, csv_file], report=said.append) == ["一", "二", "三", "四"]
+    assert said == [f"skipped {jsonl}:2: not JSON (Expecting value)", f"skipped {jsonl}:3: no 'text' string"]
+    assert read_unlabeled([jsonl, csv_file], limit=3, report=said.append) == ["一", "二", "三"]
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match="no 'review' or 'text' column"):
+        read_unlabeled([tmp_path / "bad.csv"])
+    with pytest.raises(InvalidInput, match="must be .jsonl"):
+        read_unlabeled([tmp_path / "bad.txt"]) if (tmp_path / "bad.txt").write_text("x") else None
+    with pytest.raises(InvalidInput, match="does not exist"):
+        read_unlabeled([tmp_path / "missing.jsonl"])
+
+
+def test_train_command_uses_unlabeled_and_confirmed_files(tmp_path, monkeypatch, tiny_records):
+    from typer.testing import CliRunner
+
+    from models.store import ModelStore
+    from triage.cli import app
+    from triage.settings import get_settings
+
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in tiny_records), encoding="utf-8")
+    confirmed = tmp_path / "confirmed.jsonl"
+    confirmed.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in tiny_records[:10]), encoding="utf-8")
+    history = tmp_path / "history.csv"
+    history.write_text("review\n" + "".join(f"{r['text']}，第{i}次\n" for i, r in enumerate(tiny_records)), encoding="utf-8")
+    monkeypatch.setenv("TRIAGE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("TRIAGE_HISTORY_LIMIT", "50")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["train", "--data", str(seed), "--confirmed", str(confirmed),
+                                          "--unlabeled", str(history)])
+        assert result.exit_code == 0, result.output
+        store = ModelStore(tmp_path / "var" / "models")
+        training = store.read_manifest(store.current_version())["training"]
+        assert training["confirmed"] == 10 and training["unlabeled_history"] == 50
+        assert "confident pseudo-labels" in result.output
+        bad = CliRunner().invoke(app, ["train", "--data", str(seed), "--unlabeled", str(tmp_path / "nope.csv")])
+        assert bad.exit_code != 0 and "does not exist" in bad.output
+    finally:
+        get_settings.cache_clear()
+
+
+def test_retrain_learns_from_stored_messages_but_not_the_held_out_ones(tmp_path):
+    """The service's retrain reads the newest stored (masked) messages as history and leaves
+    the confirmed hold-out, which judges the candidate, out of it."""
+    from models.learning import LabeledExample, is_holdout, loop_for_service
+    from review_fixtures import make_service, make_settings, train_tiny_model
+
+    settings = make_settings(tmp_path, per_type=6, history_limit=500)
+    store = train_tiny_model(settings)
+    service = make_service(settings, store)
+    for i in range(30):
+        service.ingest({"source": "shop", "external_id": f"h{i}", "text": f"麦克风有杂音，电话13800138{i:03d}"})
+    history = service.message_history(settings.history_limit)
+    assert len(history) == 30 and all("<PHONE>" in t and "13800138" not in t for t in history)
+    assert len(service.message_history(5)) == 5 and service.message_history(0) == []
+
+    seen = []
+
+    def fit(texts, labels, weights, progress=None):
+        seen.append([getattr(t, "text", t) for t in texts])
+        return SklearnBackend(calibration_folds=0).fit(texts, labels, sample_weight=weights)
+
+    loop = loop_for_service(service, store, settings, fit=fit, fit_quick=fit)
+    confirmed = [LabeledExample(key=f"case-{i}", text=f"声卡没声音{i}", labels=_labels("quality"), confirmed=True)
+                 for i in range(60)]
+    held_out = {e.text for e in confirmed if is_holdout(e.key)}
+    assert held_out
+    loop.hooks.confirmed_examples = lambda: confirmed
+    loop.hooks.message_history = lambda: history + sorted(held_out)
+    outcome = loop.retrain("alice")
+    assert outcome.metrics["learning"]["unlabeled_history"] == 30
+    second_round = seen[1]  # the candidate's self-training round: labeled + history
+    assert not held_out & set(second_round)
+    assert sum("杂音" in t for t in second_round) == 30
+    service.db.dispose()
+
+
+def test_urgent_operating_point_grades_one_when_its_probability_reaches_the_threshold(tiny_backend):
+    from triage.triager import Triager, grade_at_operating_point
+
+    p = np.array([[0.30, 0.50, 0.20], [0.60, 0.30, 0.10], [0.10, 0.30, 0.60]])
+    assert grade_at_operating_point(p, [1, 2, 3], 0.25) == [0, 0, 2]
+    assert grade_at_operating_point(p, [1, 2, 3], 0.65) == [1, 1, 2]  # argmax 1 but below: next best
+    text = "麦克风用了三天就有杂音，很失望"
+    p1 = tiny_backend.predict_proba([text])["urgency"][0][tiny_backend.classes_["urgency"].index(1)]
+    low = Triager(tiny_backend, "t", urgent_threshold=p1 / 2).predict(text)
+    high = Triager(tiny_backend, "t", urgent_threshold=(p1 + 1) / 2).predict(text)
+    assert low.urgency == 1 and high.urgency != 1
+    with pytest.raises(InvalidInput, match="urgent_threshold"):
+        Triager(tiny_backend, "t", urgent_threshold=1.5)
+
+
+def test_the_history_is_masked_before_use_and_no_text_of_it_is_stored(tmp_path):
+    """Self-training sees stored (masked) texts only; the model version records how many
+    history messages it used, never their texts, and no personal data reaches its files."""
+    from models.learning import loop_for_service
+    from review_fixtures import make_service, make_settings, train_tiny_model
+
+    settings = make_settings(tmp_path, per_type=6, history_limit=100)
+    store = train_tiny_model(settings)
+    service = make_service(settings, store)
+    secret_phone, secret_mail = "13912345678", "zhou.xiaoming@example.com"
+    for i in range(12):
+        service.ingest({"source": "shop", "external_id": f"p{i}",
+                        "text": f"声卡第{i}天就没声音了，回电{secret_phone}或{secret_mail}"})
+    loop = loop_for_service(service, store, settings)
+    outcome = loop.retrain("alice")
+    assert outcome.metrics["learning"]["unlabeled_history"] == 12
+    folder = store.root / outcome.version
+    stored = "".join(p.read_text(encoding="utf-8", errors="replace") for p in folder.rglob("*") if p.suffix in (".json", ".sig"))
+    assert secret_phone not in stored and secret_mail not in stored and "zhou" not in stored
+    assert "声卡第3天就没声音了" not in stored  # no history text in the manifest or vocabulary
+    service.db.dispose()
