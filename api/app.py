@@ -20,6 +20,8 @@ import triage
 from api import errors
 from api.metrics import Metrics
 from api.routes import router
+from api.routes_connectors import router as connectors_router
+from triage.jobs.helpdesk import HelpdeskAccess
 from triage.jobs.sla_monitor import SlaMonitor
 from triage.jobs.webhooks import WebhookDispatcher
 from triage.policy import Policy
@@ -65,7 +67,9 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         service = TriageService(db, Policy.from_settings(settings),
                                 models if models is not None else load_models(settings), settings)
     monitor = SlaMonitor(service, interval_s=settings.sla_monitor_interval_s)
-    dispatcher = WebhookDispatcher(service.db, settings.webhook_secret)
+    dispatcher = WebhookDispatcher(service.db, settings.webhook_secret,
+                                   helpdesk=HelpdeskAccess(service.settings))
+    writeback = any(service.settings.writeback_enabled(c) for c in ("chatwoot", "zammad"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -76,7 +80,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         service.start_coalescing()
         if background:
             monitor.start()
-            if service.webhook_urls:
+            if service.webhook_urls or writeback:
                 dispatcher.start()
         try:
             yield
@@ -102,6 +106,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     metrics.install(app)
     errors.install(app)
     app.include_router(router)
+    app.include_router(connectors_router)
     __import__("api.routes_review").routes_review.install(app)  # review + model routes, UI at /review
 
     @app.get("/healthz", tags=["ops"], summary="The process is up")

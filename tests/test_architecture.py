@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("triage", "models", "api", "review_ui")
 
 DOMAIN = {f"triage.{name}" for name in (
-    "clock", "errors", "lexicons", "policy", "prediction", "rules", "settings", "taxonomy", "text", "triager",
+    "clock", "connectors", "errors", "lexicons", "policy", "prediction", "rules", "settings", "taxonomy", "text",
+    "triager",
 )}
 INFRASTRUCTURE_LIBRARIES = (
     "sqlalchemy", "alembic", "psycopg", "fastapi", "starlette", "uvicorn", "gradio", "httpx", "prometheus_client",

@@ -25,6 +25,17 @@ from triage.store import ApiKey, AuditEntry, Base, Case, Database, Message, Revi
 H = timedelta(hours=1)
 
 
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from triage.store.database import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+HEAD = _head_revision()  # the newest migration: every upgrade must end there
+
+
 def msg(external_id="m1", text="摄像头用了两天就黑屏，开不了机", source="shop", **extra):
     return {"source": source, "external_id": external_id, "text": text, **extra}
 
@@ -34,7 +45,7 @@ def test_migrations_match_the_models(database):
     with database.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0001"
+    assert version == HEAD
 
 
 def test_sqlite_pragmas(tmp_path):
@@ -439,7 +450,7 @@ def test_servers_starting_together_migrate_once(tmp_path, postgres_url):
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(upgrade, databases))
             with databases[0].engine.connect() as conn:
-                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
             for db in databases:
                 db.dispose()
     finally:
@@ -481,5 +492,5 @@ def test_processes_opening_a_new_sqlite_file_together(tmp_path):
     probe = Database(f"sqlite:///{db_path}")
     with probe.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
     probe.dispose()

@@ -56,6 +56,7 @@ class TriageService:
         self.ingest = self.ingestion.ingest
         self.ingest_async = self.ingestion.ingest_async
         self.ingest_many = self.ingestion.ingest_many
+        self.ingest_connector = self.ingestion.ingest_connector
         self.warm_up = self.ingestion.warm_up
         self.start_coalescing = self.ingestion.start_coalescing
         self.stop_coalescing = self.ingestion.stop_coalescing

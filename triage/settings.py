@@ -9,8 +9,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from triage.connectors import FieldMap
+
+CHATWOOT_PRIORITIES = ("urgent", "high", "medium", "low", "none")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +63,48 @@ class Settings(BaseSettings):
     # At most this many of the installation's stored messages (the newest) are used, unlabeled,
     # by self-training at each retrain and by `triage train --unlabeled`; 0 turns it off.
     history_limit: int = Field(default=30_000, ge=0)
+
+    # Helpdesk connectors (README "Connect your helpdesk"). Inbound: the helpdesk's signed
+    # webhook; write-back (tags and priority) needs the base URL and an API token.
+    chatwoot_enabled: bool = False
+    chatwoot_webhook_secret: str = ""
+    chatwoot_max_skew_s: float = Field(default=300, gt=0)  # refuse older/newer X-Chatwoot-Timestamp
+    chatwoot_base_url: str = ""  # e.g. https://chat.example.com; empty: no write-back
+    chatwoot_api_token: str = ""  # an agent's access token (header api_access_token)
+    # Chatwoot label titles allow only letters, digits, "-" and "_" (a label must exist in the
+    # account to show in its UI), hence "triage-quality" there and "triage:quality" in Zammad.
+    chatwoot_tag_prefix: str = "triage-"
+    chatwoot_priority_map: dict[int, str] = {1: "urgent", 2: "high", 3: "medium"}  # priority grade -> priority
+    zammad_enabled: bool = False
+    zammad_webhook_secret: str = ""  # the webhook's HMAC-SHA1 signature token
+    zammad_base_url: str = ""
+    zammad_api_token: str = ""  # header Authorization: Token token=...
+    zammad_tag_prefix: str = "triage:"
+    zammad_priority_map: dict[int, int] = {1: 3, 2: 2, 3: 1}  # priority grade -> priority_id (3 high, 2 normal, 1 low)
+    # Any other helpdesk: source name -> JSON pointers (triage.connectors.FieldMap), as JSON.
+    connector_maps: dict[str, FieldMap] = {}
+
+    @model_validator(mode="after")
+    def _connectors_complete(self) -> "Settings":
+        for name in ("chatwoot", "zammad"):
+            prefix = f"TRIAGE_{name.upper()}_"
+            if getattr(self, f"{name}_enabled") and not getattr(self, f"{name}_webhook_secret"):
+                raise ValueError(f"{prefix}ENABLED needs {prefix}WEBHOOK_SECRET (unsigned webhooks are refused)")
+            if getattr(self, f"{name}_base_url") and not getattr(self, f"{name}_api_token"):
+                raise ValueError(f"{prefix}BASE_URL (write-back) needs {prefix}API_TOKEN")
+            grades = set(getattr(self, f"{name}_priority_map"))
+            if not grades <= {1, 2, 3}:
+                raise ValueError(f"{prefix}PRIORITY_MAP keys are priority grades 1-3, got {sorted(grades)}")
+        bad = set(self.chatwoot_priority_map.values()) - set(CHATWOOT_PRIORITIES)
+        if bad:
+            raise ValueError(f"TRIAGE_CHATWOOT_PRIORITY_MAP values must be in {CHATWOOT_PRIORITIES}, got {sorted(bad)}")
+        taken = set(self.connector_maps) & {"chatwoot", "zammad"}
+        if taken:
+            raise ValueError(f"TRIAGE_CONNECTOR_MAPS cannot redefine the built-in connectors {sorted(taken)}")
+        return self
+
+    def writeback_enabled(self, connector: str) -> bool:
+        return bool(getattr(self, f"{connector}_enabled") and getattr(self, f"{connector}_base_url"))
 
     @property
     def effective_database_url(self) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, joinedload
 from triage.clock import MAX_CLOCK_SKEW, as_utc, iso
 from triage.contexts.audit import AuditLog, case_snapshot, diff
 from triage.contexts.core import ServiceCore
+from triage.contexts.writeback import enqueue_writeback
 from triage.errors import Conflict, InvalidInput, NotFound
 from triage.policy import Decision, Labels
 from triage.store.outbox import enqueue
@@ -255,6 +256,13 @@ class Cases:
                    "case": case_view(case).model_dump(mode="json"), **(extra or {})}
         for url in core.webhook_urls:
             enqueue(session, event, url, payload, case_id=case.id, now=core.now())
+
+    def write_back(self, session: Session, cases: Sequence[Case], before: dict[int, dict] | None = None) -> None:
+        """Queue helpdesk write-back (tags, priority) for connector cases, in the caller's transaction
+        (:mod:`triage.contexts.writeback`)."""
+        settings = self.core.settings
+        if any(settings.writeback_enabled(c) for c in ("chatwoot", "zammad")):
+            enqueue_writeback(session, settings, cases, self.core.now(), before)
 
     # ------------------------------------------------------------------ policy on a case
 

@@ -25,6 +25,7 @@ from triage.clock import MAX_CLOCK_SKEW, as_utc
 from triage.contexts.audit import AuditLog, case_snapshot
 from triage.contexts.cases import CaseView, Cases, case_view, prediction_row
 from triage.contexts.core import ServiceCore
+from triage.contexts.writeback import remember_refs
 from triage.errors import Conflict, InvalidInput, ModelError, Unavailable
 from triage.policy import Labels
 from triage.store.queries import insert_returning_ids
@@ -136,6 +137,27 @@ class Ingestion:
             for result in self.ingest_valid(valid, actor):
                 results[result.index] = result
         return [results[i] for i in range(len(raws))]
+
+    def ingest_connector(self, message: dict[str, Any], thread: str | None, refs: dict[str, Any],
+                         actor: str) -> IngestResult:
+        """Ingest a helpdesk connector's message (``triage.connectors``), keeping its
+        conversation/ticket references for write-back; a replay finds both again.
+
+        A helpdesk does not read error bodies, so what the API would refuse is adapted and
+        kept instead: text over the limit is cut to it, a send time in the future (a
+        helpdesk clock ahead of ours) is replaced by the time of receipt."""
+        message = dict(message)
+        limit = self.core.settings.max_text_chars
+        if isinstance(message.get("text"), str) and len(message["text"]) > limit:
+            message["text"] = message["text"][:limit]
+        try:
+            msg = self.validate(message)
+        except InvalidInput as exc:
+            if exc.field != "received_at":
+                raise
+            msg = self.validate({k: v for k, v in message.items() if k != "received_at"})
+        remember_refs(self.core.db, msg.source, msg.external_id, thread, refs, self.core.now())
+        return self.ingest(msg, actor)
 
     def warm_up(self) -> None:
         """Load lazily built parts of the pipeline (segmenter, lexicons) before the first
@@ -288,6 +310,7 @@ class Ingestion:
         ])
         for case in cases:
             self.cases.emit(session, "triaged", case)
+        self.cases.write_back(session, cases)
         return cases
 
 

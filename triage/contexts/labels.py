@@ -87,6 +87,8 @@ class LabelChanges:
             session.flush()
             if review:
                 self.cases.emit(session, "reviewed", case, {"changed": changed, "reviewer": actor})
+            if changed:
+                self.cases.write_back(session, [case], before={case.id: before})
             if before["tier"] != after["tier"] and policy.tiers.index(after["tier"]) > policy.tiers.index(before["tier"]):
                 self.cases.emit(session, "escalated", case, {"reason": "labels changed", "tier_before": before["tier"]})
             return case_view(case)

@@ -5,6 +5,8 @@ Why an outbox: ingestion commits the case and its "triaged" event together and r
 once; delivery happens later on another thread, so a slow or dead receiver never blocks or
 fails ingestion, and no event is lost when the process restarts. Each delivery is
 HMAC-SHA256 signed, retried with exponential backoff, and every attempt is recorded.
+Helpdesk write-back calls (queued by :mod:`triage.contexts.writeback`) travel through the same outbox: a row with
+a ``connector`` is sent with its own method and the connector's token instead of a signature.
 
 Several processes may run dispatchers against one database: a delivery is claimed with a
 conditional UPDATE (only one process's claim matches), so it is sent by one of them at a time.
@@ -33,6 +35,11 @@ from triage.store.database import Database
 from triage.store.tables import WebhookAttempt, WebhookDelivery
 
 log = logging.getLogger(__name__)
+
+
+class DeliveryError(Exception):
+    """A delivery that could not be prepared (e.g. a helpdesk read before a write failed):
+    recorded as a failed attempt and retried like a failed send."""
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -70,6 +77,7 @@ class WebhookDispatcher:
         client: httpx.Client | None = None,
         now=utcnow,
         runner: JobRunner = DEFAULT_RUNNER,
+        helpdesk=None,
     ):
         self.db = db
         self.secret = secret
@@ -83,6 +91,8 @@ class WebhookDispatcher:
         self.now = now
         self.runner = runner
         self._job: JobHandle | None = None
+        # credentials and request bodies for helpdesk write-back rows (triage.jobs.helpdesk.HelpdeskAccess)
+        self.helpdesk = helpdesk
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after ``attempts`` failures: base * 2^(n-1), capped."""
@@ -115,25 +125,38 @@ class WebhookDispatcher:
         with self.db.session() as session:
             delivery = session.get(WebhookDelivery, delivery_id)
             url, event, payload = delivery.url, delivery.event, delivery.payload
-        body = json.dumps({"delivery_id": delivery_id, **payload}, ensure_ascii=False, separators=(",", ":")).encode()
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "X-Triage-Event": event,
-            "X-Triage-Delivery": str(delivery_id),
-            "X-Triage-Timestamp": timestamp,
-            "X-Triage-Signature": sign(self.secret, timestamp, body),
-            "User-Agent": "complaint-triage-webhooks/1",
-        }
+            connector, method = delivery.connector, delivery.method or "POST"
         started = time.perf_counter()
         status_code, error = None, None
         try:
-            response = self.client.post(url, content=body, headers=headers)
+            if connector:  # a helpdesk REST call with the connector's token
+                if self.helpdesk is None:
+                    raise DeliveryError(f"this dispatcher has no credentials for connector {connector!r}")
+                headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json",
+                           "User-Agent": "complaint-triage-writeback/1", **self.helpdesk.headers(connector)}
+                body = json.dumps(self.helpdesk.body(connector, url, payload,
+                                                     lambda u: self.client.get(u, headers=headers)),
+                                  ensure_ascii=False, separators=(",", ":")).encode()
+            else:
+                body = json.dumps({"delivery_id": delivery_id, **payload}, ensure_ascii=False,
+                                  separators=(",", ":")).encode()
+                timestamp = str(int(time.time()))
+                headers = {
+                    "Content-Type": "application/json; charset=utf-8",
+                    "X-Triage-Event": event,
+                    "X-Triage-Delivery": str(delivery_id),
+                    "X-Triage-Timestamp": timestamp,
+                    "X-Triage-Signature": sign(self.secret, timestamp, body),
+                    "User-Agent": "complaint-triage-webhooks/1",
+                }
+            response = self.client.request(method, url, content=body, headers=headers)
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}: {response.text[:200]}"
         except httpx.HTTPError as exc:
             error = f"{exc.__class__.__name__}: {exc}"[:500]
+        except DeliveryError as exc:  # e.g. a write-back row whose connector has no token: retried, recorded
+            error = str(exc)[:500]
         duration_ms = (time.perf_counter() - started) * 1000
         ok = error is None
         now = self.now()

@@ -9,6 +9,7 @@ from triage.store.tables import (
     AuditEntry,
     Base,
     Case,
+    ConnectorRef,
     Message,
     Prediction,
     ReviewDecision,
@@ -20,6 +21,6 @@ from triage.store.tables import (
 )
 
 __all__ = [
-    "ApiKey", "AuditEntry", "Base", "Case", "Database", "Message", "Prediction", "ReviewDecision", "SlaEvent",
-    "User", "WebhookAttempt", "WebhookDelivery", "utcnow",
+    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "Message", "Prediction", "ReviewDecision",
+    "SlaEvent", "User", "WebhookAttempt", "WebhookDelivery", "utcnow",
 ]

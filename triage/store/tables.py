@@ -216,8 +216,29 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+    # A helpdesk write-back call (triage.contexts.writeback) instead of a signed event: the connector
+    # whose API token authorises it at delivery time, and the HTTP method; None for webhooks.
+    connector: Mapped[str | None] = mapped_column(String(32))
+    method: Mapped[str | None] = mapped_column(String(8))
 
     attempts_log: Mapped[list["WebhookAttempt"]] = relationship(order_by="WebhookAttempt.id")
+
+
+class ConnectorRef(Base):
+    """Where a message came from in a connected helpdesk (account, conversation or ticket,
+    contact), kept for write-back. ``thread`` is the conversation or ticket the helpdesk
+    labels; (source, external_id) is the message's identity, as in ``messages``."""
+
+    __tablename__ = "connector_refs"
+    __table_args__ = (UniqueConstraint("source", "external_id", name="uq_connector_refs_source_external_id"),
+                      Index("ix_connector_refs_thread", "source", "thread"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str] = mapped_column(String(200))
+    thread: Mapped[str | None] = mapped_column(String(200))
+    refs: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class WebhookAttempt(Base):
