@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,13 @@ class Settings(BaseSettings):
     # Real review corpora for the optional sentiment signal; "none" turns it off. The
     # default is the shared folder beside the project, absent on most installations.
     corpora_dir: str = str(PROJECT_ROOT.parent / "shared" / "data" / "corpora")
+    # Word segmentation: "auto" is the compiled jieba-rs segmenter (PyPI rjieba) when it is
+    # installed, else jieba; "jieba" forces jieba. Both cut the same way (tests/test_segmenter.py).
+    segmenter: Literal["auto", "jieba"] = "auto"
+    # Triage through the backend's numpy-only predictor where it has one (scikit-learn is then
+    # never imported to predict; same features and probabilities, tests/test_sklearn_predictor.py);
+    # false loads the full backend, the reference path.
+    fast_predict: bool = True
 
     @property
     def effective_database_url(self) -> str:
