@@ -69,9 +69,23 @@ def _pattern(terms: tuple[str, ...]) -> re.Pattern | None:
     return re.compile("|".join(re.escape(t) for t in ordered))
 
 
+_PATTERNS_BY_ID: dict[int, tuple[object, re.Pattern | None]] = {}
+
+
+def _pattern_of(terms) -> re.Pattern | None:
+    """:func:`_pattern` of a lexicon's term collection, found by identity: hashing a tuple of a
+    few hundred terms on each of the six scans of every message cost more than the scan."""
+    entry = _PATTERNS_BY_ID.get(id(terms))
+    if entry is None or entry[0] is not terms:
+        if len(_PATTERNS_BY_ID) > 256:  # callers passing fresh collections each time
+            _PATTERNS_BY_ID.clear()
+        entry = _PATTERNS_BY_ID[id(terms)] = (terms, _pattern(tuple(terms)))  # holds terms: the id stays theirs
+    return entry[1]
+
+
 def _find_terms(text: str, terms, exclusions) -> list[TermHit]:
     """Non-overlapping occurrences of ``terms``, minus those inside an exclusion word."""
-    pattern = _pattern(tuple(terms))
+    pattern = _pattern_of(terms)
     if pattern is None:
         return []
     hits = []
@@ -84,7 +98,7 @@ def _find_terms(text: str, terms, exclusions) -> list[TermHit]:
             continue
         if exclusions:
             if excluded_spans is None:
-                ex = _pattern(tuple(exclusions))
+                ex = _pattern_of(exclusions)
                 excluded_spans = [e.span() for e in ex.finditer(text)] if ex else []
             if any(a <= start and end <= b for a, b in excluded_spans):
                 continue

@@ -58,11 +58,15 @@ class Triager:
 
     @classmethod
     def from_store(cls, store, version: str | None = None, **kwargs) -> "Triager":
-        """Load ``version`` (default: the current one) from a :class:`models.store.ModelStore`."""
+        """Load ``version`` (default: the current one) from a :class:`models.store.ModelStore`.
+
+        With ``TRIAGE_FAST_PREDICT`` (the default) the backend's predict-only twin is used where
+        it has one (:meth:`models.store.ModelStore.load_predictor`).
+        """
         from triage.settings import get_settings
 
-        backend, manifest = store.load(version)
         settings = get_settings()
+        backend, manifest = store.load_predictor(version) if settings.fast_predict else store.load(version)
         kwargs.setdefault("max_chars", settings.max_text_chars)
         kwargs.setdefault("escalation_threshold", settings.escalation_threshold)
         triager = cls(backend, manifest["version"], **kwargs)
@@ -139,7 +143,7 @@ class Triager:
                 )
                 confidences.append(1.0 if ruled else scores[h].get(label, 0.0))
             if explanations is not None:
-                expl: dict[str, Any] = {h: [[w, s] for w, s in explanations[i].get(h, [])] for h in HEADS}
+                expl: dict[str, Any] = {h: list(map(list, explanations[i].get(h, ()))) for h in HEADS}
             else:
                 expl = {
                     h: [[w, s] for w, s in self.backend.explain(p.text, h, labels[h], self.top_k)] for h in HEADS
