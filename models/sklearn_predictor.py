@@ -40,7 +40,6 @@ SENTIMENT_FEATURES = 2**18  # SentimentModel.N_FEATURES: hashed word uni- and bi
 WORDS_ONLY_HEADS = ("dispute_type", "escalation")
 MAX_CHAR_N = 3  # three code points (21 bits each) pack into one int64
 
-_TOKEN = re.compile(r"\S+")  # the vectorizers' token_pattern
 _WHITE_SPACES = re.compile(r"\s\s+")  # scikit-learn's whitespace folding before character n-grams
 _GRAM_CACHE_LIMIT = 300_000
 
@@ -214,6 +213,9 @@ class SklearnPredictor:
             packed = _pack(codes, np.arange(0, len(codes), n), n)
             order = np.argsort(packed, kind="stable")
             self._char_tables[n] = (packed[order], cols[order])
+            if n == 1:  # code point -> column, -1 for none; its last slot stands for every larger code point
+                self._unigram_columns = np.full(int(packed.max()) + 2, -1, dtype=np.int64)
+                self._unigram_columns[packed] = cols
 
     def _index_explanations(self, word_terms: list[str], char_terms: list[str]) -> None:
         """SklearnBackend._index_weights: readable names and per-class weights relative to the class mean."""
@@ -227,10 +229,11 @@ class SklearnPredictor:
         self._explainable = np.array([bool(n) for n in names], dtype=bool)
         self._explainable_words = self._explainable.copy()
         self._explainable_words[len(words) + len(chars) :] = False
-        self._weights = {
-            h: (head[0] - head[0].mean(axis=0, keepdims=True)).astype(np.float32)
-            for h, head in self.heads.items() if head is not None
-        }
+        live = [h for h, head in self.heads.items() if head is not None]
+        self._weights = {h: self.heads[h][0] for h in live}  # the heads that explain
+        self._stacked_weights = np.vstack([self.heads[h][0] for h in live]) if live else np.zeros((0, self.width), np.float32)
+        bounds = np.cumsum([0] + [self.heads[h][0].shape[0] for h in live]).tolist()
+        self._head_rows = {h: (bounds[i], bounds[i + 1]) for i, h in enumerate(live)}
 
     # ------------------------------------------------------------------ features
 
@@ -238,9 +241,10 @@ class SklearnPredictor:
         """The backend's feature matrix as CSR arrays: (data, indices, indptr, row of each value)."""
         prepared = [t if isinstance(t, PreparedText) else prepare(t) for t in texts]
         n = len(prepared)
-        blocks = [self._word_block(prepared), self._char_block(prepared), self._intensity_block(prepared)]
+        words, hashed = self._word_block(prepared)
+        blocks = [words, self._char_block(prepared), self._intensity_block(prepared)]
         if self.sentiment is not None:
-            blocks.append(self._sentiment_block(prepared))
+            blocks.append(self._sentiment_block(hashed, n))
         rows = np.concatenate([b[0] for b in blocks])
         order = np.argsort(rows, kind="stable")  # row-major; within a row the blocks (and columns) stay in order
         rows = rows[order]
@@ -251,48 +255,55 @@ class SklearnPredictor:
         return data, indices, indptr, rows
 
     def _word_block(self, prepared: list[PreparedText]):
+        """Word n-gram TF-IDF, and the (row, hash column) pairs of the sentiment signal's n-grams."""
         lo, hi = self.params["word_ngram"]
-        grams: list[str] = []
-        counts = []
-        sentiment_grams: list[str] = []
-        sentiment_counts = []
-        for p in prepared:
-            tokens = _TOKEN.findall(p.feature_string)
-            g = _word_grams(tokens, lo, hi)
-            grams.extend(g)
-            counts.append(len(g))
-            if self.sentiment is not None and (lo, hi) != (1, 2):
-                s = _word_grams(tokens, 1, 2)
-                sentiment_grams.extend(s)
-                sentiment_counts.append(len(s))
         n = len(prepared)
-        codes = np.array(list(map(self._grams.__getitem__, grams)), dtype=np.int64)
-        rows = np.repeat(np.arange(n), counts)
+        # The vectorizers' tokens of " ".join(p.tokens): feature tokens never hold whitespace.
+        token_lists = [p.tokens for p in prepared]
+        docs = np.arange(n)
+        if (lo, hi) == (1, 2):  # the default, in two flat passes over the batch
+            grams = [t for tokens in token_lists for t in tokens]
+            grams += [a + " " + b for tokens in token_lists for a, b in zip(tokens, tokens[1:])]
+            lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=n)
+            rows = np.concatenate([np.repeat(docs, lengths), np.repeat(docs, np.maximum(lengths - 1, 0))])
+        else:
+            per_doc = [_word_grams(tokens, lo, hi) for tokens in token_lists]
+            grams = [g for doc_grams in per_doc for g in doc_grams]
+            rows = np.repeat(docs, [len(doc_grams) for doc_grams in per_doc])
+        codes = np.fromiter(map(self._grams.__getitem__, grams), dtype=np.int64, count=len(grams))
         cols = codes // SENTIMENT_FEATURES - 1
+        hashed = None
         if self.sentiment is not None:
             if (lo, hi) == (1, 2):
-                self._hashed = (rows, codes % SENTIMENT_FEATURES)
+                hashed = (rows, codes % SENTIMENT_FEATURES)
             else:
-                self._hashed = (
-                    np.repeat(np.arange(n), sentiment_counts),
-                    np.array(list(map(_hash_index, sentiment_grams)), dtype=np.int64),
+                per_doc = [_word_grams(tokens, 1, 2) for tokens in token_lists]
+                hashed = (
+                    np.repeat(docs, [len(doc_grams) for doc_grams in per_doc]),
+                    np.array([_hash_index(g) for doc_grams in per_doc for g in doc_grams], dtype=np.int64),
                 )
         known = cols >= 0
-        return _tfidf(rows[known], cols[known], n, self.n_words, self.word_idf)
+        return _tfidf(rows[known], cols[known], n, self.n_words, self.word_idf), hashed
 
     def _char_block(self, prepared: list[PreparedText]):
         """Character n-grams of the lower-cased text without '!' (SklearnBackend._char_input)."""
-        docs = []
-        for p in prepared:
-            docs.append(_WHITE_SPACES.sub(" ", p.text.replace("!", "").lower()))
+        fold = _WHITE_SPACES.sub
+        docs = [fold(" ", p.text.replace("!", "").lower()) for p in prepared]
         n = len(docs)
-        lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=n)
+        lengths = np.fromiter(map(len, docs), dtype=np.int64, count=n)
         codes = np.frombuffer("".join(docs).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
         doc_of = np.repeat(np.arange(n), lengths)
         ends = np.cumsum(lengths)[doc_of] if len(codes) else np.zeros(0, dtype=np.int64)
         positions = np.arange(len(codes))
         all_rows, all_cols = [], []
         for gram_len, (table, table_cols) in self._char_tables.items():
+            if gram_len == 1:  # one code point: a direct look-up table
+                dense = self._unigram_columns
+                cols = dense[np.minimum(codes, len(dense) - 1)]
+                hit = cols >= 0
+                all_rows.append(doc_of[hit])
+                all_cols.append(cols[hit])
+                continue
             starts = positions[positions + gram_len <= ends]
             if not len(starts):
                 continue
@@ -312,11 +323,10 @@ class SklearnPredictor:
         r, c = np.nonzero(dense)
         return r, c + self.n_words + self.n_chars, dense[r, c]
 
-    def _sentiment_block(self, prepared: list[PreparedText]):
+    def _sentiment_block(self, hashed: tuple[np.ndarray, np.ndarray], n: int):
         """P(negative review) from the hashed word n-grams, and its four bins (SentimentModel.features)."""
         W, b = self.sentiment
-        n = len(prepared)
-        rows, idx = self._hashed
+        rows, idx = hashed
         keys, counts = np.unique(rows * SENTIMENT_FEATURES + idx, return_counts=True)
         r, c = keys // SENTIMENT_FEATURES, keys % SENTIMENT_FEATURES
         data = counts.astype(np.float32)
@@ -334,17 +344,23 @@ class SklearnPredictor:
 
     # ------------------------------------------------------------------ prediction
 
-    def _proba(self, X) -> dict[str, np.ndarray]:
+    def _gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Per head, its weight rows at the matrix's columns, (classes, nonzeros): one gather for all heads."""
+        G = self._stacked_weights[:, indices]
+        return {head: G[start:stop] for head, (start, stop) in self._head_rows.items()}
+
+    def _proba(self, X, gathered: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         data, indices, indptr, rows = X
         n = len(indptr) - 1
+        gathered = gathered if gathered is not None else self._gather(indices)
         out = {}
         for head, model in self.heads.items():
             if model is None:
                 out[head] = np.ones((n, 1))
                 continue
-            W, b = model
-            k = W.shape[0]
-            contrib = (W[:, indices] * data).astype(np.float64)  # (k, nnz); X @ W.T summed per row below
+            b = model[1]
+            k = len(b)
+            contrib = (gathered[head] * data).astype(np.float64)  # (k, nnz); X @ W.T summed per row below
             slots = (np.arange(k)[:, None] * n + rows).ravel()
             scores = np.bincount(slots, weights=contrib.ravel(), minlength=k * n).reshape(k, n).T
             out[head] = _softmax((scores + b) / self.temperatures[head])
@@ -359,8 +375,11 @@ class SklearnPredictor:
         """SklearnBackend.predict_explained: probabilities and the top features behind each head's label."""
         X = self.featurize(texts)
         data, indices, indptr, rows = X
-        proba = self._proba(X)
+        gathered = self._gather(indices)
+        proba = self._proba(X, gathered)
         n = len(indptr) - 1
+        positions = np.arange(len(indices))
+        explainable_at = {False: self._explainable[indices], True: self._explainable_words[indices]}
         explanations: list[dict[str, list[tuple[str, float]]]] = [{} for _ in range(n)]
         for head, p in proba.items():
             if head not in self._weights:
@@ -371,14 +390,17 @@ class SklearnPredictor:
                 target = np.array([self.classes_[head].index(_label_key(v)) for v in labels[head]])
             else:
                 target = p.argmax(axis=1)
-            contrib = data * self._weights[head][target[rows], indices]
-            explainable = self._explainable_words if head in WORDS_ONLY_HEADS else self._explainable
-            cand = np.flatnonzero((contrib > 0) & explainable[indices])
+            # Weights relative to the class mean (self._weights), taken from the gathered rows.
+            G = gathered[head]
+            relative = G - G.mean(axis=0, keepdims=True)
+            contrib = data * relative[target[rows], positions]
+            cand = np.flatnonzero((contrib > 0) & explainable_at[head in WORDS_ONLY_HEADS])
             order = cand[np.lexsort((-contrib[cand], rows[cand]))]
             r_sorted = rows[order]
             starts = np.searchsorted(r_sorted, r_sorted, side="left")
             keep = order[(np.arange(len(order)) - starts) < top_k]
-            pairs = list(zip(self._feature_names[indices[keep]].tolist(), np.round(contrib[keep].astype(np.float64), 4).tolist()))
+            # [word, weight] lists: the JSON shape the triager hands on (SklearnBackend gives tuples).
+            pairs = list(map(list, zip(self._feature_names[indices[keep]].tolist(), np.round(contrib[keep].astype(np.float64), 4).tolist())))
             bounds = np.searchsorted(rows[keep], np.arange(n + 1)).tolist()
             for r, e in enumerate(explanations):
                 e[head] = pairs[bounds[r] : bounds[r + 1]]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import opencc
 
@@ -247,9 +248,13 @@ def get_tokenizer(lexicon_dir: Path | str | None = None) -> "jieba.Tokenizer":
 
 def segmenter_choice() -> str:
     """The configured segmenter (``TRIAGE_SEGMENTER``): ``auto`` or ``jieba``."""
-    from triage.settings import get_settings
+    global _get_settings
+    if _get_settings is None:  # imported on first use: triage.settings imports pydantic-settings
+        from triage.settings import get_settings as _get_settings
+    return _get_settings().segmenter
 
-    return get_settings().segmenter
+
+_get_settings = None
 
 
 def active_segmenter(lexicon_dir: Path | str | None = None, choice: str | None = None) -> str:
@@ -260,20 +265,29 @@ def active_segmenter(lexicon_dir: Path | str | None = None, choice: str | None =
 def _cutter(lexicon_dir: Path | str | None = None, choice: str | None = None) -> tuple[str, Callable[[str], list[str]]]:
     """(kind, function that cuts one text piece into words), built once per lexicon folder."""
     choice = choice or segmenter_choice()
+    found = _CUTTER_BY_ARGS.get((lexicon_dir, choice))  # once per message: skip the lookups below
+    if found is not None:
+        return found
+    found = _CUTTER_BY_ARGS[(lexicon_dir, choice)] = _find_cutter(lexicon_dir, choice)
+    return found
+
+
+_CUTTER_BY_ARGS: dict[tuple[Any, str], tuple[str, Callable[[str], list[str]]]] = {}
+
+
+def _find_cutter(lexicon_dir: Path | str | None, choice: str) -> tuple[str, Callable[[str], list[str]]]:
     if choice not in SEGMENTER_CHOICES:
         raise ValueError(f"unknown segmenter {choice!r}; choose one of {', '.join(SEGMENTER_CHOICES)}")
     lex = load_lexicons(lexicon_dir)
-    kinds = ("compiled", "jieba") if choice == "auto" else ("jieba",)
-    for kind in kinds:
-        cut = _CUTTERS.get((lex.directory, kind))
+    if choice == "auto":
+        with _TOKENIZER_LOCK:
+            cut = _CUTTERS.get((lex.directory, "compiled"))
+            if cut is None:
+                cut = _compiled_cutter(lex.user_dict_path)
+                if cut is not None:
+                    _CUTTERS[(lex.directory, "compiled")] = cut
         if cut is not None:
-            return kind, cut
-    with _TOKENIZER_LOCK:
-        if "compiled" in kinds and (lex.directory, "compiled") not in _CUTTERS:
-            cut = _compiled_cutter(lex.user_dict_path)
-            if cut is not None:
-                _CUTTERS[(lex.directory, "compiled")] = cut
-                return "compiled", cut
+            return "compiled", cut
     tok = get_tokenizer(lexicon_dir)
 
     def jieba_cut(piece: str) -> list[str]:

@@ -32,6 +32,11 @@ def _label_str(value: Any) -> str:
     return str(value)
 
 
+def _as_lists(pairs: list) -> list[list]:
+    """[[word, weight], ...]: the JSON shape; a backend may give (word, weight) tuples."""
+    return pairs if not pairs or type(pairs[0]) is list else [list(p) for p in pairs]
+
+
 class Triager:
     """A loaded model plus the rules; cheap to call, safe to share between threads."""
 
@@ -143,7 +148,7 @@ class Triager:
                 )
                 confidences.append(1.0 if ruled else scores[h].get(label, 0.0))
             if explanations is not None:
-                expl: dict[str, Any] = {h: list(map(list, explanations[i].get(h, ()))) for h in HEADS}
+                expl: dict[str, Any] = {h: _as_lists(explanations[i].get(h, [])) for h in HEADS}
             else:
                 expl = {
                     h: [[w, s] for w, s in self.backend.explain(p.text, h, labels[h], self.top_k)] for h in HEADS
