@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -98,23 +99,35 @@ def _tfidf(rows: np.ndarray, cols: np.ndarray, n_rows: int, width: int, idf: np.
     return r, c, data
 
 
-class _GramCodes(dict):
-    """word n-gram -> (word column + 1) * SENTIMENT_FEATURES + sentiment hash index, filled on first sight."""
+class _GramCodes:
+    """word n-gram -> (word column + 1) * SENTIMENT_FEATURES + sentiment hash index, cached.
+
+    Real messages bring new n-grams all the time, so the misses of a batch are filled in bulk
+    (C-level map over the vocabulary and the hash) rather than one Python call each.
+    """
+
+    LIMIT = 500_000  # bounded memory in a long-running service
 
     def __init__(self, vocabulary: dict[str, int], hashed: bool):
-        super().__init__()
         self.vocabulary = vocabulary
         self.hash = _murmurhash() if hashed else None
+        self.cache: dict[str, int] = {}
 
-    def __missing__(self, gram: str) -> int:
-        if len(self) >= _GRAM_CACHE_LIMIT:
-            self.clear()  # bounded memory in a long-running service
-        code = (self.vocabulary.get(gram, -1) + 1) * SENTIMENT_FEATURES
-        if self.hash is not None:
-            h = self.hash(gram, 0, True)
-            code += abs(h) % SENTIMENT_FEATURES if h != -(2**31) else _MIN_HASH_INDEX
-        self[gram] = code
-        return code
+    def codes(self, grams: list[str]) -> np.ndarray:
+        codes = np.fromiter(map(self.cache.get, grams, repeat(-1)), dtype=np.int64, count=len(grams))
+        missing = np.flatnonzero(codes < 0)
+        if len(missing):
+            new = [grams[i] for i in missing.tolist()]
+            cols = np.fromiter(map(self.vocabulary.get, new, repeat(-1)), dtype=np.int64, count=len(new))
+            fresh = (cols + 1) * SENTIMENT_FEATURES
+            if self.hash is not None:
+                h = np.fromiter(map(self.hash, new), dtype=np.int64, count=len(new))  # signed, seed 0
+                fresh += np.where(h == -(2**31), _MIN_HASH_INDEX, np.abs(h) % SENTIMENT_FEATURES)
+            codes[missing] = fresh
+            if len(self.cache) + len(new) > self.LIMIT:
+                self.cache.clear()
+            self.cache.update(zip(new, fresh.tolist()))
+        return codes
 
 
 # scikit-learn's FeatureHasher column for the hash -2**31, whose abs() overflows an int32.
@@ -234,6 +247,9 @@ class SklearnPredictor:
         self._stacked_weights = np.vstack([self.heads[h][0] for h in live]) if live else np.zeros((0, self.width), np.float32)
         bounds = np.cumsum([0] + [self.heads[h][0].shape[0] for h in live]).tolist()
         self._head_rows = {h: (bounds[i], bounds[i + 1]) for i, h in enumerate(live)}
+        self._relative = np.vstack(
+            [(self.heads[h][0] - self.heads[h][0].mean(axis=0, keepdims=True)).astype(np.float32) for h in live]
+        ) if live else self._stacked_weights
 
     # ------------------------------------------------------------------ features
 
@@ -270,7 +286,7 @@ class SklearnPredictor:
             per_doc = [_word_grams(tokens, lo, hi) for tokens in token_lists]
             grams = [g for doc_grams in per_doc for g in doc_grams]
             rows = np.repeat(docs, [len(doc_grams) for doc_grams in per_doc])
-        codes = np.fromiter(map(self._grams.__getitem__, grams), dtype=np.int64, count=len(grams))
+        codes = self._grams.codes(grams)
         cols = codes // SENTIMENT_FEATURES - 1
         hashed = None
         if self.sentiment is not None:
@@ -378,32 +394,35 @@ class SklearnPredictor:
         gathered = self._gather(indices)
         proba = self._proba(X, gathered)
         n = len(indptr) - 1
-        positions = np.arange(len(indices))
         explainable_at = {False: self._explainable[indices], True: self._explainable_words[indices]}
-        explanations: list[dict[str, list[tuple[str, float]]]] = [{} for _ in range(n)]
+        per_head: dict[str, list[list]] = {}
         for head, p in proba.items():
             if head not in self._weights:
-                for e in explanations:
-                    e[head] = []
+                per_head[head] = [[] for _ in range(n)]
                 continue
             if labels and head in labels:
                 target = np.array([self.classes_[head].index(_label_key(v)) for v in labels[head]])
             else:
                 target = p.argmax(axis=1)
-            # Weights relative to the class mean (self._weights), taken from the gathered rows.
-            G = gathered[head]
-            relative = G - G.mean(axis=0, keepdims=True)
-            contrib = data * relative[target[rows], positions]
+            # The target class's weight relative to the class mean, at each nonzero.
+            contrib = data * self._relative[self._head_rows[head][0] + target[rows], indices]
             cand = np.flatnonzero((contrib > 0) & explainable_at[head in WORDS_ONLY_HEADS])
-            order = cand[np.lexsort((-contrib[cand], rows[cand]))]
-            r_sorted = rows[order]
-            starts = np.searchsorted(r_sorted, r_sorted, side="left")
-            keep = order[(np.arange(len(order)) - starts) < top_k]
+            if n == 1:  # one message (the API): a stable sort by weight is the same order
+                keep = cand[np.argsort(-contrib[cand], kind="stable")[:top_k]]
+            else:
+                order = cand[np.lexsort((-contrib[cand], rows[cand]))]
+                r_sorted = rows[order]
+                starts = np.searchsorted(r_sorted, r_sorted, side="left")
+                keep = order[(np.arange(len(order)) - starts) < top_k]
             # [word, weight] lists: the JSON shape the triager hands on (SklearnBackend gives tuples).
             pairs = list(map(list, zip(self._feature_names[indices[keep]].tolist(), np.round(contrib[keep].astype(np.float64), 4).tolist())))
-            bounds = np.searchsorted(rows[keep], np.arange(n + 1)).tolist()
-            for r, e in enumerate(explanations):
-                e[head] = pairs[bounds[r] : bounds[r + 1]]
+            if n == 1:
+                per_head[head] = [pairs]
+            else:
+                bounds = np.searchsorted(rows[keep], np.arange(n + 1)).tolist()
+                per_head[head] = [pairs[start:stop] for start, stop in zip(bounds, bounds[1:])]
+        heads = list(per_head)
+        explanations = [dict(zip(heads, row)) for row in zip(*per_head.values())]
         return proba, explanations
 
     def explain(self, text, head, label, top_k: int = 5) -> list[tuple[str, float]]:

@@ -199,3 +199,11 @@ def test_cli_predict_lines_keep_their_shape(tiny_store, tmp_path, monkeypatch):
         assert {k: fast[k] for k in ("id", "dispute_type", "urgency", "emotion", "escalation")} == {
             k: ref[k] for k in ("id", "dispute_type", "urgency", "emotion", "escalation")}
         assert fast["explanation"]["rules"] == ref["explanation"]["rules"]
+
+
+def test_one_message_explains_as_a_batch(saved):
+    _, predictor, _ = saved
+    prepared = [prepare(t) for t in TEXTS]
+    _, batch = predictor.predict_explained(prepared)
+    for p, expected in zip(prepared, batch):
+        assert predictor.predict_explained([p])[1][0] == expected

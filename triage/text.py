@@ -451,6 +451,8 @@ def segment(
             continue
         if stop:
             words += [w for w in cut(piece) if not w.isspace() and w not in stop]
+        elif " " not in piece and piece.isprintable():  # no whitespace (all others are unprintable)
+            words += cut(piece)
         else:
             words += [w for w in cut(piece) if not w.isspace()]
     return words
@@ -458,8 +460,7 @@ def segment(
 
 def feature_tokens(words: list[str], lexicon_dir: Path | str | None = None) -> list[str]:
     """Words as the classifier sees them: no stopwords or bare punctuation, long numbers as <NUM>."""
-    as_feature = _feature_token_table(lexicon_dir).__getitem__
-    return [t for t in map(as_feature, words) if t is not None]
+    return list(filter(None, map(_feature_token_table(lexicon_dir).__getitem__, words)))  # None: dropped
 
 
 class _FeatureTokenTable(dict):
