@@ -61,6 +61,23 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+# Predict-only twins of backends (``module:Class`` with a ``load(path)`` classmethod): lighter to
+# import and faster per message; they raise models.sklearn_predictor.PredictorUnsupported (a
+# ModelError) for a saved model they cannot reproduce exactly, and the store loads the backend.
+_PREDICTORS: dict[str, str] = {
+    "sklearn": "models.sklearn_predictor:SklearnPredictor",
+}
+
+
+def get_predictor_class(name: str):
+    """The predict-only class registered for backend ``name``, or None."""
+    target = _PREDICTORS.get(name)
+    if target is None:
+        return None
+    module_name, _, cls_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
 def register_backend(name: str, target: str) -> None:
     """Register ``module:Class`` under ``name`` (plugins call this)."""
     _REGISTRY[name] = target

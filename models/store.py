@@ -317,6 +317,25 @@ class ModelStore:
         backend = backend_cls.load(self._folder(version) / BACKEND_DIR)
         return backend, manifest
 
+    def load_predictor(self, version: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """Like :meth:`load`, for prediction only: the backend's predict-only twin where it has
+        one that reproduces this model (no scikit-learn import at all), else the backend."""
+        from models.base import get_predictor_class
+        from models.sklearn_predictor import PredictorUnsupported
+
+        version = version or self.current_version()
+        if version is None:
+            raise ModelError(f"no current model in {self.root}; train one with `triage train`")
+        manifest = self.verify(version)
+        predictor_cls = get_predictor_class(manifest["backend"])
+        if predictor_cls is not None:
+            try:
+                return predictor_cls.load(self._folder(version) / BACKEND_DIR), manifest
+            except PredictorUnsupported:
+                pass
+        backend = get_backend_class(manifest["backend"]).load(self._folder(version) / BACKEND_DIR)
+        return backend, manifest
+
     def list_versions(self) -> list[dict[str, Any]]:
         """Manifests (without file hashes) of every version, oldest first, with a ``current`` flag.
 

@@ -136,3 +136,18 @@ def test_fake_goods_are_advertising(model_says, final):
 
 def test_dispute_type_untouched_without_counterfeit():
     assert apply_rules("麦克风有杂音", urgency=2, dispute_type="quality").dispute_type == "quality"
+
+
+@pytest.mark.parametrize("text", [
+    "麦克风有杂音", "很好用，推荐", "补光灯冒烟了", "不打12315了，算了", "是否支持假一赔十？", "订单号123156789",
+    "我妈妈七十多岁了，耽误直播，开不了机，假货", "多媒体文件打不开", "",
+])
+@pytest.mark.parametrize("model_escalation", [False, True])
+def test_skipping_the_scans_changes_nothing(text, model_escalation, monkeypatch):
+    """The any-term pre-check (issue 14) gives the outcome of running every scan."""
+    import triage.rules as rules
+
+    fast = apply_rules(text, urgency=3, escalation=model_escalation, dispute_type="quality")
+    monkeypatch.setattr(rules, "mentions_a_term", lambda text, lex: True)
+    full = apply_rules(text, urgency=3, escalation=model_escalation, dispute_type="quality")
+    assert fast == full

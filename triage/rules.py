@@ -69,9 +69,23 @@ def _pattern(terms: tuple[str, ...]) -> re.Pattern | None:
     return re.compile("|".join(re.escape(t) for t in ordered))
 
 
+_PATTERNS_BY_ID: dict[int, tuple[object, re.Pattern | None]] = {}
+
+
+def _pattern_of(terms) -> re.Pattern | None:
+    """:func:`_pattern` of a lexicon's term collection, found by identity: hashing a tuple of a
+    few hundred terms on each of the six scans of every message cost more than the scan."""
+    entry = _PATTERNS_BY_ID.get(id(terms))
+    if entry is None or entry[0] is not terms:
+        if len(_PATTERNS_BY_ID) > 256:  # callers passing fresh collections each time
+            _PATTERNS_BY_ID.clear()
+        entry = _PATTERNS_BY_ID[id(terms)] = (terms, _pattern(tuple(terms)))  # holds terms: the id stays theirs
+    return entry[1]
+
+
 def _find_terms(text: str, terms, exclusions) -> list[TermHit]:
     """Non-overlapping occurrences of ``terms``, minus those inside an exclusion word."""
-    pattern = _pattern(tuple(terms))
+    pattern = _pattern_of(terms)
     if pattern is None:
         return []
     hits = []
@@ -84,7 +98,7 @@ def _find_terms(text: str, terms, exclusions) -> list[TermHit]:
             continue
         if exclusions:
             if excluded_spans is None:
-                ex = _pattern(tuple(exclusions))
+                ex = _pattern_of(exclusions)
                 excluded_spans = [e.span() for e in ex.finditer(text)] if ex else []
             if any(a <= start and end <= b for a, b in excluded_spans):
                 continue
@@ -168,6 +182,21 @@ def find_vulnerable(text: str, lexicons: Lexicons | None = None) -> list[str]:
     return [h.term for h in _find_terms(text, lex.vulnerable, ())]
 
 
+_ANY_TERM_BY_ID: dict[int, tuple[Lexicons, re.Pattern | None]] = {}
+
+
+def mentions_a_term(text: str, lex: Lexicons) -> bool:
+    """Whether any term of any rule lexicon occurs in ``text`` (most messages: none, and then
+    no rule but the model's escalation can fire, so the six scans are skipped)."""
+    entry = _ANY_TERM_BY_ID.get(id(lex))
+    if entry is None or entry[0] is not lex:
+        if len(_ANY_TERM_BY_ID) > 64:
+            _ANY_TERM_BY_ID.clear()
+        terms = (*lex.escalation, *lex.safety, *lex.counterfeit, *lex.unusable, *lex.loss, *lex.vulnerable)
+        entry = _ANY_TERM_BY_ID[id(lex)] = (lex, _pattern(tuple(terms)))
+    return entry[1] is not None and entry[1].search(text) is not None
+
+
 def _raise_to(urgency: int, target: int) -> int:
     return min(urgency, target)  # 1 is the most urgent grade: raising means a smaller number
 
@@ -192,8 +221,9 @@ def apply_rules(
     """
     lex = lexicons or load_lexicons(lexicon_dir)
     out = RuleOutcome(urgency=urgency, escalation=escalation, dispute_type=dispute_type)
+    scan = mentions_a_term(text, lex)
 
-    counted, ignored = find_escalation(text, lex)
+    counted, ignored = find_escalation(text, lex) if scan else ([], [])
     if counted:
         before = out.urgency
         out.escalation = True
@@ -212,7 +242,7 @@ def apply_rules(
         effect = "escalation=true (model)" + (f", urgency {before} -> 1" if before != 1 else "")
         out.hits.append(RuleHit(rule="escalation_model", matched=[], effect=effect))
 
-    safety = find_safety(text, lex)
+    safety = find_safety(text, lex) if scan else []
     if safety:
         before = out.urgency
         out.urgency = _raise_to(out.urgency, 1)
@@ -220,9 +250,9 @@ def apply_rules(
         out.hits.append(RuleHit(rule="safety", matched=safety, effect=effect))
 
     grade_one = (
-        ("counterfeit", find_counterfeit(text, lex)),
-        ("unusable", find_unusable(text, lex)),
-        ("business_loss", find_loss(text, lex)),
+        ("counterfeit", find_counterfeit(text, lex) if scan else []),
+        ("unusable", find_unusable(text, lex) if scan else []),
+        ("business_loss", find_loss(text, lex) if scan else []),
     )
     for rule, terms in grade_one:
         if terms:
@@ -234,7 +264,7 @@ def apply_rules(
                 effects.append(f"dispute_type {dispute_type} -> advertising")
             out.hits.append(RuleHit(rule=rule, matched=terms, effect=", ".join(effects) or "none (already 1)"))
 
-    vulnerable = find_vulnerable(text, lex)
+    vulnerable = find_vulnerable(text, lex) if scan else []
     if vulnerable:
         out.vulnerable = True
         out.hits.append(RuleHit(rule="vulnerable_customer", matched=vulnerable, effect="vulnerable=true"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,6 +106,13 @@ class Settings(BaseSettings):
 
     def writeback_enabled(self, connector: str) -> bool:
         return bool(getattr(self, f"{connector}_enabled") and getattr(self, f"{connector}_base_url"))
+    # Word segmentation: "auto" is the compiled jieba-rs segmenter (PyPI rjieba) when it is
+    # installed, else jieba; "jieba" forces jieba. Both cut the same way (tests/test_segmenter.py).
+    segmenter: Literal["auto", "jieba"] = "auto"
+    # Triage through the backend's numpy-only predictor where it has one (scikit-learn is then
+    # never imported to predict; same features and probabilities, tests/test_sklearn_predictor.py);
+    # false loads the full backend, the reference path.
+    fast_predict: bool = True
 
     @property
     def effective_database_url(self) -> str:

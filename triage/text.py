@@ -11,16 +11,15 @@ import logging
 import re
 import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-import jieba
 import opencc
 
 from triage.lexicons import load_lexicons
-
-jieba.setLogLevel(logging.WARNING)
 
 # --------------------------------------------------------------------------- normalise
 
@@ -92,14 +91,37 @@ def mask_personal_data(text: str) -> MaskedText:
 # jieba's HMM guesses unknown words; off, segmentation is about 30% faster and the
 # character n-grams already cover unknown words. Models depend on it: retrain after changing.
 USE_HMM = False
-_TOKENIZERS: dict[Path, jieba.Tokenizer] = {}
+# Which segmenter cuts the text (TRIAGE_SEGMENTER): "auto" is the compiled jieba-rs
+# segmenter (PyPI rjieba) when it is installed, else jieba; "jieba" always uses jieba. Both
+# read jieba's dictionary and the domain user dictionary and cut the same way (tested).
+SEGMENTER_CHOICES = ("auto", "jieba")
+_TOKENIZERS: dict[Path, "jieba.Tokenizer"] = {}
+_CUTTERS: dict[tuple[Path, str], Callable[[str], list[str]]] = {}
 _TOKENIZER_LOCK = threading.Lock()
 _SKIP_TOKEN = re.compile(r"^[\s,.、;:，。；：\"'“”‘’()（）\[\]【】《》<>/\\|_`!]+$")  # '!' counts separately
 _LONG_NUMBER = re.compile(r"^\d{7,}$")  # order/tracking numbers; 12315 stays
 
 
-def get_tokenizer(lexicon_dir: Path | str | None = None) -> jieba.Tokenizer:
-    """A jieba tokenizer with the domain user dictionary; built once per lexicon folder."""
+def _user_dict_entries(path: Path) -> list[tuple[str, int | None, str | None]]:
+    """(word, frequency or None, tag or None) per line of a jieba user dictionary."""
+    entries = []
+    for entry in path.read_text(encoding="utf-8").splitlines():
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        parts = entry.split()
+        freq = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        entries.append((parts[0], freq, parts[2] if len(parts) > 2 else None))
+    return entries
+
+
+def get_tokenizer(lexicon_dir: Path | str | None = None) -> "jieba.Tokenizer":
+    """A jieba tokenizer with the domain user dictionary; built once per lexicon folder.
+
+    jieba is the reference segmenter (and the fallback when the compiled one is missing);
+    it is imported only here, so a process that segments with the compiled one never
+    loads jieba's dictionary (about a second).
+    """
     lex = load_lexicons(lexicon_dir)
     tok = _TOKENIZERS.get(lex.directory)
     if tok is not None:
@@ -107,30 +129,211 @@ def get_tokenizer(lexicon_dir: Path | str | None = None) -> jieba.Tokenizer:
     with _TOKENIZER_LOCK:
         tok = _TOKENIZERS.get(lex.directory)
         if tok is None:
+            import jieba
+
+            jieba.setLogLevel(logging.WARNING)
             tok = jieba.Tokenizer()
             tok.initialize()
-            for entry in (lex.user_dict_path.read_text(encoding="utf-8")).splitlines():
-                entry = entry.strip()
-                if not entry or entry.startswith("#"):
-                    continue
-                parts = entry.split()
-                word = parts[0]
-                freq = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-                tag = parts[2] if len(parts) > 2 else None
+            for word, freq, tag in _user_dict_entries(lex.user_dict_path):
                 tok.add_word(word, freq, tag)
             _TOKENIZERS[lex.directory] = tok
     return tok
 
 
-def segment(text: str, drop_stopwords: bool = False, lexicon_dir: Path | str | None = None) -> list[str]:
-    """Words of ``text`` (jieba + domain dictionary); placeholders stay whole tokens.
+def segmenter_choice() -> str:
+    """The configured segmenter (``TRIAGE_SEGMENTER``): ``auto`` or ``jieba``."""
+    global _get_settings
+    if _get_settings is None:  # imported on first use: triage.settings imports pydantic-settings
+        from triage.settings import get_settings as _get_settings
+    return _get_settings().segmenter
+
+
+_get_settings = None
+
+
+def active_segmenter(lexicon_dir: Path | str | None = None, choice: str | None = None) -> str:
+    """``compiled`` or ``jieba``: which one :func:`segment` uses under ``choice`` (default: the setting)."""
+    return _cutter(lexicon_dir, choice)[0]
+
+
+def _cutter(lexicon_dir: Path | str | None = None, choice: str | None = None) -> tuple[str, Callable[[str], list[str]]]:
+    """(kind, function that cuts one text piece into words), built once per lexicon folder."""
+    choice = choice or segmenter_choice()
+    found = _CUTTER_BY_ARGS.get((lexicon_dir, choice))  # once per message: skip the lookups below
+    if found is not None:
+        return found
+    found = _CUTTER_BY_ARGS[(lexicon_dir, choice)] = _find_cutter(lexicon_dir, choice)
+    return found
+
+
+_CUTTER_BY_ARGS: dict[tuple[Any, str], tuple[str, Callable[[str], list[str]]]] = {}
+
+
+def _find_cutter(lexicon_dir: Path | str | None, choice: str) -> tuple[str, Callable[[str], list[str]]]:
+    if choice not in SEGMENTER_CHOICES:
+        raise ValueError(f"unknown segmenter {choice!r}; choose one of {', '.join(SEGMENTER_CHOICES)}")
+    lex = load_lexicons(lexicon_dir)
+    if choice == "auto":
+        with _TOKENIZER_LOCK:
+            cut = _CUTTERS.get((lex.directory, "compiled"))
+            if cut is None:
+                cut = _compiled_cutter(lex.user_dict_path)
+                if cut is not None:
+                    _CUTTERS[(lex.directory, "compiled")] = cut
+        if cut is not None:
+            return "compiled", cut
+    tok = get_tokenizer(lexicon_dir)
+
+    def jieba_cut(piece: str) -> list[str]:
+        return tok.lcut(piece, HMM=USE_HMM)
+
+    return "jieba", _CUTTERS.setdefault((lex.directory, "jieba"), jieba_cut)
+
+
+def _rjieba_class():
+    """rjieba's ``Jieba`` class, or None when rjieba is not installed.
+
+    ``import rjieba`` builds a default instance at import (a second dictionary build, 0.1 to
+    0.3 s of every start-up); loading its extension module directly gives the class alone.
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    module = sys.modules.get("rjieba.rjieba")
+    if module is None:
+        spec = importlib.util.find_spec("rjieba")
+        if spec is None:
+            return None
+        for folder in spec.submodule_search_locations or ():
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = Path(folder) / f"rjieba{suffix}"
+                if path.is_file():
+                    ext_spec = importlib.util.spec_from_file_location("rjieba.rjieba", path)
+                    module = importlib.util.module_from_spec(ext_spec)
+                    sys.modules["rjieba.rjieba"] = module  # a later `import rjieba` reuses it
+                    ext_spec.loader.exec_module(module)
+                    break
+            if module is not None:
+                break
+    if module is None:  # an unusual layout: the ordinary import
+        import rjieba
+
+        return rjieba.Jieba
+    return module.Jieba
+
+
+# Never inside a jieba "han" block (letters, digits, CJK), so it is never segmented as a
+# word: it only carries the dictionary total (see _compiled_cutter).
+_TOTAL_SENTINEL = "\ue000"
+
+
+def _compiled_cutter(user_dict_path: Path) -> Callable[[str], list[str]] | None:
+    """jieba-rs (PyPI rjieba) with jieba's dictionary and the user dictionary, cutting as jieba does.
+
+    jieba-rs embeds jieba's dictionary and scores paths with jieba's formula, in which the
+    dictionary total enters every path's score (exact ties between paths of equal words, as in
+    好好好好好, are decided by its last bits). Two differences in that total are repaired by a
+    sentinel entry: jieba's ``add_word`` adds a user word's frequency even when the word was
+    already in the dictionary (jieba-rs replaces the old one), and jieba counts a repeated
+    dictionary line twice. Entries without a frequency get jieba-rs's suggested one (jieba's
+    formula).
+    """
+    try:
+        jieba_cls = _rjieba_class()
+    except ImportError:
+        return None
+    if jieba_cls is None:
+        return None
+    entries = _user_dict_entries(user_dict_path)
+    base, repeated = _jieba_dictionary_frequencies([w for w, _, _ in entries])
+    seg = jieba_cls()
+    added: dict[str, int] = {}
+    offset, sentinel = repeated, 0  # how far jieba-rs's total is below jieba's; the sentinel's frequency
+    for word, freq, tag in entries:
+        if freq is None and offset != sentinel:  # the suggestion reads the total: make it jieba's
+            seg.add_word(_TOTAL_SENTINEL, offset, None)
+            sentinel = offset
+        old = added.get(word, base.get(word, 0))  # what jieba-rs subtracts and jieba does not
+        added[word] = seg.add_word(word, freq, tag)
+        offset += old
+    if offset != sentinel:
+        seg.add_word(_TOTAL_SENTINEL, offset, None)
+    cut = seg.cut
+    hmm = USE_HMM
+
+    def compiled_cut(piece: str) -> list[str]:
+        return cut(piece, hmm)
+
+    return compiled_cut
+
+
+def _jieba_dictionary_frequencies(words: list[str]) -> tuple[dict[str, int], int]:
+    """Frequencies of ``words`` in jieba's main dictionary, and the total of its repeated lines.
+
+    jieba counts a repeated dictionary line (``B超 3`` twice) into its total again, jieba-rs
+    does not. Scanning jieba's dictionary (349k lines) takes about 0.3 s; the answer depends
+    only on the words and that file, so it is cached in the temporary folder, where jieba
+    keeps its own cache.
+    """
+    import hashlib
+    import importlib.util
+    import json
+    import os
+    import tempfile
+
+    spec = importlib.util.find_spec("jieba")
+    if spec is None or not spec.origin:
+        return {}, 0
+    dict_path = Path(spec.origin).parent / "dict.txt"
+    try:
+        stat = dict_path.stat()
+    except OSError:
+        return {}, 0
+    key = hashlib.sha256(
+        "\n".join([str(dict_path), str(stat.st_size), str(stat.st_mtime_ns), *sorted(set(words))]).encode("utf-8")
+    ).hexdigest()[:20]
+    cache = Path(tempfile.gettempdir()) / f"triage-jieba-freq-{key}.json"
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        return {str(k): int(v) for k, v in cached["freq"].items()}, int(cached["repeated"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    wanted = set(words)
+    found: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    repeated = 0
+    with dict_path.open(encoding="utf-8") as f:
+        for line in f:
+            word, _, rest = line.partition(" ")
+            freq = int(rest.split(" ", 1)[0])
+            if word in seen:
+                repeated += seen[word]  # jieba-rs keeps the last line only
+            seen[word] = freq
+            if word in wanted:
+                found[word] = freq
+    try:
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"freq": found, "repeated": repeated}, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only temporary folder: scan again next time
+    return found, repeated
+
+
+def segment(
+    text: str, drop_stopwords: bool = False, lexicon_dir: Path | str | None = None, segmenter: str | None = None
+) -> list[str]:
+    """Words of ``text`` (jieba's cut + domain dictionary); placeholders stay whole tokens.
+
+    ``segmenter`` overrides ``TRIAGE_SEGMENTER`` (``auto``: compiled when installed; ``jieba``).
 
     Never raises on odd input: non-strings are rejected by the caller, anything else
     (empty, 100k characters, binary junk, mixed scripts) yields a list of tokens.
     """
     if not text:
         return []
-    tok = get_tokenizer(lexicon_dir)
+    cut = _cutter(lexicon_dir, segmenter)[1]
     stop = load_lexicons(lexicon_dir).stopwords if drop_stopwords else frozenset()
     words: list[str] = []
     pieces = _PLACEHOLDER_RE.split(text) if "<" in text else [text]
@@ -140,24 +343,52 @@ def segment(text: str, drop_stopwords: bool = False, lexicon_dir: Path | str | N
         if piece[0] == "<" and piece in PLACEHOLDERS:
             words.append(piece)
             continue
-        for word in tok.cut(piece, HMM=USE_HMM):
-            if word.isspace() or word in stop:
-                continue
-            words.append(word)
+        if stop:
+            words += [w for w in cut(piece) if not w.isspace() and w not in stop]
+        elif " " not in piece and piece.isprintable():  # no whitespace (all others are unprintable)
+            words += cut(piece)
+        else:
+            words += [w for w in cut(piece) if not w.isspace()]
     return words
 
 
 def feature_tokens(words: list[str], lexicon_dir: Path | str | None = None) -> list[str]:
     """Words as the classifier sees them: no stopwords or bare punctuation, long numbers as <NUM>."""
-    stop = load_lexicons(lexicon_dir).stopwords
-    out = []
-    for w in words:
-        if w in stop or _SKIP_TOKEN.match(w):
-            continue
-        if _LONG_NUMBER.match(w):
-            w = "<NUM>"
-        out.append(w.lower())
-    return out
+    return list(filter(None, map(_feature_token_table(lexicon_dir).__getitem__, words)))  # None: dropped
+
+
+class _FeatureTokenTable(dict):
+    """word -> its feature token, or None for a stopword or bare punctuation; filled on first sight.
+
+    The same few thousand words recur in every message, so each is classified once.
+    """
+
+    LIMIT = 200_000  # bounded memory in a long-running service
+
+    def __init__(self, stopwords: frozenset[str]):
+        super().__init__()
+        self.stopwords = stopwords
+
+    def __missing__(self, word: str) -> str | None:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        if word in self.stopwords or _SKIP_TOKEN.match(word):
+            token = None
+        else:
+            token = ("<NUM>" if _LONG_NUMBER.match(word) else word).lower()  # "<num>", as always
+        self[word] = token
+        return token
+
+
+_FEATURE_TOKEN_TABLES: dict[Path, _FeatureTokenTable] = {}
+
+
+def _feature_token_table(lexicon_dir: Path | str | None) -> _FeatureTokenTable:
+    lex = load_lexicons(lexicon_dir)
+    table = _FEATURE_TOKEN_TABLES.get(lex.directory)
+    if table is None or table.stopwords is not lex.stopwords:
+        table = _FEATURE_TOKEN_TABLES[lex.directory] = _FeatureTokenTable(lex.stopwords)
+    return table
 
 
 # --------------------------------------------------------------------------- combined

@@ -45,6 +45,11 @@ def grade_at_operating_point(p: np.ndarray, classes: Sequence[Any], threshold: f
     return np.where(p[:, urgent] >= threshold, urgent, others.argmax(axis=1)).tolist()
 
 
+def _as_lists(pairs: list) -> list[list]:
+    """[[word, weight], ...]: the JSON shape; a backend may give (word, weight) tuples."""
+    return pairs if not pairs or type(pairs[0]) is list else [list(p) for p in pairs]
+
+
 class Triager:
     """A loaded model plus the rules; cheap to call, safe to share between threads."""
 
@@ -75,11 +80,15 @@ class Triager:
 
     @classmethod
     def from_store(cls, store, version: str | None = None, **kwargs) -> "Triager":
-        """Load ``version`` (default: the current one) from a :class:`models.store.ModelStore`."""
+        """Load ``version`` (default: the current one) from a :class:`models.store.ModelStore`.
+
+        With ``TRIAGE_FAST_PREDICT`` (the default) the backend's predict-only twin is used where
+        it has one (:meth:`models.store.ModelStore.load_predictor`).
+        """
         from triage.settings import get_settings
 
-        backend, manifest = store.load(version)
         settings = get_settings()
+        backend, manifest = store.load_predictor(version) if settings.fast_predict else store.load(version)
         kwargs.setdefault("max_chars", settings.max_text_chars)
         kwargs.setdefault("escalation_threshold", settings.escalation_threshold)
         kwargs.setdefault("urgent_threshold", settings.urgent_threshold)
@@ -159,7 +168,7 @@ class Triager:
                 )
                 confidences.append(1.0 if ruled else scores[h].get(label, 0.0))
             if explanations is not None:
-                expl: dict[str, Any] = {h: [[w, s] for w, s in explanations[i].get(h, [])] for h in HEADS}
+                expl: dict[str, Any] = {h: _as_lists(explanations[i].get(h, [])) for h in HEADS}
             else:
                 expl = {
                     h: [[w, s] for w, s in self.backend.explain(p.text, h, labels[h], self.top_k)] for h in HEADS

@@ -58,6 +58,7 @@ def predict(
 ):
     """Triage every {id, text} line; bad lines are reported on stderr with their number and skipped."""
     from triage.errors import InvalidInput
+    from triage.jsonl import json_line
 
     try:
         triager = open_triager(model)
@@ -88,7 +89,7 @@ def predict(
             except InvalidInput as exc:
                 skipped.append(f"line {lineno}: {exc}")
         for (id_, _), p in zip(good, triager.predict_many([t for _, t in good])):
-            sink.write(json.dumps(prediction_record(id_, p), ensure_ascii=False) + "\n")
+            sink.write(json_line(prediction_record(id_, p)))
         written += len(good)
         bar.update(len(pending))
         pending.clear()
