@@ -210,3 +210,15 @@ def test_the_history_is_masked_before_use_and_no_text_of_it_is_stored(tmp_path):
     assert secret_phone not in stored and secret_mail not in stored and "zhou" not in stored
     assert "声卡第3天就没声音了" not in stored  # no history text in the manifest or vocabulary
     service.db.dispose()
+
+
+def test_the_operating_point_grade_is_explained_by_its_own_words(tiny_backend):
+    """When the threshold moves a message to 一级, the urgency words shown are those behind 一级."""
+    from triage.triager import Triager
+
+    text = "麦克风用了三天就有杂音，很失望"
+    p1 = tiny_backend.predict_proba([text])["urgency"][0][tiny_backend.classes_["urgency"].index(1)]
+    moved = Triager(tiny_backend, "t", urgent_threshold=p1 / 2).predict(text)
+    assert moved.urgency == 1
+    expected = tiny_backend.explain(text, "urgency", 1, top_k=5)
+    assert [w for w, _ in moved.explanation["urgency"]] == [w for w, _ in expected]

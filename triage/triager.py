@@ -139,6 +139,12 @@ class Triager:
         top = {h: np.asarray(proba[h]).argmax(axis=1).tolist() for h in HEADS}
         if self.urgent_threshold is not None:
             top["urgency"] = grade_at_operating_point(np.asarray(proba["urgency"]), classes["urgency"], self.urgent_threshold)
+            moved = [i for i, k in enumerate(np.asarray(proba["urgency"]).argmax(axis=1).tolist()) if k != top["urgency"][i]]
+            if moved and explanations is not None:  # the words behind the grade given, not the argmax's
+                grades = [classes["urgency"][top["urgency"][i]] for i in moved]
+                _, again = explain([prepared[i] for i in moved], top_k=self.top_k, labels={"urgency": grades})
+                for i, e in zip(moved, again):
+                    explanations[i]["urgency"] = e["urgency"]
         keys = {h: [_label_str(c) for c in classes[h]] for h in HEADS}
         rounded = {h: np.round(np.asarray(proba[h], dtype=float), 4).tolist() for h in HEADS}
         out = []
