@@ -34,6 +34,7 @@ class MonitorReport:
     warnings: list[tuple[int, str]] = field(default_factory=list)  # (case id, deadline)
     breaches: list[tuple[int, str]] = field(default_factory=list)
     skipped: int = 0  # cases another process held or changed meanwhile
+    surges: list[int] = field(default_factory=list)  # surge alerts raised in the same tick (contexts.surges)
 
     @property
     def events(self) -> int:

@@ -79,6 +79,15 @@ class CaseView(BaseModel):
     model_version: str | None
     confidence: float | None
     updated_at: datetime
+    product: str | None = None
+    product_source: str | None = Field(default=None, description="'field' (given) or 'text' (found in the text)")
+    batch: str | None = None
+    order_id: str | None = None
+    owner: str | None = Field(default=None, description="the first agent who responded (首接负责制)")
+    followup_due_at: datetime | None = None
+    followed_up_at: datetime | None = None
+    satisfaction: int | None = None
+    followup_breached: bool = False
 
 
 class MessageView(BaseModel):
@@ -156,6 +165,15 @@ def case_view(case: Case) -> CaseView:
         model_version=prediction.model_version if prediction else None,
         confidence=prediction.confidence if prediction else None,
         updated_at=case.updated_at,
+        product=case.product,
+        product_source=case.product_source,
+        batch=case.batch,
+        order_id=case.order_id,
+        owner=case.owner,
+        followup_due_at=case.followup_due_at,
+        followed_up_at=case.followed_up_at,
+        satisfaction=case.satisfaction,
+        followup_breached=bool(case.followup_breached),
     )
 
 
