@@ -311,7 +311,7 @@ class Ingestion:
             case = Case(status="open", received_at=received, pauses=[], labels_source="model", created_at=now,
                         updated_at=now, breach_count=0, respond_warned=False, resolve_warned=False,
                         respond_breached=False, resolve_breached=False, first_response_at=None, resolved_at=None,
-                        closed_at=None, version=1, followup_breached=False,
+                        closed_at=None, version=1, followup_warned=False, followup_breached=False,
                         **self._product_of(msg, masked))
             case.message, case.prediction = message, row
             self.cases.apply_decision(case, labels, decision)

@@ -162,6 +162,8 @@ class Case(Base):
     # First-contact ownership and the follow-up call (回访) after resolution.
     owner: Mapped[str | None] = mapped_column(String(200))
     followup_due_at: Mapped[datetime | None]
+    followup_warn_at: Mapped[datetime | None]
+    followup_warned: Mapped[bool] = mapped_column(Boolean, default=False)
     followed_up_at: Mapped[datetime | None]
     satisfaction: Mapped[int | None] = mapped_column(Integer)
     followup_breached: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -185,7 +187,7 @@ class SlaEvent(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # warning | breach
-    deadline: Mapped[str] = mapped_column(String(16))  # respond | resolve
+    deadline: Mapped[str] = mapped_column(String(16))  # respond | resolve | followup
     due_at: Mapped[datetime]
     occurred_at: Mapped[datetime]  # when it happened on the clock (the deadline for a breach)
     detected_at: Mapped[datetime] = mapped_column(default=utcnow)

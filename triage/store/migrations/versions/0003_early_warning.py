@@ -31,11 +31,15 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('followup_due_at', TS, nullable=True))
         batch_op.add_column(sa.Column('followed_up_at', TS, nullable=True))
         batch_op.add_column(sa.Column('satisfaction', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('followup_warn_at', TS, nullable=True))
+        batch_op.add_column(sa.Column('followup_warned', sa.Boolean(), nullable=False,
+                                      server_default=sa.false()))
         batch_op.add_column(sa.Column('followup_breached', sa.Boolean(), nullable=False,
                                       server_default=sa.false()))
         batch_op.create_index(batch_op.f('ix_cases_product'), ['product'], unique=False)
         batch_op.create_index(batch_op.f('ix_cases_surveyed_at'), ['surveyed_at'], unique=False)
     with op.batch_alter_table('cases', schema=None) as batch_op:
+        batch_op.alter_column('followup_warned', server_default=None)
         batch_op.alter_column('followup_breached', server_default=None)
     op.create_table('surge_alerts',
     sa.Column('id', ID, nullable=False),
@@ -97,6 +101,6 @@ def downgrade() -> None:
     with op.batch_alter_table('cases', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_cases_surveyed_at'))
         batch_op.drop_index(batch_op.f('ix_cases_product'))
-        for column in ('followup_breached', 'satisfaction', 'followed_up_at', 'followup_due_at', 'owner',
+        for column in ('followup_breached', 'followup_warned', 'followup_warn_at', 'satisfaction', 'followed_up_at', 'followup_due_at', 'owner',
                        'surveyed_at', 'product_source', 'order_id', 'batch', 'product'):
             batch_op.drop_column(column)
