@@ -314,3 +314,15 @@ def test_dismiss_with_reason(surge_client):
     assert r.status_code == 200 and r.json()["status"] == "dismissed" and r.json()["reason"] == "测试数据"
     assert [a["id"] for a in client.get("/v1/alerts?status=dismissed",
                                         headers=hdr(keys["review"])).json()["alerts"]] == [alert_id]
+
+
+def test_review_dashboard_lists_open_alerts_and_incidents(surge_client):
+    from review_ui import render
+
+    client, service, keys = surge_client
+    alert = service.list_alerts()[0]
+    html = render.early_warning(service.list_alerts(), service.list_incidents())
+    assert "SND-X5" in html and "No open recall incident" in html
+    service.alert_event(alert.id, "open_recall", "li", owner="<b>王</b>")
+    html = render.early_warning(service.list_alerts(), service.list_incidents())
+    assert "&lt;b&gt;王&lt;/b&gt;" in html and "<b>王</b>" not in html and "No open recall incident" not in html

@@ -61,9 +61,11 @@ def poisson_p_value(count: int, expected: float) -> float:
 
 
 def evaluate(complaints: list[Complaint], spec: SurveillanceSpec, dispute_type: str | None,
-             at: datetime) -> Signal | None:
-    """The test for ``complaints`` (one product, optionally one type; sorted by received_at) at ``at``."""
-    times = [c.received_at for c in complaints]
+             at: datetime, times: list[datetime] | None = None) -> Signal | None:
+    """The test for ``complaints`` (one product, optionally one type; sorted by received_at) at
+    ``at``; complaints after ``at`` are not counted. ``times``: their received_at, if at hand."""
+    if times is None:
+        times = [c.received_at for c in complaints]
     window = timedelta(hours=spec.window_hours)
     baseline = timedelta(days=spec.baseline_days)
     lo = bisect.bisect_right(times, at - window)  # window: (at - window, at]
