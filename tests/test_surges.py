@@ -112,6 +112,23 @@ def test_poisson_test_names_both_scopes_and_safety_lowers_the_bar():
     assert fired and fired[0].safety_count == 2 and fired[0].alpha == spec.safety_alpha
 
 
+def test_policy_sections_are_validated():
+    import tomllib
+
+    from triage.errors import PolicyError
+    from triage.policy import DEFAULT_POLICY_PATH
+
+    data = tomllib.loads(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    assert Policy.from_dict(data).spec.surveillance == SurveillanceSpec()  # the file states the defaults
+    for section, key, value, message in (("recall", "owner", "ceo", "recall.owner"),
+                                         ("surveillance", "alpha", 1.5, "surveillance.alpha"),
+                                         ("followup", "due_hours", 0, "followup.due_hours"),
+                                         ("surveillance", "window", 6, "surveillance.window")):
+        bad = {**data, section: {**data[section], key: value}}
+        with pytest.raises(PolicyError, match=message.replace(".", r"\.")):
+            Policy.from_dict(bad)
+
+
 # ----------------------------------------------------------------------------- service
 
 
