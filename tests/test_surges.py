@@ -188,9 +188,11 @@ def test_backfill_raises_the_historic_alert_once(make_service, clock):
     surge_at = T0 + 20 * DAY + 10 * H
     stream = background_stream(T0, 30, products=products, seed=11) + burst(surge_at, name="L2领夹麦", safety=0)
     ingest(service, sorted(stream, key=lambda m: m["received_at"]))
+    first = service.list_cases(limit=1)[0]
+    assert len(service.scan_surges(clock.moment).raised) == 1
+    assert service.get_case(first.id).updated_at == first.updated_at  # surveying is not a change of the case
     monitor = SlaMonitor(service)
-    monitor.run_once()
-    monitor.run_once()
+    assert monitor.run_once().surges == [] and monitor.run_once().surges == []
     [alert] = service.list_alerts()
     assert alert.product == "MIC-LAV2" and alert.safety_count == 0
     assert surge_at <= alert.window_end <= surge_at + 2 * H  # judged at the month it came from
@@ -223,6 +225,45 @@ def test_two_monitors_on_one_database_raise_one_alert(make_service, clock, datab
     other_db.dispose()
     assert errors == []
     SlaMonitor(service).run_once()  # whoever skipped the tick catches up: still one
+    with database.session() as s:
+        assert len(s.scalars(select(SurgeAlert)).all()) == 1
+
+
+SCAN_IN_ANOTHER_PROCESS = """
+import sys, time
+from datetime import datetime
+from triage.jobs.sla_monitor import SlaMonitor
+from triage.policy import Policy
+from triage.service import TriageService
+from triage.settings import Settings
+from triage.store import Database
+
+url, now, start_at, var_dir = sys.argv[1], datetime.fromisoformat(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+service = TriageService(Database(url), Policy.load(), None, Settings(var_dir=var_dir), webhook_urls=[])
+time.sleep(max(0.0, start_at - time.time()))  # both processes scan at the same moment
+print(SlaMonitor(service).run_once(now).surges)
+"""
+
+
+def test_two_server_processes_raise_one_alert(make_service, clock, database, database_url, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    service = make_service()
+    clock.moment = T0 + 10 * DAY
+    ingest(service, background_stream(T0, 9, products=dict(list(PRODUCTS.items())[:2]), seed=5)
+           + burst(T0 + 9 * DAY + 12 * H))
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    start_at = str(time.time() + 8)
+    procs = [subprocess.Popen([sys.executable, "-c", SCAN_IN_ANOTHER_PROCESS, database_url, clock.moment.isoformat(),
+                               start_at, str(tmp_path / f"var{i}")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
+    raised = [out.strip() for out, _ in outputs]
+    assert raised.count("[]") == 1, raised  # one of them raised it, the other found nothing left
     with database.session() as s:
         assert len(s.scalars(select(SurgeAlert)).all()) == 1
 

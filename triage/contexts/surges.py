@@ -123,8 +123,10 @@ class Surges:
                 for product, items in by_product.items():
                     self._survey_product(session, product, items, now, actor, report)
                 ids = [row[0] for row in pending]
-                for start in range(0, len(ids), 500):  # a Core UPDATE: the case's version is not bumped
-                    session.execute(update(Case).where(Case.id.in_(ids[start:start + 500])).values(surveyed_at=now))
+                for start in range(0, len(ids), 500):  # a bulk UPDATE: neither version nor updated_at change
+                    session.execute(update(Case).where(Case.id.in_(ids[start:start + 500]))
+                                    .values(surveyed_at=now, updated_at=Case.updated_at)
+                                    .execution_options(synchronize_session=False))
                 report.surveyed += len(ids)
             if len(pending) < batch:
                 return report
