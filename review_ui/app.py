@@ -197,6 +197,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             surges = context.service.surges
             alerts = [a for s in ("open", "acknowledged", "recall") for a in surges.list_alerts(status=s)]
             incidents = [i for s in ("open", "recalling") for i in surges.list_incidents(status=s)]
+            followups = context.service.followup_stats()
         except TriageError as exc:
             return (f"⚠️ {exc}", None, None, None, None, None, "")
         overall = ", ".join(f"{h} {v:.0%}" for h, v in stats["agreement_overall"].items()) if stats["reviews_total"] else "–"
@@ -206,7 +207,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             f"**reviews (30 days):** {stats['reviews_total']} · **agreement:** {overall}"
         )
         return (summary, charts.reviews_per_day(stats), charts.agreement_over_time(stats), charts.confusion(stats),
-                charts.sla_events(stats), charts.model_metrics(versions), render.early_warning(alerts, incidents))
+                charts.sla_events(stats), charts.model_metrics(versions), render.early_warning(alerts, incidents, followups))
 
     def versions_html(overview: dict[str, Any]) -> str:
         rows = []

@@ -147,8 +147,9 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     return f"<table class='grid'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def early_warning(alerts: Sequence[Any], incidents: Sequence[Any]) -> str:
-    """Open surge alerts and recall incidents (views of ``triage.contexts.surges``) as two tables."""
+def early_warning(alerts: Sequence[Any], incidents: Sequence[Any], followups: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Open surge alerts and recall incidents (views of ``triage.contexts.surges``) and the
+    follow-up calls per dispute type and tier (``Cases.followup_stats``) as tables."""
     alert_rows = [{"alert": a.id, "product": a.product, "batch": a.batch or "", "tests": ", ".join(a.scopes),
                    "cases": len(a.case_ids), "expected": f"{a.expected:.1f}", "p": f"{a.p_value:.1e}",
                    "safety": a.safety_count, "status": a.status,
@@ -161,5 +162,12 @@ def early_warning(alerts: Sequence[Any], incidents: Sequence[Any]) -> str:
                                 "last case"]) if alert_rows else "<p>No open surge alert.</p>",
              "<h4>Recall incidents</h4>",
              table(incident_rows, ["incident", "product", "batch", "owner", "status", "due", "cases"])
-             if incident_rows else "<p>No open recall incident.</p>"]
+             if incident_rows else "<p>No open recall incident.</p>",
+             "<h4>Follow-up calls</h4>"]
+    follow_rows = [{"type": f["dispute_type"], "tier": f["tier"], "due": f["due"],
+                    "on time": f"{f['on_time']} ({f['on_time'] / f['due']:.0%})" if f["due"] else "0",
+                    "missed": f["missed"], "satisfaction": "" if f["satisfaction"] is None else f["satisfaction"]}
+                   for f in followups]
+    parts.append(table(follow_rows, ["type", "tier", "due", "on time", "missed", "satisfaction"])
+                 if follow_rows else "<p>No follow-up call due yet.</p>")
     return "".join(parts)

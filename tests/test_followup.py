@@ -118,3 +118,28 @@ def test_case_events_api_for_follow_up(make_service, clock):
         got = client.get(f"/v1/cases/{case.id}", headers=h).json()
         assert (got["owner"], got["satisfaction"], got["status"]) == ("小王", 1, "open")
         assert got["followup_due_at"] and got["followed_up_at"]
+
+
+def test_follow_up_compliance_and_satisfaction_per_type_and_tier(make_service, clock):
+    from review_ui import render
+
+    service = make_service()
+    cases = [new_case(service, f"f{i}") for i in range(3)]
+    clock.moment = T0 + H
+    for case in cases:
+        service.record_case_event(case.id, "first_response", "api:desk", agent="小王")
+        service.record_case_event(case.id, "resolved", "api:desk")
+    clock.moment = T0 + 5 * H
+    service.record_case_event(cases[0].id, "followed_up", "api:desk", satisfaction=5)
+    assert sum(s["due"] for s in service.followup_stats()) == 1  # the other two are not due yet
+    clock.moment = T0 + 30 * H
+    service.record_case_event(cases[1].id, "followed_up", "api:desk", satisfaction=3)  # late
+    SlaMonitor(service).run_once()  # the third is missed
+    stats = service.followup_stats()
+    assert sum(s["due"] for s in stats) == 3 and sum(s["on_time"] for s in stats) == 1
+    assert sum(s["missed"] for s in stats) == 1
+    # the missed call moved its case one tier up, so it counts in its own group
+    [called] = [g for g in stats if g["due"] == 2]
+    assert (called["on_time"], called["missed"], called["satisfaction"]) == (1, 0, 4.0)
+    html = render.early_warning([], [], stats)
+    assert "Follow-up calls" in html and "No follow-up call due yet" not in html

@@ -67,6 +67,7 @@ class TriageService:
         self.list_cases = self.cases.list_cases
         self.list_breaches = self.cases.list_breaches
         self.counts = self.cases.counts
+        self.followup_stats = self.cases.followup_stats
         self.record_case_event = self.cases.record_event
         self.apply_labels = self.labels.apply
         self.regrade_open_cases = self.labels.regrade_open_cases

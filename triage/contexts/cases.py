@@ -410,6 +410,34 @@ class Cases:
             ).all())
         return {"cases": by_status, "breaches": breaches}
 
+    def followup_stats(self) -> list[dict[str, Any]]:
+        """Follow-up calls (回访) per dispute type and tier: calls due so far, made on time, made
+        late or missed (breached), and the mean satisfaction of the calls made."""
+        now = self.core.now()
+        query = select(Case.dispute_type, Case.tier, Case.followup_due_at, Case.followed_up_at, Case.satisfaction,
+                       Case.followup_breached).where(Case.followup_due_at.is_not(None))
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        with self.core.db.session() as session:
+            for dispute_type, tier, due, done, score, breached in session.execute(query):
+                g = groups.setdefault((dispute_type, tier), {"dispute_type": dispute_type, "tier": tier, "due": 0,
+                                                             "on_time": 0, "missed": 0, "scores": []})
+                if done is None and due > now:
+                    continue  # not due yet
+                g["due"] += 1
+                if done is not None and done <= due:
+                    g["on_time"] += 1
+                if breached:
+                    g["missed"] += 1
+                if score is not None:
+                    g["scores"].append(score)
+        out = []
+        for key in sorted(groups):
+            g = groups[key]
+            scores = g.pop("scores")
+            g["satisfaction"] = round(sum(scores) / len(scores), 2) if scores else None
+            out.append(g)
+        return out
+
     # ------------------------------------------------------------------ case events
 
     def record_event(self, case_id: int, event: str, actor: str, at: datetime | None = None,
