@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     app.include_router(router)
     app.include_router(connectors_router)
     __import__("api.routes_review").routes_review.install(app)  # review + model routes, UI at /review
+    __import__("api.routes_alerts").routes_alerts.install(app)  # surge alerts and recall incidents
 
     @app.get("/healthz", tags=["ops"], summary="The process is up")
     def healthz():

@@ -44,9 +44,14 @@ class BreachList(BaseModel):
 
 class CaseEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    event: Literal["first_response", "pending", "resumed", "resolved", "closed"]
+    event: Literal["first_response", "pending", "resumed", "resolved", "closed", "followed_up", "transferred"]
     at: datetime | None = Field(default=None, description="when it happened (with offset); default now")
     note: str | None = Field(default=None, max_length=2000)
+    agent: str | None = Field(default=None, max_length=200,
+                              description="first_response: the agent who owns the case (default: the caller); "
+                                          "transferred: the new owner")
+    satisfaction: int | None = Field(default=None, ge=1, le=5, strict=True,
+                                     description="followed_up: the customer's satisfaction, 1-5")
 
 
 _single_schema = MessageIn.model_json_schema()  # flat: no nested models, so no $refs
@@ -140,7 +145,8 @@ def get_case(request: Request, case_id: int, principal: Principal = Scoped(*READ
              summary=f"Record a helpdesk event: {', '.join(CASE_EVENTS)}")
 def post_case_event(request: Request, case_id: int, body: CaseEventIn, principal: Principal = Scoped(*READ)):
     return request.app.state.service.record_case_event(case_id, body.event, actor=f"api:{principal.user}",
-                                                       at=body.at, note=body.note)
+                                                       at=body.at, note=body.note, agent=body.agent,
+                                                       satisfaction=body.satisfaction)
 
 
 @router.get("/sla/breaches", response_model=BreachList, summary="SLA breaches, oldest first")

@@ -145,3 +145,29 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{esc(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows)
     return f"<table class='grid'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def early_warning(alerts: Sequence[Any], incidents: Sequence[Any], followups: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Open surge alerts and recall incidents (views of ``triage.contexts.surges``) and the
+    follow-up calls per dispute type and tier (``Cases.followup_stats``) as tables."""
+    alert_rows = [{"alert": a.id, "product": a.product, "batch": a.batch or "", "tests": ", ".join(a.scopes),
+                   "cases": len(a.case_ids), "expected": f"{a.expected:.1f}", "p": f"{a.p_value:.1e}",
+                   "safety": a.safety_count, "status": a.status,
+                   "last case": a.last_case_at.strftime("%Y-%m-%d %H:%M")} for a in alerts]
+    incident_rows = [{"incident": i.id, "product": i.product, "batch": i.batch or "", "owner": i.owner,
+                      "status": i.status, "due": i.due_at.strftime("%Y-%m-%d %H:%M") + (" (overdue)" if i.overdue else ""),
+                      "cases": len(i.case_ids)} for i in incidents]
+    parts = ["<h4>Surge alerts</h4>",
+             table(alert_rows, ["alert", "product", "batch", "tests", "cases", "expected", "p", "safety", "status",
+                                "last case"]) if alert_rows else "<p>No open surge alert.</p>",
+             "<h4>Recall incidents</h4>",
+             table(incident_rows, ["incident", "product", "batch", "owner", "status", "due", "cases"])
+             if incident_rows else "<p>No open recall incident.</p>",
+             "<h4>Follow-up calls</h4>"]
+    follow_rows = [{"type": f["dispute_type"], "tier": f["tier"], "due": f["due"],
+                    "on time": f"{f['on_time']} ({f['on_time'] / f['due']:.0%})" if f["due"] else "0",
+                    "missed": f["missed"], "satisfaction": "" if f["satisfaction"] is None else f["satisfaction"]}
+                   for f in followups]
+    parts.append(table(follow_rows, ["type", "tier", "due", "on time", "missed", "satisfaction"])
+                 if follow_rows else "<p>No follow-up call due yet.</p>")
+    return "".join(parts)

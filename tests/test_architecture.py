@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("triage", "models", "api", "review_ui")
 
 DOMAIN = {f"triage.{name}" for name in (
-    "clock", "connectors", "errors", "lexicons", "policy", "prediction", "rules", "settings", "taxonomy", "text",
-    "triager",
+    "catalogue", "clock", "connectors", "errors", "lexicons", "policy", "prediction", "rules", "settings",
+    "surveillance", "taxonomy", "text", "triager",
 )}
 INFRASTRUCTURE_LIBRARIES = (
     "sqlalchemy", "alembic", "psycopg", "fastapi", "starlette", "uvicorn", "gradio", "httpx", "prometheus_client",

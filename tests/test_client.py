@@ -53,8 +53,9 @@ def test_batch_outcome_reads_the_servers_batch_result():
 
 def test_client_request_bodies_match_the_documented_inputs(openapi):
     single = openapi["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"][0]
-    assert {"source", "external_id", "text", "channel", "customer_ref", "received_at"} == set(single["properties"])
-    assert {"event", "at", "note"} == set(_schema(openapi, "CaseEventIn")["properties"])
+    assert {"source", "external_id", "text", "channel", "customer_ref", "received_at", "product", "batch",
+            "order_id"} == set(single["properties"])
+    assert {"event", "at", "note", "agent", "satisfaction"} == set(_schema(openapi, "CaseEventIn")["properties"])
     assert {"action", "labels", "note", "expected_version"} == set(_schema(openapi, "ReviewIn")["properties"])
 
 
@@ -71,8 +72,10 @@ def served(make_service):
 def test_client_against_the_app(served):
     service, http, keys = served
     with TriageClient("http://testserver", keys["ingest"], http=http) as triage:
-        first = triage.ingest("mydesk", "T-1", "摄像头用了两天就黑屏，开不了机", channel="hotline", customer_ref="c-1")
+        first = triage.ingest("mydesk", "T-1", "摄像头用了两天就黑屏，开不了机", channel="hotline", customer_ref="c-1",
+                              product="C1摄像机", order_id="DD-9")
         assert first.created and isinstance(first.case, Case) and first.case.external_id == "T-1"
+        assert (first.case.product, first.case.order_id) == ("CAM-4K60", "DD-9")
         again = triage.ingest("mydesk", "T-1", "摄像头用了两天就黑屏，开不了机")
         assert not again.created and again.case.id == first.case.id
         batch = triage.ingest_many([{"source": "mydesk", "external_id": "T-2", "text": "补光灯一直闪"},
@@ -84,8 +87,8 @@ def test_client_against_the_app(served):
         page, after = triage.list_cases(limit=1)
         assert len(page) == 1 and after == page[0].id
         assert [c.external_id for c in triage.iter_cases(limit=1)] == ["T-1", "T-2"]
-        responded = triage.record_case_event(first.case.id, "first_response")
-        assert responded.first_response_at is not None
+        responded = triage.record_case_event(first.case.id, "first_response", agent="小王")
+        assert responded.first_response_at is not None and responded.owner == "小王"
         with pytest.raises(TriageAPIError) as err:
             triage.ingest("mydesk", "T-4", "   ")
         assert (err.value.status_code, err.value.error, err.value.field) == (422, "invalid_input", "text")

@@ -193,5 +193,7 @@ def test_review_flow_in_the_browser(browser, server):
     page.get_by_role("tab", name="Dashboard").click()
     page.wait_for_function("document.querySelector('#dashboard-summary').innerText.includes('Queue')", timeout=15000)
     assert "reviews (30 days): 3" in page.locator("#dashboard-summary").inner_text()
+    page.wait_for_function("document.querySelector('#early-warning').innerText.includes('Surge alerts')", timeout=15000)
+    assert "No open surge alert" in page.locator("#early-warning").inner_text()
     assert not dialogs
     page.close()

@@ -65,6 +65,13 @@ class Case(_View):
     breached: bool
     model_version: str | None
     confidence: float | None
+    product: str | None = None
+    batch: str | None = None
+    order_id: str | None = None
+    owner: str | None = None
+    followup_due_at: datetime | None = None
+    followed_up_at: datetime | None = None
+    satisfaction: int | None = None
 
 
 class Message(_View):
@@ -109,7 +116,7 @@ class TriageAPIError(Exception):
         self.status_code, self.error, self.message, self.field = status_code, error, message, field
 
 
-CaseEvent = Literal["first_response", "pending", "resumed", "resolved", "closed"]
+CaseEvent = Literal["first_response", "pending", "resumed", "resolved", "closed", "followed_up", "transferred"]
 
 
 class TriageClient:
@@ -161,10 +168,12 @@ class TriageClient:
     # ------------------------------------------------------------------ ingestion
 
     def ingest(self, source: str, external_id: str, text: str, *, channel: str | None = None,
-               customer_ref: str | None = None, received_at: datetime | None = None) -> IngestOutcome:
+               customer_ref: str | None = None, received_at: datetime | None = None, product: str | None = None,
+               batch: str | None = None, order_id: str | None = None) -> IngestOutcome:
         """One message; ``created`` is False when this source + external id was sent before."""
         body = {"source": source, "external_id": external_id, "text": text, "channel": channel,
-                "customer_ref": customer_ref, "received_at": received_at.isoformat() if received_at else None}
+                "customer_ref": customer_ref, "received_at": received_at.isoformat() if received_at else None,
+                "product": product, "batch": batch, "order_id": order_id}
         return IngestOutcome.model_validate(
             self._call("POST", "/v1/messages", json={k: v for k, v in body.items() if v is not None}, retry=True))
 
@@ -207,9 +216,13 @@ class TriageClient:
     # ------------------------------------------------------------------ changes
 
     def record_case_event(self, case_id: int, event: CaseEvent, *, at: datetime | None = None,
-                          note: str | None = None) -> Case:
-        """Tell triage what happened in the helpdesk: first response, pending, resumed, resolved, closed."""
-        body = {"event": event, "at": at.isoformat() if at else None, "note": note}
+                          note: str | None = None, agent: str | None = None,
+                          satisfaction: int | None = None) -> Case:
+        """Tell triage what happened in the helpdesk: first response (by ``agent``, the owner),
+        pending, resumed, resolved, closed, followed_up (with ``satisfaction`` 1-5), transferred
+        (to ``agent``)."""
+        body = {"event": event, "at": at.isoformat() if at else None, "note": note, "agent": agent,
+                "satisfaction": satisfaction}
         return Case.model_validate(self._call("POST", f"/v1/cases/{int(case_id)}/events",
                                               json={k: v for k, v in body.items() if v is not None}))
 

@@ -131,11 +131,42 @@ class RoutingSpec(_Strict):
         return self
 
 
+class SurveillanceSpec(_Strict):
+    """Surge detection (:mod:`triage.surveillance`): window, baseline and the Poisson test's bars."""
+
+    window_hours: float = Field(default=6, gt=0)
+    baseline_days: float = Field(default=28, gt=0)
+    baseline_min_days: float = Field(default=7, gt=0)
+    baseline_floor_per_day: float = Field(default=0.5, gt=0)
+    alpha: float = Field(default=0.0001, gt=0, lt=1)
+    min_count: int = Field(default=5, ge=1)
+    safety_alpha: float = Field(default=0.01, gt=0, lt=1)
+    safety_min_count: int = Field(default=3, ge=1)
+    safety_min_cases: int = Field(default=2, ge=1)
+
+
+class RecallSpec(_Strict):
+    """A recall incident: who owns it by default and how long until a decision is due."""
+
+    owner: str = "team_leader"
+    decide_hours: float = Field(default=24, gt=0)
+
+
+class FollowupSpec(_Strict):
+    """The follow-up call (回访) after resolution and the score that reopens a case."""
+
+    due_hours: float = Field(default=24, gt=0)
+    low_satisfaction: int = Field(default=2, ge=0, le=5)
+
+
 class PolicySpec(_Strict):
     version: int = 1
     clock: ClockSpec = ClockSpec()
     sla: list[SlaRule]
     routing: RoutingSpec
+    surveillance: SurveillanceSpec = SurveillanceSpec()
+    recall: RecallSpec = RecallSpec()
+    followup: FollowupSpec = FollowupSpec()
 
     @model_validator(mode="after")
     def _complete_table(self):
@@ -148,6 +179,8 @@ class PolicySpec(_Strict):
         missing = [f"{t}/{g}" for t in DISPUTE_TYPES for g in URGENCIES if (t, g) not in seen]
         if missing:
             raise ValueError(f"sla: no rule for {', '.join(missing)}")
+        if self.recall.owner not in self.routing.tiers:
+            raise ValueError(f"recall.owner {self.recall.owner!r} is not in routing.tiers {self.routing.tiers}")
         return self
 
 

@@ -23,6 +23,7 @@ from triage.contexts.core import ServiceCore
 from triage.contexts.ingestion import Ingestion
 from triage.contexts.labels import LabelChanges
 from triage.contexts.retraining import Retraining
+from triage.contexts.surges import Surges
 from triage.policy import Policy
 from triage.store.database import Database
 
@@ -51,6 +52,7 @@ class TriageService:
         self.ingestion = Ingestion(core, self.audit_log, self.cases)
         self.accounts = Accounts(core, self.audit_log)
         self.retraining = Retraining(core, self.audit_log)
+        self.surges = Surges(core, self.audit_log)
 
         # The operations adapters call, each owned by one context.
         self.ingest = self.ingestion.ingest
@@ -65,6 +67,7 @@ class TriageService:
         self.list_cases = self.cases.list_cases
         self.list_breaches = self.cases.list_breaches
         self.counts = self.cases.counts
+        self.followup_stats = self.cases.followup_stats
         self.record_case_event = self.cases.record_event
         self.apply_labels = self.labels.apply
         self.regrade_open_cases = self.labels.regrade_open_cases
@@ -85,6 +88,13 @@ class TriageService:
         self.revoke_api_key = self.accounts.revoke_api_key
         self.authenticate = self.accounts.authenticate
         self.authenticate_cached = self.accounts.authenticate_cached
+        self.scan_surges = self.surges.scan
+        self.list_alerts = self.surges.list_alerts
+        self.get_alert = self.surges.get_alert
+        self.alert_event = self.surges.alert_event
+        self.list_incidents = self.surges.list_incidents
+        self.get_incident = self.surges.get_incident
+        self.update_incident = self.surges.update_incident
 
     @classmethod
     def from_settings(cls, settings, models=None, *, upgrade: bool = True) -> "TriageService":

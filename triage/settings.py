@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     backend: str = "sklearn"  # name in models.registry
     base_model: str | None = None  # local checkpoint for the transformers backend
     policy_path: Path | None = None  # empty: the policy shipped in triage/policy/default.toml
+    catalogue_path: Path | None = None  # empty: datasets/catalogue.csv (products for early warning)
     max_text_chars: int = 10_000
     # The model's P(escalation) that counts as a threat when no lexicon term decides (a
     # counted term sets escalation, a negated or questioned one clears it). Escalation means

@@ -27,6 +27,7 @@ from triage.contexts.core import ServiceCore
 from triage.store.tables import Case, SlaEvent
 
 DEADLINES = ("respond", "resolve")
+WATCHED = ("open", "resolved")  # a resolved case is watched for its follow-up call (回访)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class MonitorReport:
     warnings: list[tuple[int, str]] = field(default_factory=list)  # (case id, deadline)
     breaches: list[tuple[int, str]] = field(default_factory=list)
     skipped: int = 0  # cases another process held or changed meanwhile
+    surges: list[int] = field(default_factory=list)  # surge alerts raised in the same tick (contexts.surges)
 
     @property
     def events(self) -> int:
@@ -67,7 +69,7 @@ class SlaAlerts:
         with self.core.db.session() as session:
             return list(session.scalars(
                 select(Case.id)
-                .where(Case.status == "open", Case.next_check_at.is_not(None), Case.next_check_at <= now,
+                .where(Case.status.in_(WATCHED), Case.next_check_at.is_not(None), Case.next_check_at <= now,
                        Case.id > after_id)
                 .order_by(Case.id).limit(batch)
             ))
@@ -79,13 +81,14 @@ class SlaAlerts:
             if db.is_postgres:
                 query = query.with_for_update(skip_locked=True, of=Case)
             case = session.scalars(query).first()
-            if case is None or case.status != "open" or case.next_check_at is None or case.next_check_at > now:
+            if case is None or case.status not in WATCHED or case.next_check_at is None or case.next_check_at > now:
                 report.skipped += case is None
                 return  # locked by another monitor, or already handled
             before = case_snapshot(case)
             events: list[tuple[str, str, datetime]] = []  # (kind, deadline, occurred_at)
-            for deadline in DEADLINES:
-                met = case.first_response_at if deadline == "respond" else case.resolved_at
+            for deadline in DEADLINES if case.status == "open" else ("followup",):
+                met = {"respond": case.first_response_at, "resolve": case.resolved_at,
+                       "followup": case.followed_up_at}[deadline]
                 due = getattr(case, f"{deadline}_due_at")
                 warn_at = getattr(case, f"{deadline}_warn_at")
                 if met is not None or due is None:

@@ -22,6 +22,8 @@ AUDITED_CASE_FIELDS = (
     "dispute_type", "grade", "priority_grade", "emotion", "escalation", "vulnerable", "status",
     "tier", "teams", "respond_due_at", "resolve_due_at", "first_response_at", "resolved_at",
     "closed_at", "respond_warned", "resolve_warned", "respond_breached", "resolve_breached", "breach_count",
+    "product", "batch", "owner", "followup_due_at", "followed_up_at", "satisfaction", "followup_warned",
+    "followup_breached",
 )
 
 

@@ -24,7 +24,7 @@ from triage.policy import Decision, Labels
 from triage.store.outbox import enqueue
 from triage.store.tables import Case, Message, Prediction as PredictionRow, SlaEvent
 
-CASE_EVENTS = ("first_response", "pending", "resumed", "resolved", "closed")
+CASE_EVENTS = ("first_response", "pending", "resumed", "resolved", "closed", "followed_up", "transferred")
 
 
 # ----------------------------------------------------------------------------- views
@@ -79,6 +79,15 @@ class CaseView(BaseModel):
     model_version: str | None
     confidence: float | None
     updated_at: datetime
+    product: str | None = None
+    product_source: str | None = Field(default=None, description="'field' (given) or 'text' (found in the text)")
+    batch: str | None = None
+    order_id: str | None = None
+    owner: str | None = Field(default=None, description="the first agent who responded (首接负责制)")
+    followup_due_at: datetime | None = None
+    followed_up_at: datetime | None = None
+    satisfaction: int | None = None
+    followup_breached: bool = False
 
 
 class MessageView(BaseModel):
@@ -156,6 +165,15 @@ def case_view(case: Case) -> CaseView:
         model_version=prediction.model_version if prediction else None,
         confidence=prediction.confidence if prediction else None,
         updated_at=case.updated_at,
+        product=case.product,
+        product_source=case.product_source,
+        batch=case.batch,
+        order_id=case.order_id,
+        owner=case.owner,
+        followup_due_at=case.followup_due_at,
+        followed_up_at=case.followed_up_at,
+        satisfaction=case.satisfaction,
+        followup_breached=bool(case.followup_breached),
     )
 
 
@@ -227,6 +245,11 @@ def refresh_next_check(case: Case) -> None:
                 moments.append(case.resolve_warn_at)
             if not case.resolve_breached and case.resolve_due_at:
                 moments.append(case.resolve_due_at)
+    elif case.status == "resolved" and case.followed_up_at is None and case.followup_due_at:
+        if not case.followup_warned and case.followup_warn_at:
+            moments.append(case.followup_warn_at)
+        if not case.followup_breached:
+            moments.append(case.followup_due_at)
     case.next_check_at = min(moments) if moments else None
 
 
@@ -387,16 +410,62 @@ class Cases:
             ).all())
         return {"cases": by_status, "breaches": breaches}
 
+    def followup_stats(self) -> list[dict[str, Any]]:
+        """Follow-up calls (回访) per dispute type and tier: calls due so far, made on time, made
+        late or missed (breached), and the mean satisfaction of the calls made."""
+        now = self.core.now()
+        query = select(Case.dispute_type, Case.tier, Case.followup_due_at, Case.followed_up_at, Case.satisfaction,
+                       Case.followup_breached).where(Case.followup_due_at.is_not(None))
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        with self.core.db.session() as session:
+            for dispute_type, tier, due, done, score, breached in session.execute(query):
+                g = groups.setdefault((dispute_type, tier), {"dispute_type": dispute_type, "tier": tier, "due": 0,
+                                                             "on_time": 0, "missed": 0, "scores": []})
+                if done is None and due > now:
+                    continue  # not due yet
+                g["due"] += 1
+                if done is not None and done <= due:
+                    g["on_time"] += 1
+                if breached:
+                    g["missed"] += 1
+                if score is not None:
+                    g["scores"].append(score)
+        out = []
+        for key in sorted(groups):
+            g = groups[key]
+            scores = g.pop("scores")
+            g["satisfaction"] = round(sum(scores) / len(scores), 2) if scores else None
+            out.append(g)
+        return out
+
     # ------------------------------------------------------------------ case events
 
     def record_event(self, case_id: int, event: str, actor: str, at: datetime | None = None,
-                     note: str | None = None) -> CaseView:
-        """Apply a helpdesk event (first_response, pending, resumed, resolved, closed).
+                     note: str | None = None, *, agent: str | None = None,
+                     satisfaction: int | None = None) -> CaseView:
+        """Apply a helpdesk event (first_response, pending, resumed, resolved, closed,
+        followed_up, transferred).
 
         pending stops the SLA clock, resumed restarts it and moves the deadlines by the pause.
+        The ``agent`` of the first response owns the case (首接负责制); only ``transferred``
+        (with the new ``agent``) changes the owner. resolved starts the follow-up deadline;
+        followed_up records the call's ``satisfaction`` (1-5), and a score at or below the
+        policy's ``low_satisfaction`` reopens the case to its owner.
         """
         if event not in CASE_EVENTS:
             raise InvalidInput(f"event must be one of {list(CASE_EVENTS)}, got {event!r}", field="event")
+        if agent is not None and not agent.strip():
+            raise InvalidInput("agent is empty or only whitespace", field="agent")
+        if event == "followed_up":
+            if satisfaction is None:
+                raise InvalidInput("followed_up needs satisfaction (1-5)", field="satisfaction")
+            if isinstance(satisfaction, bool) or not isinstance(satisfaction, int) or not 1 <= satisfaction <= 5:
+                raise InvalidInput(f"satisfaction must be an integer from 1 to 5, got {satisfaction!r}",
+                                   field="satisfaction")
+        elif satisfaction is not None:
+            raise InvalidInput("satisfaction belongs to a followed_up event", field="satisfaction")
+        if event == "transferred" and agent is None:
+            raise InvalidInput("transferred needs the agent who takes the case over", field="agent")
         now = self.core.now()
         if at is not None and at.tzinfo is None:
             raise InvalidInput("at needs a timezone offset", field="at")
@@ -411,10 +480,28 @@ class Cases:
             status = case.status
             if status == "closed":
                 raise Conflict(f"case {case_id} is closed; no further events")
+            reopened = False
             if event == "first_response":
                 if case.first_response_at is not None:
                     raise Conflict(f"case {case_id} already has a first response at {iso(case.first_response_at)}")
                 case.first_response_at = moment
+                if case.owner is None:
+                    case.owner = (agent or actor.removeprefix("api:")).strip()
+            elif event == "transferred":
+                if case.owner == agent.strip():
+                    raise Conflict(f"case {case_id} is already owned by {case.owner}")
+                case.owner = agent.strip()
+            elif event == "followed_up":
+                if status != "resolved":
+                    raise Conflict(f"case {case_id} is {status}; only a resolved case gets a follow-up call")
+                if moment < case.resolved_at:
+                    raise InvalidInput("at is before the case was resolved", field="at")
+                case.followed_up_at = moment
+                case.satisfaction = satisfaction
+                if satisfaction <= self.core.policy.spec.followup.low_satisfaction:
+                    case.status = "open"  # back to its owner, the resolution clock runs on
+                    case.resolved_at = None
+                    reopened = True
             elif event == "pending":
                 if status != "open":
                     raise Conflict(f"case {case_id} is {status}; only an open case can become pending")
@@ -433,6 +520,7 @@ class Cases:
                     case.pauses = _close_pause(case, moment)
                 case.status = "resolved"
                 case.resolved_at = moment
+                self._schedule_followup(case, moment)
             elif event == "closed":
                 if status == "pending":
                     case.pauses = _close_pause(case, moment)
@@ -445,4 +533,19 @@ class Cases:
             old, new = diff(before, case_snapshot(case))
             self.audit.write(session, actor, f"case.{event}", "case", case.id, old, new, note)
             session.flush()
+            if reopened:
+                self.emit(session, "reopened", case, {"satisfaction": satisfaction, "owner": case.owner,
+                                                      "note": note})
             return case_view(case)
+
+    def _schedule_followup(self, case: Case, resolved_at: datetime) -> None:
+        """The follow-up call is due ``followup.due_hours`` after the resolution (the plans: 24 h);
+        it warns at the same share of that time as the other deadlines. A case's follow-up
+        warns and breaches once, also when it is resolved again after a reopening."""
+        from datetime import timedelta
+
+        policy = self.core.policy
+        due = timedelta(hours=policy.spec.followup.due_hours)
+        case.followed_up_at = None
+        case.followup_due_at = policy.clock.deadline(resolved_at, due, [])
+        case.followup_warn_at = policy.clock.deadline(resolved_at, due * self.core.warning_share, [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from triage.catalogue import Catalogue
 from triage.clock import utcnow
 from triage.errors import InvalidInput, ModelError
 from triage.policy import Policy
@@ -49,6 +50,7 @@ class ServiceCore:
             raw = settings.webhook_url or ""
             webhook_urls = [u.strip() for u in raw.split(",") if u.strip()]
         self.webhook_urls = list(webhook_urls)
+        self.catalogue = Catalogue.load(settings.catalogue_path or settings.datasets_dir / "catalogue.csv")
         self.warning_share = float(settings.sla_warning_share)
         if not 0 < self.warning_share < 1:
             raise InvalidInput(f"TRIAGE_SLA_WARNING_SHARE must be between 0 and 1, got {self.warning_share}")

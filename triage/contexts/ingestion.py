@@ -45,6 +45,11 @@ class MessageIn(BaseModel):
     channel: str | None = Field(default=None, max_length=64, description="e.g. 'hotline', 'live_room', 'email'")
     customer_ref: str | None = Field(default=None, max_length=200, description="the customer's id upstream")
     received_at: datetime | None = Field(default=None, description="when the customer sent it (with offset); default now")
+    product: str | None = Field(default=None, max_length=200,
+                                description="SKU or model name; default: found in the text from the catalogue")
+    batch: str | None = Field(default=None, max_length=100,
+                              description="lot or production batch; default: found in the text (批次/批号/生产日期/lot)")
+    order_id: str | None = Field(default=None, max_length=200, description="the order complained about")
 
 
 class IngestResult(BaseModel):
@@ -90,6 +95,10 @@ class Ingestion:
         if not msg.source.strip() or not msg.external_id.strip():
             field = "source" if not msg.source.strip() else "external_id"
             raise InvalidInput(f"{field} is empty or only whitespace", field=field)
+        for name in ("product", "batch", "order_id"):
+            value = getattr(msg, name)
+            if value is not None and not value.strip():
+                raise InvalidInput(f"{name} is empty or only whitespace; leave it out instead", field=name)
         if msg.received_at is not None:
             if msg.received_at.tzinfo is None:
                 raise InvalidInput("received_at needs a timezone offset, e.g. 2026-05-01T10:00:00+08:00",
@@ -263,6 +272,21 @@ class Ingestion:
                 continue
         return out
 
+    def _product_of(self, msg: MessageIn, masked: str) -> dict[str, Any]:
+        """Product, batch and order of a new case: the message's fields, else found in its
+        (stored, masked) text: the catalogue's longest matching term, the batch patterns."""
+        from triage.catalogue import find_batch
+
+        catalogue = self.core.catalogue
+        if msg.product:
+            product, source = catalogue.resolve(msg.product), "field"
+        else:
+            found = catalogue.find(masked)
+            product, source = (found.sku, "text") if found else (None, None)
+        batch = msg.batch.strip() if msg.batch else find_batch(masked)
+        return {"product": product, "product_source": source, "batch": batch,
+                "order_id": msg.order_id.strip() if msg.order_id else None}
+
     def _create_many(self, session: Session, entries: Sequence[tuple[MessageIn, Any, str, str]]) -> list[Case]:
         """Insert messages, predictions, cases and their audit entries as bulk INSERTs (one
         statement per table, ids back through RETURNING), then queue "triaged" events.
@@ -287,7 +311,8 @@ class Ingestion:
             case = Case(status="open", received_at=received, pauses=[], labels_source="model", created_at=now,
                         updated_at=now, breach_count=0, respond_warned=False, resolve_warned=False,
                         respond_breached=False, resolve_breached=False, first_response_at=None, resolved_at=None,
-                        closed_at=None, version=1)
+                        closed_at=None, version=1, followup_warned=False, followup_breached=False,
+                        **self._product_of(msg, masked))
             case.message, case.prediction = message, row
             self.cases.apply_decision(case, labels, decision)
             cases.append(case)

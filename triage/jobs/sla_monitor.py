@@ -1,4 +1,5 @@
-"""The SLA monitor job: runs :meth:`triage.contexts.alerts.SlaAlerts.process_due` every
+"""The SLA monitor job: runs :meth:`triage.contexts.alerts.SlaAlerts.process_due`, then the
+surge scan of early warning (:meth:`triage.contexts.surges.Surges.scan`), every
 ``interval_s`` on the job runner.
 
 Each case carries ``next_check_at``, the earliest moment something can happen to it; the
@@ -36,6 +37,7 @@ class SlaMonitor:
     def run_once(self, now: datetime | None = None) -> MonitorReport:
         now = now or self.service.now()
         report = self.service.alerts.process_due(now, self.actor, self.batch, self.on_breach)
+        report.surges = self.service.surges.scan(now, self.actor).raised  # early warning, same interval
         self.last_run = now
         return report
 

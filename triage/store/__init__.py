@@ -12,8 +12,11 @@ from triage.store.tables import (
     ConnectorRef,
     Message,
     Prediction,
+    RecallIncident,
     ReviewDecision,
     SlaEvent,
+    SurgeAlert,
+    SurgeAlertCase,
     User,
     WebhookAttempt,
     WebhookDelivery,
@@ -21,6 +24,6 @@ from triage.store.tables import (
 )
 
 __all__ = [
-    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "Message", "Prediction", "ReviewDecision",
-    "SlaEvent", "User", "WebhookAttempt", "WebhookDelivery", "utcnow",
+    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "Message", "Prediction", "RecallIncident", "ReviewDecision",
+    "SlaEvent", "SurgeAlert", "SurgeAlertCase", "User", "WebhookAttempt", "WebhookDelivery", "utcnow",
 ]

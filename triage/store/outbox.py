@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from triage.clock import utcnow
 from triage.store.tables import WebhookDelivery
 
-EVENTS = ("triaged", "escalated", "warning", "breached", "reviewed")
+EVENTS = ("triaged", "escalated", "warning", "breached", "reviewed", "surge", "reopened")
 
 
 def enqueue(session: Session, event: str, url: str, payload: dict[str, Any], case_id: int | None = None,

@@ -152,6 +152,21 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Early warning: the product and batch complained about (from the message's fields or its
+    # text: product_source "field" | "text"), and when surge detection looked at the case.
+    product: Mapped[str | None] = mapped_column(String(200), index=True)
+    batch: Mapped[str | None] = mapped_column(String(100))
+    order_id: Mapped[str | None] = mapped_column(String(200))
+    product_source: Mapped[str | None] = mapped_column(String(8))
+    surveyed_at: Mapped[datetime | None] = mapped_column(index=True)
+    # First-contact ownership and the follow-up call (回访) after resolution.
+    owner: Mapped[str | None] = mapped_column(String(200))
+    followup_due_at: Mapped[datetime | None]
+    followup_warn_at: Mapped[datetime | None]
+    followup_warned: Mapped[bool] = mapped_column(Boolean, default=False)
+    followed_up_at: Mapped[datetime | None]
+    satisfaction: Mapped[int | None] = mapped_column(Integer)
+    followup_breached: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -172,12 +187,68 @@ class SlaEvent(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # warning | breach
-    deadline: Mapped[str] = mapped_column(String(16))  # respond | resolve
+    deadline: Mapped[str] = mapped_column(String(16))  # respond | resolve | followup
     due_at: Mapped[datetime]
     occurred_at: Mapped[datetime]  # when it happened on the clock (the deadline for a breach)
     detected_at: Mapped[datetime] = mapped_column(default=utcnow)
     tier_before: Mapped[str | None] = mapped_column(String(32))
     tier_after: Mapped[str | None] = mapped_column(String(32))
+
+
+class SurgeAlert(Base):
+    """One surge of complaints about one product: the tests that fired (``scopes``), the
+    window, count, baseline expectation and p-value at detection, and its handling status
+    (open | acknowledged | dismissed | recall)."""
+
+    __tablename__ = "surge_alerts"
+    __table_args__ = (Index("ix_surge_alerts_product_status", "product", "status"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    product: Mapped[str] = mapped_column(String(200))
+    dispute_type: Mapped[str | None] = mapped_column(String(32))  # set when only a type-level test fired
+    scopes: Mapped[list[Any]] = mapped_column(JsonDoc)
+    batch: Mapped[str | None] = mapped_column(String(100))  # when the cases share one
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    count: Mapped[int] = mapped_column(Integer)
+    expected: Mapped[float] = mapped_column(Float)
+    p_value: Mapped[float] = mapped_column(Float)
+    alpha: Mapped[float] = mapped_column(Float)
+    safety_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_case_at: Mapped[datetime]
+    last_case_at: Mapped[datetime]  # received_at of the latest case that joined
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    detected_at: Mapped[datetime]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SurgeAlertCase(Base):
+    """A case in a surge; a case belongs to one alert at most (so a surge is raised once)."""
+
+    __tablename__ = "surge_alert_cases"
+
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("surge_alerts.id", ondelete="CASCADE"), index=True)
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RecallIncident(Base):
+    """A recall incident opened from one surge alert: its cases are the alert's (new cases
+    joining the alert join it), an owner, a decision deadline, a status."""
+
+    __tablename__ = "recall_incidents"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("surge_alerts.id", ondelete="CASCADE"), unique=True)
+    product: Mapped[str] = mapped_column(String(200))
+    batch: Mapped[str | None] = mapped_column(String(100))
+    owner: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open | recalling | closed
+    due_at: Mapped[datetime]
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ReviewDecision(Base):
