@@ -10,12 +10,12 @@ import threading
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from api.auth import Scoped
 from api.errors import AUTHENTICATED, responses
 from api.routes import MAX_ID, RowId
-from triage.contexts.ingestion import NO_NUL
+from triage.contexts.ingestion import NO_NUL, refuse_nul
 from triage.contexts.accounts import Principal
 from triage.contexts.review import QueueFilters, ReviewContext
 
@@ -43,10 +43,14 @@ class ReviewIn(BaseModel):
     expected_version: StrictInt | None = Field(default=None, ge=1, le=MAX_ID,
                                                description="the case version you reviewed (required for confirm/correct)")
 
+    _no_nul = field_validator("note")(classmethod(lambda cls, value: refuse_nul(value)))
+
 
 class ModelChangeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(default=None, max_length=500, json_schema_extra={"pattern": NO_NUL})
+
+    _no_nul = field_validator("reason")(classmethod(lambda cls, value: refuse_nul(value)))
 
 
 @router.get("/review/queue", tags=["review"], responses=responses(*AUTHENTICATED), summary="Cases waiting for review, most pressing first")

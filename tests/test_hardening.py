@@ -167,3 +167,12 @@ def test_openapi_declares_error_statuses_and_agrees_with_the_validator(loose_cli
     version = doc["components"]["schemas"]["ReviewIn"]["properties"]["expected_version"]
     strict = version["anyOf"][0]
     assert strict["type"] == "integer" and strict["minimum"] == 1 and abs(strict["maximum"] - 2**63) < 2**11
+
+
+def test_nul_in_a_review_note_or_model_change_reason_is_422(loose_client, keys):
+    case_id = loose_client.post("/v1/messages", json=body(), headers=auth(keys["ingest"])).json()["case"]["id"]
+    r = loose_client.post(f"/v1/cases/{case_id}/review", json={"action": "skip", "note": "a\x00b"},
+                          headers=auth(keys["review"]))
+    assert_422(r, "note")
+    r = loose_client.post("/v1/models/v1/promote", json={"reason": "a\x00b"}, headers=auth(keys["admin"]))
+    assert_422(r, "reason")

@@ -56,6 +56,13 @@ def _rfc3339(value: Any) -> Any:
 IsoDateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
+def refuse_nul(value: str | None) -> str | None:
+    """A pydantic validator for free text the database stores."""
+    if value is not None and "\x00" in value:
+        raise ValueError("contains a NUL character (U+0000)")
+    return value
+
+
 def _text_field(**kwargs):
     return Field(json_schema_extra={"pattern": NO_NUL}, **kwargs)
 
@@ -76,9 +83,7 @@ class MessageIn(BaseModel):
     @field_validator("source", "external_id", "text", "channel", "customer_ref")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("contains a NUL character (U+0000)")
-        return value
+        return refuse_nul(value)
 
 
 class IngestResult(BaseModel):
