@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +23,7 @@ from api import errors
 from api.metrics import Metrics
 from api.routes import router
 from api.routes_connectors import router as connectors_router
+from triage.errors import InvalidInput
 from triage.jobs.helpdesk import HelpdeskAccess
 from triage.jobs.runner import DEFAULT_RUNNER
 from triage.jobs.sla_monitor import SlaMonitor
@@ -84,6 +85,14 @@ class ModelWatch:
         return True
 
 
+async def refuse_nul_in_parameters(request: Request) -> None:
+    """PostgreSQL refuses NUL in text (SQLite would take it): a path or query parameter with
+    one is a 422 naming it on both databases, before any query runs."""
+    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if "\x00" in str(value):
+            raise InvalidInput(f"{name} contains a NUL character (U+0000)", field=name)
+
+
 def freeze_long_lived_heap() -> None:
     """Move what lives as long as the process (model, segmenter dictionary, lexicons, ORM
     metadata) out of the garbage collector's way: full collections walking it paused every
@@ -138,6 +147,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         description="Triage of Chinese after-sales complaints: graded cases with SLA deadlines, routing, "
         "escalation and signed webhooks. Authenticate with `Authorization: Bearer <API key>`.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_in_parameters)],
     )
     app.state.settings = settings
     app.state.service = service

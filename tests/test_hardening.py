@@ -176,3 +176,10 @@ def test_nul_in_a_review_note_or_model_change_reason_is_422(loose_client, keys):
     assert_422(r, "note")
     r = loose_client.post("/v1/models/v1/promote", json={"reason": "a\x00b"}, headers=auth(keys["admin"]))
     assert_422(r, "reason")
+
+
+@pytest.mark.parametrize("path,field", [("/v1/cases?tier=a%00b", "tier"), ("/v1/review/queue?tier=%00", "tier"),
+                                        ("/v1/models/v%001/promote", "version")])
+def test_nul_in_a_path_or_query_parameter_is_422(loose_client, keys, path, field):
+    call = loose_client.post if path.endswith("promote") else loose_client.get
+    assert_422(call(path, headers=auth(keys["admin"])), field)
