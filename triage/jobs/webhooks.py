@@ -8,9 +8,9 @@ HMAC-SHA256 signed, retried with exponential backoff, and every attempt is recor
 Helpdesk write-back calls (queued by :mod:`triage.contexts.writeback`) travel through the same outbox: a row with
 a ``connector`` is sent with its own method and the connector's token instead of a signature.
 
-Receivers are served concurrently: each receiver URL with due deliveries gets its own
-background job (through the jobs runner) that sends them in order, so a hanging receiver
-delays only its own deliveries. Several processes may run dispatchers against one database:
+Receivers are served concurrently: each receiver with due deliveries (a webhook URL, or a
+helpdesk for write-back rows) gets its own background job (through the jobs runner) that
+sends them in order, so a hanging receiver delays only its own deliveries. Several processes may run dispatchers against one database:
 a delivery is claimed just before it is sent with a conditional UPDATE (only one process's
 claim matches), so it is sent by one of them at a time.
 
@@ -36,7 +36,7 @@ import time
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from triage.clock import utcnow
 from triage.jobs.runner import DEFAULT_RUNNER, JobHandle, JobRunner
@@ -101,7 +101,7 @@ class WebhookDispatcher:
         self.runner = runner
         self._job: JobHandle | None = None
         self.timeout_s = timeout_s
-        self._senders: dict[str, JobHandle] = {}  # receiver URL -> the job sending to it now
+        self._senders: dict[str, JobHandle] = {}  # receiver -> the job sending to it now
         self._lock = threading.Lock()
         # credentials and request bodies for helpdesk write-back rows (triage.jobs.helpdesk.HelpdeskAccess)
         self.helpdesk = helpdesk
@@ -111,23 +111,28 @@ class WebhookDispatcher:
         return timedelta(seconds=min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, attempts - 1)))
 
     def _due(self) -> dict[str, list[int]]:
-        """Up to ``batch`` due, unclaimed deliveries by receiver URL, leaving out receivers this
-        process is still sending to (their rows wait for that sender)."""
+        """Up to ``batch`` due, unclaimed deliveries by receiver, leaving out receivers this
+        process is still sending to (their rows wait for that sender). A receiver is a webhook
+        URL, or a whole helpdesk for write-back rows (its calls for one case keep their order)."""
         now = self.now()
         with self._lock:
-            busy = {url for url, handle in self._senders.items() if handle.alive}
+            busy = {key for key, handle in self._senders.items() if handle.alive}
+        busy_helpdesks = [key.removeprefix("helpdesk:") for key in busy if key.startswith("helpdesk:")]
+        busy_urls = [key for key in busy if not key.startswith("helpdesk:")]
         with self.db.session() as session:
-            query = (select(WebhookDelivery.id, WebhookDelivery.url)
-                     .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
-                            or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now)))
-            if busy:
-                query = query.where(WebhookDelivery.url.not_in(busy))
-            rows = session.execute(query.order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-                                   .limit(self.batch)).all()
-        by_url: dict[str, list[int]] = {}
-        for delivery_id, url in rows:
-            by_url.setdefault(url, []).append(delivery_id)
-        return by_url
+            rows = session.execute(
+                select(WebhookDelivery.id, WebhookDelivery.url, WebhookDelivery.connector)
+                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
+                       or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
+                       or_(and_(WebhookDelivery.connector.is_(None), WebhookDelivery.url.not_in(busy_urls)),
+                           and_(WebhookDelivery.connector.is_not(None),
+                                WebhookDelivery.connector.not_in(busy_helpdesks))))
+                .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(self.batch)
+            ).all()
+        by_receiver: dict[str, list[int]] = {}
+        for delivery_id, url, connector in rows:
+            by_receiver.setdefault(f"helpdesk:{connector}" if connector else url, []).append(delivery_id)
+        return by_receiver
 
     def _claim(self, delivery_id: int) -> bool:
         """Claim one delivery just before sending it: a conditional UPDATE, so of several
@@ -214,11 +219,12 @@ class WebhookDispatcher:
         one delays only its own deliveries. ``wait``: return when all are sent, with how many
         deliveries were attempted; otherwise at once, with how many receivers were started."""
         started = []
-        for url, delivery_ids in self._due().items():
+        for receiver, delivery_ids in self._due().items():
             sent: list[int] = []
-            handle = self.runner.submit(f"webhook-sender:{url}", lambda ids=delivery_ids, out=sent: self._send_all(ids, out))
+            handle = self.runner.submit(f"webhook-sender:{receiver}",
+                                        lambda ids=delivery_ids, out=sent: self._send_all(ids, out))
             with self._lock:
-                self._senders[url] = handle
+                self._senders[receiver] = handle
             started.append((handle, sent))
         if not wait:
             return len(started)
