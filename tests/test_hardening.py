@@ -183,3 +183,11 @@ def test_nul_in_a_review_note_or_model_change_reason_is_422(loose_client, keys):
 def test_nul_in_a_path_or_query_parameter_is_422(loose_client, keys, path, field):
     call = loose_client.post if path.endswith("promote") else loose_client.get
     assert_422(call(path, headers=auth(keys["admin"])), field)
+
+
+@pytest.mark.parametrize("value", [1e20, -1e20, float("nan"), 10**30, "0001-01-01T00:00:00+14:00"])
+def test_a_connector_time_outside_the_years_is_left_out(value):
+    from triage.connectors import _timestamp
+
+    moment = _timestamp(value)
+    assert moment is None or moment.startswith("0001-")  # the API then refuses it as received_at (422)
