@@ -11,8 +11,10 @@ import contextlib
 import gc
 import logging
 import sys
+import threading
+import time
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -21,7 +23,9 @@ from api import errors
 from api.metrics import Metrics
 from api.routes import router
 from api.routes_connectors import router as connectors_router
+from triage.errors import InvalidInput
 from triage.jobs.helpdesk import HelpdeskAccess
+from triage.jobs.runner import DEFAULT_RUNNER
 from triage.jobs.sla_monitor import SlaMonitor
 from triage.jobs.webhooks import WebhookDispatcher
 from triage.policy import Policy
@@ -47,6 +51,48 @@ def load_models(settings: Settings):
     return holder
 
 
+class ModelWatch:
+    """Loads the store's current model into a service that has none: a server started before
+    ``triage ensure-model`` (or before a first promotion) becomes ready without a restart.
+    Checked by ``/readyz`` and every few seconds by a background job; at most every
+    ``min_interval_s``, and never once a model is loaded."""
+
+    def __init__(self, holder, settings: Settings, min_interval_s: float = 2.0):
+        self.holder = holder
+        self.settings = settings
+        self.min_interval_s = min_interval_s
+        self._last = float("-inf")
+        self._lock = threading.Lock()
+
+    def check(self) -> bool:
+        """True when this call loaded a model."""
+        if getattr(self.holder, "loaded", True) or not hasattr(self.holder, "swap"):
+            return False
+        with self._lock:
+            if time.monotonic() - self._last < self.min_interval_s or self.holder.loaded:
+                return False
+            self._last = time.monotonic()
+            try:
+                from models.store import ModelStore
+                from triage.triager import Triager
+
+                triager = Triager.from_store(ModelStore(self.settings.effective_model_dir))
+            except Exception as exc:  # still none, or refused: stay not ready
+                log.debug("no model to load yet: %s", exc)
+                return False
+            self.holder.swap(triager)
+        log.warning("model %s loaded; the service is ready", getattr(triager, "version", "?"))
+        return True
+
+
+async def refuse_nul_in_parameters(request: Request) -> None:
+    """PostgreSQL refuses NUL in text (SQLite would take it): a path or query parameter with
+    one is a 422 naming it on both databases, before any query runs."""
+    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if "\x00" in str(value):
+            raise InvalidInput(f"{name} contains a NUL character (U+0000)", field=name)
+
+
 def freeze_long_lived_heap() -> None:
     """Move what lives as long as the process (model, segmenter dictionary, lexicons, ORM
     metadata) out of the garbage collector's way: full collections walking it paused every
@@ -70,6 +116,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     dispatcher = WebhookDispatcher(service.db, settings.webhook_secret,
                                    helpdesk=HelpdeskAccess(service.settings))
     writeback = any(service.settings.writeback_enabled(c) for c in ("chatwoot", "zammad"))
+    model_watch = ModelWatch(service.models, service.settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -78,14 +125,19 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         if hasattr(service.models, "on_swap"):  # a promoted model: let the old one be collected
             service.models.on_swap(lambda _triager: (gc.unfreeze(), freeze_long_lived_heap()))
         service.start_coalescing()
+        watch_job = None
         if background:
             monitor.start()
+            if not getattr(service.models, "loaded", True):
+                watch_job = DEFAULT_RUNNER.every("model-watch", 5.0, lambda: model_watch.check() and False)
             if service.webhook_urls or writeback:
                 dispatcher.start()
         try:
             yield
         finally:
             service.stop_coalescing()
+            if watch_job is not None:
+                watch_job.stop()
             monitor.stop()
             dispatcher.close()
 
@@ -95,11 +147,13 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         description="Triage of Chinese after-sales complaints: graded cases with SLA deadlines, routing, "
         "escalation and signed webhooks. Authenticate with `Authorization: Bearer <API key>`.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_in_parameters)],
     )
     app.state.settings = settings
     app.state.service = service
     app.state.monitor = monitor
     app.state.dispatcher = dispatcher
+    app.state.model_watch = model_watch
     metrics = Metrics(app)
     app.state.metrics = metrics
     monitor.on_breach = lambda case_id, deadline: metrics.breaches.labels(deadline).inc()
@@ -114,9 +168,11 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Database reachable and a model loaded")
+    @app.get("/readyz", tags=["ops"], summary="Database reachable and a model loaded",
+             responses={200: {"description": "ready"}, 503: {"description": "not ready: database or model missing"}})
     def readyz(request: Request):
         svc = request.app.state.service
+        model_watch.check()
         database = svc.db.ping()
         model = svc.models.loaded
         body = {

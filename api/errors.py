@@ -7,11 +7,13 @@ Every error body has the same shape: ``{"error": code, "message": text, "field":
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,6 +45,32 @@ STATUS_BY_ERROR: list[tuple[type[Exception], int, str]] = [
 ]
 
 
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a code, a sentence, the offending field (422) and the details."""
+
+    error: str
+    message: str
+    field: str | None
+    detail: list[ErrorDetail]
+
+
+_MEANING = {400: "malformed request", 401: "missing or unknown API key", 403: "the key lacks the scope",
+            404: "no such resource", 405: "method not allowed", 409: "conflicts with the resource's current state",
+            422: "invalid input; `field` names it", 503: "database or model unavailable; retry (Retry-After)"}
+AUTHENTICATED = (401, 403, 422, 503)
+
+
+def responses(*statuses: int) -> dict[int, dict]:
+    """OpenAPI ``responses`` for the error statuses a route returns, all with :class:`ErrorBody`."""
+    return {status: {"model": ErrorBody, "description": _MEANING[status]} for status in statuses}
+
+
 def error_body(code: str, message: str, field: str | None = None, detail: list | None = None) -> dict:
     return {"error": code, "message": message, "field": field, "detail": detail or []}
 
@@ -57,6 +85,25 @@ def _domain_response(exc: TriageError) -> JSONResponse:
     if status == 503:
         headers["Retry-After"] = "5"
     return JSONResponse(error_body(code, str(exc), field, detail), status_code=status, headers=headers)
+
+
+def unreadable_body(exc: BaseException | None) -> str | None:
+    """What makes a request body unreadable as JSON, in words; None if ``exc`` is not that."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"request body is not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at position {exc.start}"
+    if isinstance(exc, RecursionError):
+        return "request body is nested too deeply to parse"
+    if isinstance(exc, ValueError):  # json.JSONDecodeError and other decoding errors
+        return f"request body is not valid JSON: {exc}"
+    return None
+
+
+def parse_json_body(body: bytes):
+    """``body`` as JSON, or :class:`InvalidInput` (422, field ``body``) naming the problem."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(unreadable_body(exc), field="body") from None
 
 
 def _field_of(loc) -> str:
@@ -90,6 +137,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException):
+        problem = unreadable_body(exc.__cause__) if exc.status_code == 400 else None
+        if problem:  # FastAPI's "error parsing the body": say which problem, as every 422 does
+            return _domain_response(InvalidInput(problem, field="body"))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))

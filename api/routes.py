@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Scoped
+from api.errors import AUTHENTICATED, responses
 from triage.errors import InvalidInput
 from triage.contexts.accounts import Principal
 from triage.contexts.cases import CASE_EVENTS, CaseFilter, CaseView, MessageView, SlaEventView
-from triage.contexts.ingestion import MAX_BATCH, IngestResult, MessageIn
+from triage.contexts.ingestion import MAX_BATCH, NO_NUL, IngestResult, IsoDateTime, MessageIn
 
 router = APIRouter(prefix="/v1")
 READ = ("ingest", "review")
+MAX_ID = 2**63 - 1  # ids are 64-bit integers in both databases; larger ones are a 422, not a 500
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id (64-bit)")]
 
 
 class MessageBatch(BaseModel):
@@ -45,9 +47,9 @@ class BreachList(BaseModel):
 class CaseEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     event: Literal["first_response", "pending", "resumed", "resolved", "closed", "followed_up", "transferred"]
-    at: datetime | None = Field(default=None, description="when it happened (with offset); default now")
-    note: str | None = Field(default=None, max_length=2000)
-    agent: str | None = Field(default=None, max_length=200,
+    at: IsoDateTime | None = Field(default=None, description="when it happened (with offset); default now")
+    note: str | None = Field(default=None, max_length=2000, json_schema_extra={"pattern": NO_NUL})
+    agent: str | None = Field(default=None, max_length=200, json_schema_extra={"pattern": NO_NUL},
                               description="first_response: the agent who owns the case (default: the caller); "
                                           "transferred: the new owner")
     satisfaction: int | None = Field(default=None, ge=1, le=5, strict=True,
@@ -58,7 +60,9 @@ _single_schema = MessageIn.model_json_schema()  # flat: no nested models, so no 
 _batch_schema = {
     "type": "object", "additionalProperties": False, "required": ["messages"],
     "properties": {"messages": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
-                                "items": _single_schema}},
+                                # any item: one that is not a valid message is refused in its own result
+                                "items": {"description": "a message as in the single form; an invalid one is "
+                                          "refused in its own result while the others are stored"}}},
 }
 _INGEST_BODY = {
     "requestBody": {
@@ -79,7 +83,8 @@ _INGEST_BODY = {
     "/messages",
     openapi_extra=_INGEST_BODY,
     responses={201: {"model": IngestResult, "description": "a new case"},
-               200: {"description": "a retry (the existing case), or a batch (BatchResult)"}},
+               200: {"description": "a retry (the existing case), or a batch (BatchResult)"},
+               **responses(*AUTHENTICATED)},
     summary="Push one message or a batch; idempotent on source + external_id",
 )
 async def post_messages(request: Request, payload: dict[str, Any] = Body(..., include_in_schema=False),
@@ -112,12 +117,12 @@ def _json(model: BaseModel, status_code: int) -> Response:
     return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
-@router.get("/messages/{message_id}", response_model=MessageView, summary="A message with its case and prediction")
-def get_message(request: Request, message_id: int, principal: Principal = Scoped(*READ)):
+@router.get("/messages/{message_id}", response_model=MessageView, responses=responses(*AUTHENTICATED, 404), summary="A message with its case and prediction")
+def get_message(request: Request, message_id: RowId, principal: Principal = Scoped(*READ)):
     return request.app.state.service.get_message(message_id)
 
 
-@router.get("/cases", response_model=CaseList, summary="Cases matching every given filter, oldest first")
+@router.get("/cases", response_model=CaseList, responses=responses(*AUTHENTICATED), summary="Cases matching every given filter, oldest first")
 def list_cases(
     request: Request,
     status_: Literal["open", "pending", "resolved", "closed"] | None = Query(None, alias="status"),
@@ -125,9 +130,9 @@ def list_cases(
     grade: int | None = Query(None, ge=1, le=3),
     type_: Literal["quality", "service", "advertising", "refund", "other"] | None = Query(None, alias="type"),
     breached: bool | None = None,
-    due_before: datetime | None = Query(None, description="an open deadline falls before this moment"),
+    due_before: IsoDateTime | None = Query(None, description="an open deadline falls before this moment"),
     limit: int = Query(100, ge=1, le=1000),
-    after_id: int = Query(0, ge=0),
+    after_id: int = Query(0, ge=0, le=MAX_ID),
     principal: Principal = Scoped(*READ),
 ):
     filters = CaseFilter(status=status_, tier=tier, grade=grade, dispute_type=type_, breached=breached,
@@ -136,25 +141,25 @@ def list_cases(
     return CaseList(cases=cases, next_after_id=cases[-1].id if len(cases) == limit else None)
 
 
-@router.get("/cases/{case_id}", response_model=CaseView, summary="One case")
-def get_case(request: Request, case_id: int, principal: Principal = Scoped(*READ)):
+@router.get("/cases/{case_id}", response_model=CaseView, responses=responses(*AUTHENTICATED, 404), summary="One case")
+def get_case(request: Request, case_id: RowId, principal: Principal = Scoped(*READ)):
     return request.app.state.service.get_case(case_id)
 
 
-@router.post("/cases/{case_id}/events", response_model=CaseView,
+@router.post("/cases/{case_id}/events", response_model=CaseView, responses=responses(*AUTHENTICATED, 404, 409),
              summary=f"Record a helpdesk event: {', '.join(CASE_EVENTS)}")
-def post_case_event(request: Request, case_id: int, body: CaseEventIn, principal: Principal = Scoped(*READ)):
+def post_case_event(request: Request, case_id: RowId, body: CaseEventIn, principal: Principal = Scoped(*READ)):
     return request.app.state.service.record_case_event(case_id, body.event, actor=f"api:{principal.user}",
                                                        at=body.at, note=body.note, agent=body.agent,
                                                        satisfaction=body.satisfaction)
 
 
-@router.get("/sla/breaches", response_model=BreachList, summary="SLA breaches, oldest first")
+@router.get("/sla/breaches", response_model=BreachList, responses=responses(*AUTHENTICATED), summary="SLA breaches, oldest first")
 def list_breaches(
     request: Request,
-    since: datetime | None = Query(None, description="only breaches whose deadline passed at or after this"),
+    since: IsoDateTime | None = Query(None, description="only breaches whose deadline passed at or after this"),
     limit: int = Query(100, ge=1, le=1000),
-    after_id: int = Query(0, ge=0),
+    after_id: int = Query(0, ge=0, le=MAX_ID),
     principal: Principal = Scoped(*READ),
 ):
     rows = request.app.state.service.list_breaches(since=since, limit=limit, after_id=after_id)

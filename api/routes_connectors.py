@@ -5,7 +5,6 @@ the reason and stores nothing."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -13,8 +12,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Scoped
+from api.errors import ErrorBody, parse_json_body, responses
 from triage.connectors import Ignored, Mapped, from_chatwoot, from_field_map, from_zammad, verify_chatwoot, verify_zammad
-from triage.errors import InvalidInput, NotFound
+from triage.errors import NotFound
 from triage.contexts.accounts import Principal
 from triage.contexts.cases import CaseView
 
@@ -29,14 +29,12 @@ class ConnectorResult(BaseModel):
 
 _RESPONSES = {201: {"model": ConnectorResult, "description": "a new case"},
               200: {"model": ConnectorResult, "description": "a replay (the existing case) or an ignored delivery"},
-              401: {"description": "missing, wrong or stale signature; nothing stored"}}
+              **responses(404, 422, 503),
+              401: {"model": ErrorBody, "description": "missing, wrong or stale signature; nothing stored"}}
 
 
 def _payload(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from None
+    return parse_json_body(body)
 
 
 def _enabled(request: Request, connector: str):
@@ -78,7 +76,7 @@ async def post_zammad(request: Request):
     return await _ingest(request, from_zammad(_payload(body)), "connector:zammad")
 
 
-@router.post("/generic/{source}", responses={**_RESPONSES, 401: {"description": "missing or wrong API key"}},
+@router.post("/generic/{source}", responses={**_RESPONSES, **responses(401, 403)},
              summary="Any helpdesk's webhook through its field map (TRIAGE_CONNECTOR_MAPS); API key with ingest scope")
 async def post_generic(request: Request, source: str, principal: Principal = Scoped("ingest")):
     fields = request.app.state.service.settings.connector_maps.get(source)

@@ -10,9 +10,12 @@ import threading
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from api.auth import Scoped
+from api.errors import AUTHENTICATED, responses
+from api.routes import MAX_ID, RowId
+from triage.contexts.ingestion import NO_NUL, refuse_nul
 from triage.contexts.accounts import Principal
 from triage.contexts.review import QueueFilters, ReviewContext
 
@@ -36,16 +39,21 @@ class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["confirm", "correct", "skip"]
     labels: dict[str, Any] | None = Field(default=None, description="correct: head -> label, e.g. {\"urgency\": 1}")
-    note: str | None = Field(default=None, max_length=2000)
-    expected_version: int | None = Field(default=None, description="the case version you reviewed (confirm/correct)")
+    note: str | None = Field(default=None, max_length=2000, json_schema_extra={"pattern": NO_NUL})
+    expected_version: StrictInt | None = Field(default=None, ge=1, le=MAX_ID,
+                                               description="the case version you reviewed (required for confirm/correct)")
+
+    _no_nul = field_validator("note")(classmethod(lambda cls, value: refuse_nul(value)))
 
 
 class ModelChangeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(default=None, max_length=500)
+    reason: str | None = Field(default=None, max_length=500, json_schema_extra={"pattern": NO_NUL})
+
+    _no_nul = field_validator("reason")(classmethod(lambda cls, value: refuse_nul(value)))
 
 
-@router.get("/review/queue", tags=["review"], summary="Cases waiting for review, most pressing first")
+@router.get("/review/queue", tags=["review"], responses=responses(*AUTHENTICATED), summary="Cases waiting for review, most pressing first")
 def get_queue(
     request: Request,
     order: Literal["deadline", "uncertainty"] = "deadline",
@@ -56,7 +64,7 @@ def get_queue(
     tier: str | None = None,
     breached: bool | None = None,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
     principal: Principal = Scoped("review"),
 ):
     review = review_context(request.app).review
@@ -64,19 +72,20 @@ def get_queue(
     return {"total": review.queue_size(filters), "items": review.queue(filters, order, limit, offset)}
 
 
-@router.post("/cases/{case_id}/review", tags=["review"],
+@router.post("/cases/{case_id}/review", tags=["review"], responses=responses(*AUTHENTICATED, 404, 409),
              summary="Confirm, correct or skip a case; 409 if someone else changed it since expected_version")
-def post_review(request: Request, case_id: int, body: ReviewIn, principal: Principal = Scoped("review")):
+def post_review(request: Request, case_id: RowId, body: ReviewIn, principal: Principal = Scoped("review")):
     review = review_context(request.app).review
     return review.decide(case_id, body.action, principal.user, body.expected_version, body.labels, body.note)
 
 
-@router.get("/models", tags=["models"], summary="Model versions with metrics and status, and the latest retrain")
+@router.get("/models", tags=["models"], responses=responses(*AUTHENTICATED), summary="Model versions with metrics and status, and the latest retrain")
 def get_models(request: Request, principal: Principal = Scoped("review")):
     return review_context(request.app).models_overview()
 
 
 @router.post("/models/retrain", tags=["models"], status_code=status.HTTP_202_ACCEPTED,
+             responses=responses(*AUTHENTICATED, 409),
              summary="Start a retrain in the background (409 while one runs); poll GET /v1/models")
 def post_retrain(request: Request, principal: Principal = Scoped("admin")):
     job = review_context(request.app).learning.start_retrain(f"api:{principal.user}", trigger="api")
@@ -91,13 +100,13 @@ def _change_model(request: Request, action: str, version: str, body: ModelChange
     return {"current": context.store.current_version(), "regraded": regraded}
 
 
-@router.post("/models/{version}/promote", tags=["models"], summary="Make any saved version current")
+@router.post("/models/{version}/promote", tags=["models"], responses=responses(*AUTHENTICATED, 404, 409), summary="Make any saved version current")
 def post_promote(request: Request, version: str, body: ModelChangeIn | None = None,
                  principal: Principal = Scoped("admin")):
     return _change_model(request, "promote", version, body, principal.user, "promoted through the API")
 
 
-@router.post("/models/{version}/rollback", tags=["models"], summary="Return to an earlier version")
+@router.post("/models/{version}/rollback", tags=["models"], responses=responses(*AUTHENTICATED, 404, 409), summary="Return to an earlier version")
 def post_rollback(request: Request, version: str, body: ModelChangeIn | None = None,
                   principal: Principal = Scoped("admin")):
     return _change_model(request, "rollback", version, body, principal.user, "rolled back through the API")

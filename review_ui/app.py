@@ -372,11 +372,15 @@ def login(get_context: Callable[[], Any], username: str, password: str) -> bool:
     """Gradio's auth check: ``password`` is one of the user's API keys with the review scope,
     and the user has the role reviewer or admin (an ingest-only integration key never opens
     the UI, whoever owns it)."""
+    context = get_context()
     try:
-        principal = get_context().service.authenticate(password)
+        principal = context.service.authenticate(password)
     except TriageError:
         return False
-    return principal.user == username and principal.role in REVIEW_ROLES and principal.has("review")
+    allowed = principal.user == username and principal.role in REVIEW_ROLES and principal.has("review")
+    if allowed:  # every later action checks this key is still valid (ReviewContext.require_reviewer)
+        context.remember_login(principal)
+    return allowed
 
 
 def mount_review_ui(app, get_context: Callable[[], Any], path: str = "/review"):

@@ -24,8 +24,11 @@ def authenticate(key: str) -> Principal:
     return KEYS[key]
 
 
+REMEMBERED: list[Principal] = []
+
+
 def context():
-    return SimpleNamespace(service=SimpleNamespace(authenticate=authenticate))
+    return SimpleNamespace(service=SimpleNamespace(authenticate=authenticate), remember_login=REMEMBERED.append)
 
 
 @pytest.mark.parametrize(
@@ -40,4 +43,6 @@ def context():
     ],
 )
 def test_login_needs_review_role_and_review_scope(user, key, allowed):
+    REMEMBERED.clear()
     assert login(context, user, key) is allowed
+    assert REMEMBERED == ([KEYS[key]] if allowed else [])  # the session's key, checked on every action

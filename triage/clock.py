@@ -24,7 +24,7 @@ from functools import lru_cache
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from triage.errors import PolicyError
+from triage.errors import InvalidInput, PolicyError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,24 @@ def as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+EARLIEST_INPUT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def input_time_utc(moment: datetime, field: str) -> datetime:
+    """A client's timestamp in UTC, or :class:`InvalidInput` naming ``field``: it needs an
+    offset and must lie after :data:`EARLIEST_INPUT_TIME` (``0001-01-01T00:00:00+14:00`` has
+    no UTC equivalent, and deadlines are computed forward from it)."""
+    if moment.tzinfo is None:
+        raise InvalidInput(f"{field} needs a timezone offset, e.g. 2026-05-01T10:00:00+08:00", field=field)
+    try:
+        utc = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidInput(f"{field} {moment.isoformat()} is outside the representable range", field=field) from None
+    if utc < EARLIEST_INPUT_TIME:
+        raise InvalidInput(f"{field} is before {EARLIEST_INPUT_TIME.date().isoformat()}", field=field)
+    return utc
 
 
 def iso(moment: datetime | None) -> str | None:

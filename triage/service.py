@@ -82,6 +82,7 @@ class TriageService:
         self.list_users = self.accounts.list_users
         self.active_user_role = self.accounts.active_user_role
         self.user_holds_scope = self.accounts.user_holds_scope
+        self.key_still_grants = self.accounts.key_still_grants
         self.set_user_active = self.accounts.set_user_active
         self.create_api_key = self.accounts.create_api_key
         self.list_api_keys = self.accounts.list_api_keys

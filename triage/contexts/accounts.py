@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
@@ -117,6 +117,19 @@ class Accounts:
             held = session.scalars(
                 select(ApiKey.scopes).join(User, ApiKey.user_id == User.id)
                 .where(User.name == name, User.active, ApiKey.revoked_at.is_(None))
+            ).all()
+        return any(scope in scopes or "admin" in scopes for scopes in held)
+
+    def key_still_grants(self, name: str, key_ids: Iterable[int], scope: str) -> bool:
+        """Whether one of ``key_ids`` is still an unrevoked key of the active user ``name``
+        with ``scope`` (``admin`` implies all): what a UI session opened with those keys needs."""
+        key_ids = list(key_ids)
+        if not key_ids:
+            return False
+        with self.core.db.session() as session:
+            held = session.scalars(
+                select(ApiKey.scopes).join(User, ApiKey.user_id == User.id)
+                .where(User.name == name, User.active, ApiKey.revoked_at.is_(None), ApiKey.id.in_(key_ids))
             ).all()
         return any(scope in scopes or "admin" in scopes for scopes in held)
 

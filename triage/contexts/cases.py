@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
-from triage.clock import MAX_CLOCK_SKEW, as_utc, iso
+from triage.clock import MAX_CLOCK_SKEW, as_utc, input_time_utc, iso
 from triage.contexts.audit import AuditLog, case_snapshot, diff
 from triage.contexts.core import ServiceCore
 from triage.contexts.writeback import enqueue_writeback
@@ -467,9 +467,9 @@ class Cases:
         if event == "transferred" and agent is None:
             raise InvalidInput("transferred needs the agent who takes the case over", field="agent")
         now = self.core.now()
-        if at is not None and at.tzinfo is None:
-            raise InvalidInput("at needs a timezone offset", field="at")
-        moment = as_utc(at) if at else now
+        moment = input_time_utc(at, "at") if at else now
+        if note is not None and "\x00" in note:
+            raise InvalidInput("note contains a NUL character", field="note")
         if moment > now + MAX_CLOCK_SKEW:
             raise InvalidInput("at is in the future", field="at")
         with self.core.db.session(write=True) as session:

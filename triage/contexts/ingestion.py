@@ -9,19 +9,21 @@ transaction.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import queue
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import and_, insert, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, joinedload
 
-from triage.clock import MAX_CLOCK_SKEW, as_utc
+from triage.clock import MAX_CLOCK_SKEW, as_utc, input_time_utc
 from triage.contexts.audit import AuditLog, case_snapshot
 from triage.contexts.cases import CaseView, Cases, case_view, prediction_row
 from triage.contexts.core import ServiceCore
@@ -32,6 +34,37 @@ from triage.store.queries import insert_returning_ids
 from triage.store.tables import AuditEntry, Case, Message, Prediction as PredictionRow
 
 MAX_BATCH = 1000
+log = logging.getLogger(__name__)
+
+
+NO_NUL = "^[^\\x00]*$"  # PostgreSQL refuses NUL in text; SQLite would store it: refused on both
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only what the OpenAPI ``date-time`` format promises: an RFC 3339 string with an offset
+    (pydantic alone would also take a number of seconds, or a date without a time)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("needs an RFC 3339 date-time with a timezone offset, e.g. 2026-05-01T10:00:00+08:00")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
+def refuse_nul(value: str | None) -> str | None:
+    """A pydantic validator for free text the database stores."""
+    if value is not None and "\x00" in value:
+        raise ValueError("contains a NUL character (U+0000)")
+    return value
+
+
+def _text_field(**kwargs):
+    return Field(json_schema_extra={"pattern": NO_NUL}, **kwargs)
 
 
 class MessageIn(BaseModel):
@@ -39,17 +72,23 @@ class MessageIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, max_length=64, description="the sending system, e.g. 'zendesk'")
-    external_id: str = Field(min_length=1, max_length=200, description="the message's id in that system")
-    text: str = Field(description="the customer's words; masked before storage")
-    channel: str | None = Field(default=None, max_length=64, description="e.g. 'hotline', 'live_room', 'email'")
-    customer_ref: str | None = Field(default=None, max_length=200, description="the customer's id upstream")
-    received_at: datetime | None = Field(default=None, description="when the customer sent it (with offset); default now")
-    product: str | None = Field(default=None, max_length=200,
-                                description="SKU or model name; default: found in the text from the catalogue")
-    batch: str | None = Field(default=None, max_length=100,
-                              description="lot or production batch; default: found in the text (批次/批号/生产日期/lot)")
-    order_id: str | None = Field(default=None, max_length=200, description="the order complained about")
+    source: str = _text_field(min_length=1, max_length=64, description="the sending system, e.g. 'zendesk'")
+    external_id: str = _text_field(min_length=1, max_length=200, description="the message's id in that system")
+    text: str = _text_field(min_length=1, description="the customer's words; masked before storage")
+    channel: str | None = _text_field(default=None, max_length=64, description="e.g. 'hotline', 'live_room', 'email'")
+    customer_ref: str | None = _text_field(default=None, max_length=200, description="the customer's id upstream")
+    received_at: IsoDateTime | None = Field(default=None, description="when the customer sent it (with offset, "
+                                         "from 2000-01-01 on); default now")
+    product: str | None = _text_field(default=None, max_length=200,
+                                      description="SKU or model name; default: found in the text from the catalogue")
+    batch: str | None = _text_field(default=None, max_length=100,
+                                    description="lot or production batch; default: found in the text (批次/批号/生产日期/lot)")
+    order_id: str | None = _text_field(default=None, max_length=200, description="the order complained about")
+
+    @field_validator("source", "external_id", "text", "channel", "customer_ref", "product", "batch", "order_id")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        return refuse_nul(value)
 
 
 class IngestResult(BaseModel):
@@ -100,10 +139,7 @@ class Ingestion:
             if value is not None and not value.strip():
                 raise InvalidInput(f"{name} is empty or only whitespace; leave it out instead", field=name)
         if msg.received_at is not None:
-            if msg.received_at.tzinfo is None:
-                raise InvalidInput("received_at needs a timezone offset, e.g. 2026-05-01T10:00:00+08:00",
-                                   field="received_at")
-            if as_utc(msg.received_at) > self.core.now() + MAX_CLOCK_SKEW:
+            if input_time_utc(msg.received_at, "received_at") > self.core.now() + MAX_CLOCK_SKEW:
                 raise InvalidInput("received_at is in the future", field="received_at")
         return msg
 
@@ -143,9 +179,26 @@ class Ingestion:
             except InvalidInput as exc:
                 results[index] = IngestResult(index=index, error={"field": exc.field, "message": str(exc)})
         if valid:
-            for result in self.ingest_valid(valid, actor):
+            try:
+                stored = self.ingest_valid(valid, actor)
+            except (Unavailable, ModelError, OperationalError):
+                raise  # the database or the model is down: every message fails alike (503)
+            except Exception:
+                if len(valid) == 1:
+                    raise
+                stored = [self._ingest_alone(item, actor) for item in valid]  # isolate the failing message
+            for result in stored:
                 results[result.index] = result
         return [results[i] for i in range(len(raws))]
+
+    def _ingest_alone(self, item: tuple[int, MessageIn], actor: str) -> IngestResult:
+        try:
+            return self.ingest_valid([item], actor)[0]
+        except (Unavailable, ModelError, OperationalError):
+            raise
+        except Exception as exc:
+            log.exception("message %d of a batch could not be stored", item[0])
+            return IngestResult(index=item[0], error={"field": None, "message": f"could not be stored: {exc}"})
 
     def ingest_connector(self, message: dict[str, Any], thread: str | None, refs: dict[str, Any],
                          actor: str) -> IngestResult:

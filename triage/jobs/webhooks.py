@@ -8,8 +8,16 @@ HMAC-SHA256 signed, retried with exponential backoff, and every attempt is recor
 Helpdesk write-back calls (queued by :mod:`triage.contexts.writeback`) travel through the same outbox: a row with
 a ``connector`` is sent with its own method and the connector's token instead of a signature.
 
-Several processes may run dispatchers against one database: a delivery is claimed with a
-conditional UPDATE (only one process's claim matches), so it is sent by one of them at a time.
+Receivers are served concurrently: each receiver with due deliveries (a webhook URL, or a
+helpdesk for write-back rows) gets its own background job (through the jobs runner) that
+sends them in order, so a hanging receiver delays only its own deliveries. Several processes may run dispatchers against one database:
+a delivery is claimed just before it is sent with a conditional UPDATE (only one process's
+claim matches), so it is sent by one of them at a time.
+
+Delivery is at-least-once: a crash or a database outage after a receiver answered and
+before the result was recorded sends the delivery again when its claim expires. The
+``X-Triage-Delivery`` header and ``delivery_id`` field are the outbox row's id, the same on
+every attempt, so receivers de-duplicate on it.
 
 Signature: ``X-Triage-Signature: sha256=<hex>`` over ``<X-Triage-Timestamp>.<raw body>``
 with the shared secret (``TRIAGE_WEBHOOK_SECRET``); receivers should also reject stale
@@ -23,11 +31,12 @@ import hmac
 import json
 import logging
 import sys
+import threading
 import time
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from triage.clock import utcnow
 from triage.jobs.runner import DEFAULT_RUNNER, JobHandle, JobRunner
@@ -91,6 +100,9 @@ class WebhookDispatcher:
         self.now = now
         self.runner = runner
         self._job: JobHandle | None = None
+        self.timeout_s = timeout_s
+        self._senders: dict[str, JobHandle] = {}  # receiver -> the job sending to it now
+        self._lock = threading.Lock()
         # credentials and request bodies for helpdesk write-back rows (triage.jobs.helpdesk.HelpdeskAccess)
         self.helpdesk = helpdesk
 
@@ -98,28 +110,52 @@ class WebhookDispatcher:
         """Delay before the next try after ``attempts`` failures: base * 2^(n-1), capped."""
         return timedelta(seconds=min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, attempts - 1)))
 
-    def _claim(self) -> list[int]:
-        """Claim up to ``batch`` due deliveries; a row claimed by another process is skipped."""
+    def _due(self) -> dict[str, list[int]]:
+        """Up to ``batch`` due, unclaimed deliveries by receiver, leaving out receivers this
+        process is still sending to (their rows wait for that sender). A receiver is a webhook
+        URL, or a whole helpdesk for write-back rows (its calls for one case keep their order)."""
         now = self.now()
+        with self._lock:
+            busy = {key for key, handle in self._senders.items() if handle.alive}
+        busy_helpdesks = [key.removeprefix("helpdesk:") for key in busy if key.startswith("helpdesk:")]
+        busy_urls = [key for key in busy if not key.startswith("helpdesk:")]
         with self.db.session() as session:
-            ids = session.scalars(
-                select(WebhookDelivery.id)
+            rows = session.execute(
+                select(WebhookDelivery.id, WebhookDelivery.url, WebhookDelivery.connector)
                 .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
-                       or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now))
+                       or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
+                       or_(and_(WebhookDelivery.connector.is_(None), WebhookDelivery.url.not_in(busy_urls)),
+                           and_(WebhookDelivery.connector.is_not(None),
+                                WebhookDelivery.connector.not_in(busy_helpdesks))))
                 .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(self.batch)
             ).all()
-        claimed = []
-        for delivery_id in ids:
-            with self.db.session(write=True) as session:
-                result = session.execute(
-                    update(WebhookDelivery)
-                    .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
-                           or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now))
-                    .values(claimed_until=now + timedelta(seconds=self.claim_s))
-                )
-                if result.rowcount == 1:
-                    claimed.append(delivery_id)
-        return claimed
+        by_receiver: dict[str, list[int]] = {}
+        for delivery_id, url, connector in rows:
+            by_receiver.setdefault(f"helpdesk:{connector}" if connector else url, []).append(delivery_id)
+        return by_receiver
+
+    def _claim(self, delivery_id: int) -> bool:
+        """Claim one delivery just before sending it: a conditional UPDATE, so of several
+        processes only one gets it, and the claim outlasts a single attempt (``claim_s``)."""
+        now = self.now()
+        with self.db.session(write=True) as session:
+            result = session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
+                       or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now))
+                .values(claimed_until=now + timedelta(seconds=self.claim_s))
+            )
+            return result.rowcount == 1
+
+    def _send_all(self, delivery_ids: list[int], sent: list[int]) -> None:
+        """One receiver's due deliveries, in order, each claimed right before it is sent."""
+        for delivery_id in delivery_ids:
+            try:
+                if self._claim(delivery_id):
+                    sent.append(delivery_id)
+                    self._deliver(delivery_id)
+            except Exception:  # a broken row must not stop the others; it is retried after the claim expires
+                log.exception("webhook delivery %s crashed", delivery_id)
 
     def _deliver(self, delivery_id: int) -> bool:
         with self.db.session() as session:
@@ -178,19 +214,27 @@ class WebhookDispatcher:
             log.warning("webhook %s to %s failed (attempt %s): %s", delivery_id, url, delivery.attempts, error)
         return ok
 
-    def run_once(self) -> int:
-        """Deliver what is due now; returns how many deliveries were attempted."""
-        claimed = self._claim()
-        for delivery_id in claimed:
-            try:
-                self._deliver(delivery_id)
-            except Exception:  # a broken row must not stop the others; it is retried after the claim expires
-                log.exception("webhook delivery %s crashed", delivery_id)
-        return len(claimed)
+    def run_once(self, wait: bool = True) -> int:
+        """Deliver what is due now, each receiver on its own background job so that a slow
+        one delays only its own deliveries. ``wait``: return when all are sent, with how many
+        deliveries were attempted; otherwise at once, with how many receivers were started."""
+        started = []
+        for receiver, delivery_ids in self._due().items():
+            sent: list[int] = []
+            handle = self.runner.submit(f"webhook-sender:{receiver}",
+                                        lambda ids=delivery_ids, out=sent: self._send_all(ids, out))
+            with self._lock:
+                self._senders[receiver] = handle
+            started.append((handle, sent))
+        if not wait:
+            return len(started)
+        for handle, _ in started:
+            handle.join()
+        return sum(len(sent) for _, sent in started)
 
     def _tick(self) -> int:
         try:
-            return self.run_once()
+            return self.run_once(wait=False)
         except Exception as exc:  # database down: try again later, keep the job alive
             print(f"webhook dispatcher: {exc.__class__.__name__}: {exc}", file=sys.stderr)
             return 0
@@ -206,4 +250,9 @@ class WebhookDispatcher:
 
     def close(self) -> None:
         self.stop()
+        with self._lock:
+            senders = list(self._senders.values())
+            self._senders.clear()
+        for handle in senders:  # let deliveries in flight finish (each is bounded by timeout_s)
+            handle.join(self.timeout_s * 2)
         self.client.close()
