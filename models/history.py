@@ -14,12 +14,8 @@ installation: it is read from the local database or the given files and used in 
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,55 +111,3 @@ def _scaled(progress, start: float, end: float):
     if progress is None:
         return None
     return lambda stage, fraction: progress(stage, start + (end - start) * fraction)
-
-
-def read_unlabeled(paths: Iterable[Path | str], limit: int | None = None,
-                   report: Callable[[str], None] | None = None) -> list[str]:
-    """Texts from JSONL (a ``text`` field) or CSV (a ``review`` or ``text`` column) files.
-
-    Bad lines are reported with their file and line number and skipped; a file of another
-    kind, or a CSV without such a column, is an error that names it. Blank and repeated
-    texts are dropped; with ``limit``, the first ``limit`` texts are kept.
-    """
-    say = report or (lambda msg: print(msg, file=sys.stderr))
-    texts: list[str] = []
-    seen: set[str] = set()
-
-    def add(text: Any) -> bool:
-        if isinstance(text, str) and text.strip() and text not in seen:
-            seen.add(text)
-            texts.append(text)
-        return limit is not None and len(texts) >= limit
-
-    for raw in paths:
-        path = Path(raw)
-        if not path.is_file():
-            raise InvalidInput(f"unlabeled data {path} does not exist or is not a file")
-        suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".json", ".ndjson"):
-            with path.open(encoding="utf-8", errors="replace") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        say(f"skipped {path}:{lineno}: not JSON ({exc.msg})")
-                        continue
-                    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                        say(f"skipped {path}:{lineno}: no 'text' string")
-                        continue
-                    if add(obj["text"]):
-                        return texts
-        elif suffix in (".csv", ".tsv"):
-            with path.open(encoding="utf-8", errors="replace", newline="") as f:
-                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-                column = next((c for c in ("review", "text") if c in (reader.fieldnames or [])), None)
-                if column is None:
-                    raise InvalidInput(f"{path} has no 'review' or 'text' column (columns: {reader.fieldnames})")
-                for row in reader:
-                    if add(row.get(column)):
-                        return texts
-        else:
-            raise InvalidInput(f"{path}: unlabeled data must be .jsonl (a 'text' field) or .csv (a 'review' or 'text' column)")
-    return texts

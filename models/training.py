@@ -104,6 +104,49 @@ def load_labeled(
     return records, problems
 
 
+def read_unlabeled(paths: Iterable[Path | str], limit: int | None = None,
+                   report: Callable[[str], None] | None = None) -> list[str]:
+    """Texts of the installation's own messages, for self-training (:mod:`models.history`):
+    JSONL (a ``text`` field) or CSV (a ``review`` or ``text`` column) files.
+
+    Bad lines are reported with their file and line number and skipped; a file of another
+    kind, or a CSV without such a column, is an error that names it. Blank and repeated
+    texts are dropped; with ``limit``, the first ``limit`` texts are kept.
+    """
+    import csv
+    import sys
+
+    say = report or (lambda msg: print(msg, file=sys.stderr))
+
+    def text_of(obj: Any) -> str:
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise ValueError("no 'text' string")
+        return obj["text"]
+
+    texts: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise InvalidInput(f"unlabeled data {path} does not exist or is not a file")
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            problems: list[LineProblem] = []
+            texts.extend(read_jsonl(path, text_of, problems))
+            for problem in problems:
+                say(f"skipped {problem}")
+        elif suffix in (".csv", ".tsv"):
+            with path.open(encoding="utf-8", errors="replace", newline="") as f:
+                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+                column = next((c for c in ("review", "text") if c in (reader.fieldnames or [])), None)
+                if column is None:
+                    raise InvalidInput(f"{path} has no 'review' or 'text' column (columns: {reader.fieldnames})")
+                texts.extend(row.get(column) or "" for row in reader)
+        else:
+            raise InvalidInput(f"{path}: unlabeled data must be .jsonl (a 'text' field) or .csv (a 'review' or 'text' column)")
+    unique = list(dict.fromkeys(t for t in texts if t.strip()))
+    return unique if limit is None else unique[:limit]
+
+
 def data_hash(records: Sequence[dict[str, Any]]) -> str:
     """Order-independent SHA-256 of texts and labels: the same data gives the same hash."""
     lines = sorted(
@@ -277,7 +320,6 @@ def train_default(
     ``cv_folds`` > 1 adds k-fold cross-validation metrics to the manifest (slower).
     Returns the new version id.
     """
-    from models.history import read_unlabeled
     from models.store import ModelStore
     from triage.settings import get_settings
 

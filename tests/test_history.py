@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from models.history import SelfTraining, pseudo_labels, read_unlabeled, self_train
+from models.history import SelfTraining, pseudo_labels, self_train
+from models.training import read_unlabeled
 from models.sklearn_backend import SklearnBackend
 from triage.errors import InvalidInput
 from triage.taxonomy import HEADS
