@@ -101,7 +101,7 @@ def test_the_delivery_id_is_the_same_on_every_attempt(database, clock):
     assert int(header) == field
 
 
-def test_a_server_started_without_a_model_becomes_ready_when_one_appears(make_service, tiny_triager, tmp_path):
+def test_a_server_started_without_a_model_becomes_ready_when_one_appears(make_service, tiny_backend, tmp_path):
     from fastapi.testclient import TestClient
 
     from api.app import create_app
@@ -117,7 +117,7 @@ def test_a_server_started_without_a_model_becomes_ready_when_one_appears(make_se
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["model"] == "not loaded"
         store = ModelStore(service.settings.effective_model_dir)
-        version = store.save(tiny_triager.backend, {"metrics": {}})
+        version = store.save(tiny_backend, {"metrics": {}})
         assert c.get("/readyz").status_code == 503  # saved, not current: still not ready
         store.set_current(version)
         r = c.get("/readyz")
