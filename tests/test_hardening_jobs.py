@@ -5,11 +5,9 @@ model becomes ready as soon as a current model appears in the store."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from test_webhooks import Receiver
 
-import pytest
 from sqlalchemy import select
 
 from triage.jobs.webhooks import WebhookDispatcher
@@ -20,38 +18,8 @@ pytest_plugins = ["fixtures_db"]
 SECRET = "test-secret"
 
 
-class HoldingReceiver:
-    """Records requests; with ``hold`` set, each request waits until ``release`` is set."""
-
-    def __init__(self, hold: bool = False, statuses=(200,)):
-        self.requests: list[dict] = []
-        self.release = threading.Event()
-        if not hold:
-            self.release.set()
-        self.statuses = list(statuses)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append({"headers": dict(self.headers), "body": body})
-                receiver.release.wait(30)
-                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+def HoldingReceiver(hold: bool = False, statuses=(200,)) -> Receiver:
+    return Receiver(statuses, hold=hold)
 
 
 def test_a_hanging_receiver_delays_only_its_own_deliveries(database, clock):

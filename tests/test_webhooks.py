@@ -23,17 +23,22 @@ SECRET = "test-secret"
 
 
 class Receiver:
-    """A local HTTP receiver that answers with the given status codes in turn (last repeats)."""
+    """A local HTTP receiver that answers with the given status codes in turn (last repeats);
+    with ``hold``, each request waits until ``release`` is set (a hanging receiver)."""
 
-    def __init__(self, statuses=(200,)):
+    def __init__(self, statuses=(200,), hold: bool = False):
         self.statuses = list(statuses)
         self.requests: list[dict] = []
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.append({"headers": dict(self.headers), "body": body})
+                receiver.release.wait(30)
                 status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
                 self.send_response(status)
                 self.end_headers()
@@ -48,6 +53,7 @@ class Receiver:
         self.thread.start()
 
     def close(self):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
