@@ -32,15 +32,19 @@ def test_a_hanging_receiver_delays_only_its_own_deliveries(database, clock):
     sender = WebhookDispatcher(database, SECRET, now=clock, timeout_s=20.0)
     try:
         assert sender.run_once(wait=False) == 2  # one sender job per receiver
+        def statuses() -> list[str]:
+            with database.session() as s:
+                return [r.status for r in s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id))]
+
+        # The receiver sees the 5th request before the sender records it as delivered: wait
+        # for the database, not for the receiver.
         for _ in range(200):
-            if len(fast.requests) == 5:
+            if len(fast.requests) == 5 and statuses()[3:] == ["delivered"] * 5:
                 break
             time.sleep(0.05)
         assert len(fast.requests) == 5 and len(slow.requests) == 1  # the slow one still holds its first
         assert sender.run_once(wait=False) == 0  # nothing new is started for a receiver still busy
-        with database.session() as s:
-            rows = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
-            assert [r.status for r in rows] == ["pending"] * 3 + ["delivered"] * 5
+        assert statuses() == ["pending"] * 3 + ["delivered"] * 5
         slow.release.set()
     finally:
         sender.close()
