@@ -125,11 +125,11 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
     def load_queue(dispute_type, grade, emotion, status, tier, breached, order, skipped, request: gr.Request):
         """Refresh the queue table and open its first case."""
         try:
-            role_of(request)
+            user = role_of(request)
             review = get_context().review
             filters = filters_of(dispute_type, grade, emotion, status, tier, breached, skipped)
-            items = review.queue(filters, order)
-            size = review.queue_size(filters)
+            items = review.queue(filters, order, reviewer=user)
+            size = review.queue_size(filters, reviewer=user)
         except TriageError as exc:
             return (gr.update(), f"⚠️ {exc}", *render_item(None))
         message = f"{size} case(s) waiting" + (f" · {len(skipped)} skipped this session" if skipped else "")
@@ -172,6 +172,9 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                 skipped = [*(skipped or []), state["case_id"]]
                 return f"Skipped case {state['case_id']}.", skipped, ""
             verb = "Confirmed" if action == "confirm" else "Corrected"
+            if result["outcome"] != "final":
+                waits = "a second reviewer" if result["outcome"] == "awaiting_second" else "a supervisor"
+                return f"✅ {verb} case {result['case_id']}; it now waits for {waits}.", skipped, ""
             return (f"✅ {verb} case {result['case_id']}: grade {result['labels']['urgency']}, "
                     f"tier {result['tier']}, respond by {result['respond_due_at']}"), skipped, ""
         return handler
