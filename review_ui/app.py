@@ -3,8 +3,8 @@
 Thin on purpose: every handler checks the logged-in user's role, calls one function of
 :class:`triage.contexts.review.ReviewService` or :class:`models.learning.LearningLoop`, and renders
 with :mod:`review_ui.render` (which escapes all message text). Users log in with their
-user name and one of their API keys; only active users with the role ``reviewer`` or
-``admin`` get in, and only ``admin`` users who hold an admin-scope key may retrain,
+user name and one of their API keys; only active users with the role ``reviewer``,
+``supervisor`` or ``admin`` get in, and only ``admin`` users who hold an admin-scope key may retrain,
 promote or roll back models.
 """
 
@@ -373,7 +373,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
 
 def login(get_context: Callable[[], Any], username: str, password: str) -> bool:
     """Gradio's auth check: ``password`` is one of the user's API keys with the review scope,
-    and the user has the role reviewer or admin (an ingest-only integration key never opens
+    and the user has the role reviewer, supervisor or admin (an ingest-only integration key never opens
     the UI, whoever owns it)."""
     context = get_context()
     try:
@@ -391,6 +391,6 @@ def mount_review_ui(app, get_context: Callable[[], Any], path: str = "/review"):
     ui = build_review_ui(get_context)
     return gr.mount_gradio_app(
         app, ui, path=path, auth=lambda username, password: login(get_context, username, password),
-        auth_message="Log in with your user name and one of your API keys (role reviewer or admin).",
+        auth_message="Log in with your user name and one of your API keys (role reviewer, supervisor or admin).",
         show_api=False, ssr_mode=False,
     )

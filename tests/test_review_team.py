@@ -230,3 +230,56 @@ def test_settings_are_validated():
         Settings(review_double_share=1.5)
     with pytest.raises(ValueError):
         Settings(review_claim_minutes=0)
+
+
+# ------------------------------------------------------------------ API
+
+
+def test_review_team_routes(make_service):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    service = make_service(review_double_share=1.0)
+    team(service)
+    keys = {name: service.create_api_key(name, ["review"])[1] for name in ("ann", "bob", "sue")}
+    auth = {name: {"Authorization": f"Bearer {key}"} for name, key in keys.items()}
+    ids = ingest_all(service, 2)
+    app = create_app(service.settings, service=service, background=False)
+    with TestClient(app) as client:
+        assert client.post("/v1/review/claim/next").status_code == 401
+        a = client.post("/v1/review/claim/next", headers=auth["ann"], json={}).json()["item"]
+        b = client.post("/v1/review/claim/next", headers=auth["bob"]).json()["item"]
+        assert {a["case_id"], b["case_id"]} == set(ids) and a["claimed_by"] == "ann"
+        assert client.get(f"/v1/review/cases/{b['case_id']}", headers=auth["ann"]).json()["claimed_by"] == "bob"
+        held = client.post(f"/v1/review/cases/{b['case_id']}/claim", headers=auth["ann"])
+        assert held.status_code == 409 and "held by bob" in held.json()["message"]
+        queue = client.get("/v1/review/queue", headers=auth["ann"]).json()
+        assert [i["case_id"] for i in queue["items"]] == [a["case_id"]]
+        assert client.delete(f"/v1/review/cases/{b['case_id']}/claim", headers=auth["bob"]).json() == {"released": True}
+        assert client.delete("/v1/review/cases/999999/claim", headers=auth["bob"]).status_code == 404
+        grade = a["labels"]["urgency"]
+        first = client.post(f"/v1/review/cases/{a['case_id']}/decision", headers=auth["ann"],
+                            json={"action": "correct", "labels": {"urgency": other_grade(grade)},
+                                  "expected_version": a["version"], "stage": "first"})
+        assert first.status_code == 200 and first.json()["outcome"] == "awaiting_second"
+        own = client.post(f"/v1/review/cases/{a['case_id']}/decision", headers=auth["ann"],
+                          json={"action": "confirm", "expected_version": a["version"]})
+        assert own.status_code == 403
+        second = client.post("/v1/review/claim/next", headers=auth["bob"], json={"stage": "second"}).json()["item"]
+        assert second["case_id"] == a["case_id"] and second["decisions"] == []
+        out = client.post(f"/v1/review/cases/{a['case_id']}/decision", headers=auth["bob"],
+                          json={"action": "confirm", "expected_version": second["version"], "stage": "second"})
+        assert out.json()["outcome"] == "awaiting_adjudication"
+        assert client.post("/v1/review/claim/next", headers=auth["bob"],
+                           json={"stage": "adjudication"}).status_code == 403
+        adj = client.post("/v1/review/claim/next", headers=auth["sue"], json={"stage": "adjudication"}).json()["item"]
+        assert len(adj["decisions"]) == 2
+        final = client.post(f"/v1/review/cases/{a['case_id']}/decision", headers=auth["sue"],
+                            json={"action": "confirm", "expected_version": adj["version"], "stage": "adjudication"})
+        assert final.json()["outcome"] == "final" and final.json()["labels"]["urgency"] == grade
+        report = client.get("/v1/review/agreement", params={"days": 7}, headers=auth["sue"]).json()
+        assert report["adjudicated"] == 1 and report["inter_reviewer"]["urgency"]["percent"] == 0.0
+        assert client.get("/v1/review/agreement", params={"days": 0}, headers=auth["sue"]).status_code == 422
+        assert client.post("/v1/review/claim/next", headers=auth["ann"],
+                           json={"stage": "third"}).status_code == 422

@@ -753,7 +753,7 @@ class ReviewContext:
         }
 
     def require_reviewer(self, name: str | None, admin: bool = False) -> str:
-        """``name`` if that user may review (roles reviewer, admin) or, with ``admin``, change
+        """``name`` if that user may review (roles reviewer, supervisor, admin) or, with ``admin``, change
         models; else Unauthorized/Forbidden.
 
         A review UI session knows its user, not the key that opened it, so model changes
