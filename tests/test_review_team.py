@@ -14,7 +14,7 @@ from triage.policy import Policy
 from triage.service import TriageService
 from triage.settings import Settings
 from triage.store import AuditEntry, Database, ReviewClaim, ReviewDecision
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fixtures_db import clock, database, database_url, make_service, postgres_url, sqlite_template, tiny_triager  # noqa: F401
 
@@ -197,6 +197,27 @@ def test_disagreement_goes_to_a_supervisor_whose_label_is_final(make_service):
     assert report["reviewer_vs_final"]["bob"]["agreement"]["urgency"] == 0.0
     [version] = report["model_vs_final"]
     assert report["model_vs_final"][version]["agreement"]["urgency"] == 0.0
+
+
+def test_a_new_model_leaves_a_double_review_alone_and_a_late_second_reviewer_gets_a_conflict(make_service):
+    service = make_service(review_double_share=1.0)
+    team(service)
+    service.create_user("cat", "reviewer")
+    waiting, other = ingest_all(service, 2)
+    item = service.review_item(waiting)
+    service.decide_review(waiting, "confirm", "ann", item["version"])
+    service.regrade_open_cases(service.triager, "test")
+    with service.db.session() as s:
+        from triage.store import Case, Prediction
+        counts = {c: s.scalar(select(func.count(Prediction.id)).where(
+            Prediction.message_id == s.get(Case, c).message_id)) for c in (waiting, other)}
+    assert counts == {waiting: 1, other: 2}  # re-scored: only the case nobody is double-reviewing
+    seen = service.review_item(waiting)  # bob and cat open it at once, without claims
+    service.decide_review(waiting, "confirm", "bob", seen["version"], stage="second")
+    with pytest.raises(Conflict):
+        service.decide_review(waiting, "confirm", "cat", seen["version"], stage="second")
+    [example] = service.confirmed_examples()
+    assert example["reviewer"] == "bob"
 
 
 def test_low_confidence_corrections_get_a_second_review(make_service):
