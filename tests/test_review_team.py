@@ -141,7 +141,7 @@ def test_double_review_agreement_finalises_and_the_second_reviewer_is_blind(make
     # bob is blind to ann's decision: model labels, no decisions, nothing of it in the history
     seen = service.claim_next_case("bob")
     assert seen["case_id"] == case_id and seen["review_stage"] == "second" and seen["decisions"] == []
-    assert seen["labels"]["urgency"] == grade
+    assert seen["labels"]["urgency"] == grade and seen["double_review"] == "yes"
     history = review.history(case_id)
     assert not any(e["kind"].startswith("review") or e.get("note") == "ann's view" for e in history)
     assert "ann" not in repr(seen) and "ann" not in repr(history)
@@ -227,6 +227,9 @@ def test_low_confidence_corrections_get_a_second_review(make_service):
     corrected = service.decide_review(ids[0], "correct", "ann", first["version"],
                                       {"urgency": other_grade(first["labels"]["urgency"])})
     assert corrected["outcome"] == "awaiting_second" and corrected["double_review"] == "low_confidence"
+    # the second reviewer is not told that the first one corrected it
+    assert service.review_item(ids[0], viewer="bob")["double_review"] == "yes"
+    assert service.review.queue(reviewer="bob", stage="second")[0]["double_review"] == "yes"
     second = service.review.item(ids[1])
     confirmed = service.decide_review(ids[1], "confirm", "ann", second["version"])
     assert confirmed["outcome"] == "final"

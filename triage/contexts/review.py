@@ -204,7 +204,7 @@ class ReviewService:
         query = query.options(joinedload(Case.message), joinedload(Case.prediction)).limit(limit).offset(offset)
         with self.db.session() as session:
             items = [queue_item(case, now) for case in session.scalars(query).unique()]
-            return self._annotate(session, items, now)
+            return self._annotate(session, items, now, reviewer)
 
     def queue_size(self, filters: QueueFilters | None = None, *, reviewer: str | None = None,
                    stage: str = "first") -> int:
@@ -218,9 +218,11 @@ class ReviewService:
         return {stage: self.queue_size(reviewer=reviewer, stage=stage) for stage in STAGES}
 
     @staticmethod
-    def _annotate(session, items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    def _annotate(session, items: list[dict[str, Any]], now: datetime, viewer: str | None = None) -> list[dict[str, Any]]:
         """Add who holds each case (``claim``, ``claimed_by``) and its review stage: first
-        (waiting for its review), second, adjudication, final (reviewed)."""
+        (waiting for its review), second, adjudication, final (reviewed). Why a case is double
+        reviewed (sample, low_confidence: the first reviewer corrected it) stays hidden from
+        all but the first reviewer while it waits for the blind second review."""
         ids = [item["case_id"] for item in items]
         if not ids:
             return items
@@ -232,7 +234,8 @@ class ReviewService:
             item["claim"] = claim_view(claim)
             item["claimed_by"] = claim.reviewer if claim else None
             item["review_stage"] = double.stage if double else ("first" if item["labels_source"] == "model" else "final")
-            item["double_review"] = double.reason if double else None
+            blind = double is not None and double.stage == "second" and viewer != double.first_reviewer
+            item["double_review"] = ("yes" if blind else double.reason) if double else None
             item["decisions"] = []
         return items
 
@@ -248,7 +251,7 @@ class ReviewService:
             case = session.get(Case, case_id, options=[joinedload(Case.message), joinedload(Case.prediction)])
             if case is None:
                 raise NotFound(f"case {case_id} does not exist")
-            item = self._annotate(session, [queue_item(case, now)], now)[0]
+            item = self._annotate(session, [queue_item(case, now)], now, viewer)[0]
             if item["review_stage"] == "adjudication":
                 item["decisions"] = [
                     {"stage": d.stage, "reviewer": d.reviewer, "labels": {h: d.labels.get(h) for h in HEADS},
