@@ -175,6 +175,8 @@ def test_disagreement_goes_to_a_supervisor_whose_label_is_final(make_service):
     assert out["outcome"] == "awaiting_adjudication" and out["review_stage"] == "adjudication"
     assert service.confirmed_examples() == []
     assert service.claim_next_case("bob") is None and service.claim_next_case("ann") is None
+    assert service.review.stage_sizes("sue") == {"first": 0, "second": 0, "adjudication": 1}
+    assert service.review.stage_sizes("bob")["adjudication"] == 0  # not for one of its reviewers
     for reviewer in ("ann", "bob"):
         with pytest.raises(Forbidden, match="adjudicate"):
             service.claim_next_case(reviewer, stage="adjudication")
@@ -218,6 +220,22 @@ def test_a_new_model_leaves_a_double_review_alone_and_a_late_second_reviewer_get
         service.decide_review(waiting, "confirm", "cat", seen["version"], stage="second")
     [example] = service.confirmed_examples()
     assert example["reviewer"] == "bob"
+
+
+def test_asking_again_returns_the_held_case_whatever_its_stage(make_service):
+    service = make_service(review_double_share=1.0)
+    team(service)
+    ids = ingest_all(service, 3)
+    held = service.claim_next_case("bob")  # a first review
+    item = service.claim_next_case("ann")
+    service.decide_review(item["case_id"], "confirm", "ann", item["version"])  # now waits for a second review
+    # a second review is waiting, but bob holds a first-stage case: he gets that one back
+    assert service.claim_next_case("bob")["case_id"] == held["case_id"]
+    with service.db.session() as s:
+        assert s.scalars(select(ReviewClaim.case_id).where(ReviewClaim.reviewer == "bob")).all() == [held["case_id"]]
+    service.decide_review(held["case_id"], "skip", "bob", None)
+    assert service.claim_next_case("bob")["case_id"] == item["case_id"]  # second reviews come first
+    assert len(ids) == 3
 
 
 def test_low_confidence_corrections_get_a_second_review(make_service):

@@ -302,14 +302,17 @@ class ReviewService:
         filters = filters or QueueFilters()
         now = self.now()
         minutes = self.claim_minutes
+        stages = ("second", "first") if stage == "any" else (stage,)
+        queries = {current: self._ordered(self._queue_query(filters, order, current, reviewer, now), order)
+                   for current in stages}
         held = self.claims.held_by(reviewer, now)
-        for current in (("second", "first") if stage == "any" else (stage,)):
-            query = self._ordered(self._queue_query(filters, order, current, reviewer, now), order)
+        for current, query in queries.items() if held else ():
             with self.db.session() as session:
-                mine = session.scalars(query.where(Case.id.in_(held)).limit(1)).first() if held else None
+                mine = session.scalars(query.where(Case.id.in_(held)).limit(1)).first()
                 mine_id = mine.id if mine is not None else None
             if mine_id is not None and self.claims.take(mine_id, reviewer, current, now, minutes):
                 return self.item(mine_id, viewer=reviewer)
+        for current, query in queries.items():
             for _ in range(5):  # each round's candidates lost to other reviewers are held by them next round
                 with self.db.session() as session:
                     candidates = [c.id for c in session.scalars(query.limit(20))]
