@@ -50,6 +50,7 @@ def test_claims_skip_others_and_end_on_decision_skip_or_expiry(make_service, clo
     ann_queue = {i["case_id"]: i for i in review.queue(reviewer="ann")}
     assert b["case_id"] not in ann_queue and ann_queue[a["case_id"]]["claimed_by"] == "ann"
     assert review.queue_size(reviewer="ann") == 2 and review.queue_size() == 1  # anonymous: skips every claim
+    assert review.queue_size(include_held=True) == 3 and review.dashboard()["queue_size"] == 3
     assert review.item(b["case_id"])["claimed_by"] == "bob"  # the case view says who holds it
     # asking again returns the case one already holds
     assert service.claim_next_case("ann")["case_id"] == a["case_id"]

@@ -142,7 +142,7 @@ class ReviewService:
     # ----------------------------------------------------------------- queue
 
     def _queue_query(self, filters: QueueFilters, order: str, stage: str = "first", reviewer: str | None = None,
-                     now: datetime | None = None):
+                     now: datetime | None = None, include_held: bool = False):
         """Cases waiting for a ``stage`` review (first: the only or first review; second: a
         blind second review by someone else than the first reviewer; adjudication: by
         neither of the two), without those another reviewer holds (anyone, without
@@ -177,6 +177,8 @@ class ReviewService:
             query = query.where(breached if filters.breached else ~breached)
         if filters.exclude:
             query = query.where(Case.id.not_in(filters.exclude))
+        if include_held:
+            return query
         return query.where(Case.id.not_in(ReviewClaims.held_by_others(reviewer, now or self.now())))
 
     @staticmethod
@@ -207,8 +209,10 @@ class ReviewService:
             return self._annotate(session, items, now, reviewer)
 
     def queue_size(self, filters: QueueFilters | None = None, *, reviewer: str | None = None,
-                   stage: str = "first") -> int:
-        query = self._queue_query(filters or QueueFilters(), "deadline", stage, reviewer)
+                   stage: str = "first", include_held: bool = False) -> int:
+        """How many cases :meth:`queue` has for ``reviewer``; with ``include_held`` also those
+        someone holds (the dashboard's count of waiting work)."""
+        query = self._queue_query(filters or QueueFilters(), "deadline", stage, reviewer, include_held=include_held)
         with self.db.session() as session:
             return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
@@ -657,7 +661,7 @@ class ReviewService:
         for e in sla_events:
             sla_per_day[e.detected_at.date().isoformat()][e.kind] += 1
         return {
-            "queue_size": self.queue_size(),
+            "queue_size": self.queue_size(include_held=True),
             "reviews_total": len(decisions),
             "reviews_per_day": dict(sorted(reviews_per_day.items())),
             "agreement": {
