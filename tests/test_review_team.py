@@ -326,3 +326,31 @@ def test_review_team_routes(make_service):
         assert client.get("/v1/review/agreement", params={"days": 0}, headers=auth["sue"]).status_code == 422
         assert client.post("/v1/review/claim/next", headers=auth["ann"],
                            json={"stage": "third"}).status_code == 422
+
+
+def test_an_adjudicated_label_retrains_the_model_and_first_decisions_do_not(tmp_path):
+    from review_fixtures import make_service as make_real_service, make_settings, train_tiny_model
+    from triage.contexts.review import ReviewContext
+
+    settings = make_settings(tmp_path, per_type=12, retrain_after_confirmations=1000, review_double_share=1.0)
+    store = train_tiny_model(settings)
+    service = make_real_service(settings, store)
+    team(service)
+    context = ReviewContext(service, store, settings)
+    assert context.review is service.review and service.review.learning is context.learning
+    review = context.review
+    case_id = service.ingest({"source": "t", "external_id": "1", "text": "摄像头黑屏开不了机，直播做不了"}).case.id
+    item = review.claim_next("ann")
+    grade = item["labels"]["urgency"]
+    review.decide(case_id, "correct", "ann", item["version"], {"urgency": other_grade(grade)})
+    second = review.claim_next("bob")
+    review.decide(case_id, "confirm", "bob", second["version"])
+    assert context.learning.hooks.confirmed_examples() == []  # two decisions, nothing final yet
+    adj = review.claim_next("sue", stage="adjudication")
+    review.decide(case_id, "correct", "sue", adj["version"], {"urgency": other_grade(grade)})
+    [example] = context.learning.hooks.confirmed_examples()
+    assert example.labels["urgency"] == other_grade(grade)
+    outcome = context.learning.retrain("admin")
+    assert outcome.version
+    started = [a for a in service.list_audit(entity="model") if a.action == "model.retrain_started"]
+    assert started[-1].after["new_confirmations"] == 1  # the one final label, not the three decisions
