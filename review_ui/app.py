@@ -3,8 +3,8 @@
 Thin on purpose: every handler checks the logged-in user's role, calls one function of
 :class:`triage.contexts.review.ReviewService` or :class:`models.learning.LearningLoop`, and renders
 with :mod:`review_ui.render` (which escapes all message text). Users log in with their
-user name and one of their API keys; only active users with the role ``reviewer`` or
-``admin`` get in, and only ``admin`` users who hold an admin-scope key may retrain,
+user name and one of their API keys; only active users with the role ``reviewer``,
+``supervisor`` or ``admin`` get in, and only ``admin`` users who hold an admin-scope key may retrain,
 promote or roll back models.
 """
 
@@ -125,11 +125,11 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
     def load_queue(dispute_type, grade, emotion, status, tier, breached, order, skipped, request: gr.Request):
         """Refresh the queue table and open its first case."""
         try:
-            role_of(request)
+            user = role_of(request)
             review = get_context().review
             filters = filters_of(dispute_type, grade, emotion, status, tier, breached, skipped)
-            items = review.queue(filters, order)
-            size = review.queue_size(filters)
+            items = review.queue(filters, order, reviewer=user)
+            size = review.queue_size(filters, reviewer=user)
         except TriageError as exc:
             return (gr.update(), f"⚠️ {exc}", *render_item(None))
         message = f"{size} case(s) waiting" + (f" · {len(skipped)} skipped this session" if skipped else "")
@@ -172,6 +172,9 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                 skipped = [*(skipped or []), state["case_id"]]
                 return f"Skipped case {state['case_id']}.", skipped, ""
             verb = "Confirmed" if action == "confirm" else "Corrected"
+            if result["outcome"] != "final":
+                waits = "a second reviewer" if result["outcome"] == "awaiting_second" else "a supervisor"
+                return f"✅ {verb} case {result['case_id']}; it now waits for {waits}.", skipped, ""
             return (f"✅ {verb} case {result['case_id']}: grade {result['labels']['urgency']}, "
                     f"tier {result['tier']}, respond by {result['respond_due_at']}"), skipped, ""
         return handler
@@ -370,7 +373,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
 
 def login(get_context: Callable[[], Any], username: str, password: str) -> bool:
     """Gradio's auth check: ``password`` is one of the user's API keys with the review scope,
-    and the user has the role reviewer or admin (an ingest-only integration key never opens
+    and the user has the role reviewer, supervisor or admin (an ingest-only integration key never opens
     the UI, whoever owns it)."""
     context = get_context()
     try:
@@ -388,6 +391,6 @@ def mount_review_ui(app, get_context: Callable[[], Any], path: str = "/review"):
     ui = build_review_ui(get_context)
     return gr.mount_gradio_app(
         app, ui, path=path, auth=lambda username, password: login(get_context, username, password),
-        auth_message="Log in with your user name and one of your API keys (role reviewer or admin).",
+        auth_message="Log in with your user name and one of your API keys (role reviewer, supervisor or admin).",
         show_api=False, ssr_mode=False,
     )

@@ -5,10 +5,11 @@ time, and audit every field that changed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from triage.contexts.audit import AuditLog, case_snapshot, diff
 from triage.contexts.cases import CaseView, Cases, case_view, labels_of, prediction_row
@@ -16,7 +17,7 @@ from triage.contexts.core import ServiceCore
 from triage.errors import Conflict, InvalidInput
 from triage.policy import Labels
 from triage.store.queries import insert_returning_ids
-from triage.store.tables import Case, Message, Prediction as PredictionRow, ReviewDecision
+from triage.store.tables import Case, DoubleReview, Message, Prediction as PredictionRow, ReviewDecision
 from triage.taxonomy import HEADS, validate_label
 
 
@@ -27,7 +28,8 @@ class LabelChanges:
         self.cases = cases
 
     def apply(self, case_id: int, labels: dict[str, Any], actor: str, reason: str | None = None,
-              *, review: bool = True, expected_version: int | None = None) -> CaseView:
+              *, review: bool = True, expected_version: int | None = None, stage: str = "single",
+              claimed_at=None, also: Callable[[Session, Case], None] | None = None) -> CaseView:
         """Set a case's labels (a reviewer's decision, or a retrained model's with review=False).
 
         Deadlines are recomputed from the original receipt time and routing is re-run; the
@@ -35,6 +37,11 @@ class LabelChanges:
         ReviewDecision is stored (also for a confirmation that changes nothing) and a
         ``reviewed`` webhook event is queued. ``expected_version`` (the case version the
         reviewer looked at) turns a concurrent change into Conflict instead of an overwrite.
+        ``stage`` (single, second, adjudication) and ``claimed_at`` go on the decision, which
+        is final: these labels are the case's (double review's non-final decisions are
+        recorded by the review context without changing the case). ``also(session, case)``
+        runs in the same transaction after the checks (the review context moves a double
+        review on there; raising in it undoes everything).
         """
         clean: dict[str, Any] = {}
         for head, value in labels.items():
@@ -57,6 +64,8 @@ class LabelChanges:
             if expected_version is not None and case.version != expected_version:
                 raise Conflict(f"case {case_id} changed since version {expected_version} (now {case.version}); "
                                "reload it and decide again")
+            if also is not None:
+                also(session, case)
             current = labels_of(case)
             merged = {**current.as_dict(), **clean}
             new_labels = Labels(**merged)
@@ -80,7 +89,7 @@ class LabelChanges:
                     labels={k: new_labels.as_dict()[k] for k in (*HEADS, "vulnerable")},
                     previous=previous_labels, changed=changed, reason=reason,
                     model_version=case.prediction.model_version if case.prediction else None,
-                    created_at=core.now(),
+                    created_at=core.now(), stage=stage, final=True, claimed_at=claimed_at,
                 ))
                 self.audit.write(session, actor, "review.confirmed" if not changed else "review.corrected", "case",
                                  case.id, previous_labels, new_labels.as_dict(), reason)
@@ -94,7 +103,8 @@ class LabelChanges:
             return case_view(case)
 
     def regrade_open_cases(self, triager, actor: str, batch: int = 200) -> int:
-        """Re-predict open/pending cases no reviewer has confirmed (after a new model is promoted).
+        """Re-predict open/pending cases no reviewer has confirmed or is double-reviewing (after
+        a new model is promoted).
 
         Every re-scored case gets the new model's prediction (probabilities, confidence,
         version), so the uncertainty-ordered review queue ranks by the serving model; only
@@ -103,13 +113,17 @@ class LabelChanges:
         """
         changed = 0
         last_id = 0
+        # A case waiting for its second review or adjudication keeps the labels its first
+        # reviewer saw, so both reviewers judge the same prediction.
+        in_double_review = select(DoubleReview.case_id).where(DoubleReview.stage.in_(("second", "adjudication")))
         while True:
             with self.core.db.session() as session:
                 rows = session.execute(
                     select(Case.id, Message.text_masked, Case.dispute_type, Case.grade, Case.emotion, Case.escalation,
                            Case.vulnerable)
                     .join(Case.message)
-                    .where(Case.id > last_id, Case.status.in_(("open", "pending")), Case.labels_source == "model")
+                    .where(Case.id > last_id, Case.status.in_(("open", "pending")), Case.labels_source == "model",
+                           Case.id.not_in(in_double_review))
                     .order_by(Case.id).limit(batch)
                 ).all()
             if not rows:

@@ -10,9 +10,11 @@ from triage.store.tables import (
     Base,
     Case,
     ConnectorRef,
+    DoubleReview,
     Message,
     Prediction,
     RecallIncident,
+    ReviewClaim,
     ReviewDecision,
     SlaEvent,
     SurgeAlert,
@@ -24,6 +26,7 @@ from triage.store.tables import (
 )
 
 __all__ = [
-    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "Message", "Prediction", "RecallIncident", "ReviewDecision",
+    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "DoubleReview", "Message", "Prediction", "RecallIncident", "ReviewClaim",
+    "ReviewDecision",
     "SlaEvent", "SurgeAlert", "SurgeAlertCase", "User", "WebhookAttempt", "WebhookDelivery", "utcnow",
 ]
