@@ -645,8 +645,21 @@ class LearningLoop:
             finally:
                 job.finished_at = _now()
 
+        if getattr(self.runner, "remote", False):  # a task queue: a `triage worker` runs it (retrain task)
+            job.stage = "queued for a worker"
+            try:
+                self.runner.enqueue("retrain", job=job.id, cutoff=cutoff, actor=actor, trigger=trigger)
+            except Exception as exc:  # broker down: release the claim so a later retrain may start
+                self.ledger.end(job.id, actor, {"state": "failed", "error": f"not queued: {exc}"})
+                job.state, job.error, job.finished_at = "failed", f"could not queue the retrain: {exc}", _now()
+            return job
         self._task = self.runner.submit(f"retrain-{job.id}", run)
         return job
+
+    def run_queued(self, job_id: str, cutoff: int | None, actor: str, trigger: str) -> RetrainOutcome:
+        """The ``retrain`` task of a worker: the retrain claimed as ``job_id`` by the process
+        that queued it; the claim is closed however it ends."""
+        return self._run_claimed(job_id, cutoff, actor, _stderr_progress, trigger)
 
     def job(self, job_id: str | None = None) -> RetrainJob | None:
         """A job by id, or the latest one (None if none ran)."""

@@ -18,6 +18,7 @@ from triage.clock import utcnow
 from triage.contexts.accounts import Accounts
 from triage.contexts.alerts import SlaAlerts
 from triage.contexts.audit import AuditLog
+from triage.contexts.backfill import Backfills
 from triage.contexts.cases import Cases
 from triage.contexts.core import ServiceCore
 from triage.contexts.ingestion import Ingestion
@@ -53,6 +54,7 @@ class TriageService:
         self.accounts = Accounts(core, self.audit_log)
         self.retraining = Retraining(core, self.audit_log)
         self.surges = Surges(core, self.audit_log)
+        self.backfills = Backfills(core, self.audit_log, self.ingestion)
 
         # The operations adapters call, each owned by one context.
         self.ingest = self.ingestion.ingest
