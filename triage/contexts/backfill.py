@@ -115,6 +115,8 @@ class Backfills:
         same job, storing only the chunks a crash left missing."""
         if not 1 <= chunk_size <= MAX_BATCH:
             raise InvalidInput(f"the chunk size is 1 to {MAX_BATCH}, got {chunk_size}", field="chunk_size")
+        if path.suffix.lower() not in (".jsonl", ".csv"):
+            raise InvalidInput(f"{path.name}: a backfill archive is a .jsonl or .csv file", field="archive")
         if not path.is_file():
             raise InvalidInput(f"{path}: no such file", field="archive")
         key = fingerprint(path, chunk_size)
