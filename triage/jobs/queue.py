@@ -56,8 +56,9 @@ class DramatiqQueue:
                 **options)
 
     def _runner(self, name: str):
-        def run(**kwargs):
-            return run_task(self.context(), name, kwargs)
+        def run(**kwargs) -> None:  # results are not kept (no results backend): logged
+            result = run_task(self.context(), name, kwargs)
+            log.debug("%s: %r", name, result)
 
         run.__name__ = name.replace(".", "_")
         return run
