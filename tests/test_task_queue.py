@@ -188,3 +188,42 @@ def test_api_with_a_dead_broker_keeps_ingesting(database_url, tiny_triager, tmp_
     with service.db.session() as s:
         assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
         assert s.scalar(select(func.count()).select_from(Message)) == 1
+
+
+class RecordingQueue:
+    """A queue as the API process sees it with a broker: it records what it would enqueue
+    (``broken``: the broker is down)."""
+
+    remote = True
+
+    def __init__(self, broken: bool = False):
+        self.sent: list[tuple[str, dict]] = []
+        self.broken = broken
+
+    def enqueue(self, name: str, **kwargs) -> None:
+        if self.broken:
+            raise ConnectionError("Redis is down")
+        self.sent.append((name, kwargs))
+
+
+def test_with_a_broker_a_retrain_is_queued_and_run_by_the_worker_task():
+    from test_learning import make_loop
+
+    from triage.errors import Conflict
+
+    queue = RecordingQueue()
+    loop, store, audit, regraded = make_loop(runner=queue)
+    job = loop.start_retrain("alice", trigger="api")
+    [(name, kwargs)] = queue.sent
+    assert name == "retrain" and kwargs["job"] == job.id and job.state == "queued"
+    with pytest.raises(Conflict):  # claimed while queued: one retrain at a time
+        loop.start_retrain("bob")
+    outcome = loop.run_queued(**kwargs)  # what the worker's `retrain` task does
+    assert outcome.promoted and store.current == outcome.version and regraded  # re-graded on the worker
+    assert loop.start_retrain("bob") is not None  # the claim was closed
+
+    down = RecordingQueue(broken=True)
+    loop, _, _, _ = make_loop(runner=down)
+    job = loop.start_retrain("alice")
+    assert job.state == "failed" and "could not queue" in job.error
+    assert loop.start_retrain("alice").state == "failed"  # the claim was released: no Conflict
