@@ -227,3 +227,34 @@ def test_with_a_broker_a_retrain_is_queued_and_run_by_the_worker_task():
     job = loop.start_retrain("alice")
     assert job.state == "failed" and "could not queue" in job.error
     assert loop.start_retrain("alice").state == "failed"  # the claim was released: no Conflict
+
+
+def test_a_webhook_task_lost_with_the_broker_is_dispatched_again(make_service, database, clock):
+    receiver = Receiver()
+    try:
+        service = make_service(webhook_urls=[receiver.url])
+        service.ingest({"source": "shop", "external_id": "l1", "text": "快递丢件了", "received_at": clock()})
+        dispatcher = WebhookDispatcher(database, SECRET, now=clock, timeout_s=2.0, claim_s=60)
+        lost: list[list[int]] = []
+        assert dispatcher.dispatch_claimed(lost.append) == 1  # enqueued, then Redis lost it
+        clock.advance(seconds=30)
+        assert dispatcher.dispatch_claimed(lost.append) == 0  # still claimed
+        clock.advance(seconds=31)
+        again: list[list[int]] = []
+        assert dispatcher.dispatch_claimed(again.append) == 1 and again == lost[:1]  # derived from the outbox
+        assert dispatcher.send_claimed(again[0]) == 1 and len(receiver.requests) == 1
+        dispatcher.close()
+    finally:
+        receiver.close()
+
+
+def test_the_scheduler_survives_a_dead_broker(tmp_path):
+    from triage.jobs.queue import DramatiqQueue
+
+    settings = Settings(broker_url="redis://127.0.0.1:1/0", var_dir=tmp_path)
+    queue = DramatiqQueue(settings)
+    scheduler = Scheduler(queue, settings, names=["sla.check"])
+    assert scheduler.tick(now=0.0) == [] and "ConnectionError" in scheduler.last_error
+    assert scheduler.tick(now=1.0) == []  # not before its retry moment
+    assert scheduler.tick(now=2.5) == []  # tried again (and failed again): no exception escapes
+    queue.close()
