@@ -149,7 +149,8 @@ def main(argv=None) -> int:
              f"Ingestion: {args.concurrency} clients, {args.requests} requests per row, one new message per request; "
              "API processes are uvicorn workers on one port (PostgreSQL rows with a broker, so no background "
              "threads in them); server CPU is all API processes together.", "",
-             "| ingestion | messages/s | p50 ms | p99 ms | server CPU ms/message | non-2xx |", "|---|---:|---:|---:|---:|---:|"]
+             "| ingestion | messages/s | p50 ms | p99 ms | server CPU ms/message | non-2xx |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, r in ingest.items():
         bad = sum(n for code, n in r["statuses"].items() if not 200 <= int(code) < 300)
         lines.append(f"| {name} | {r['rate']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "

@@ -7,6 +7,7 @@ tests/test_task_queue_processes.py."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 
@@ -258,3 +259,32 @@ def test_the_scheduler_survives_a_dead_broker(tmp_path):
     assert scheduler.tick(now=1.0) == []  # not before its retry moment
     assert scheduler.tick(now=2.5) == []  # tried again (and failed again): no exception escapes
     queue.close()
+
+
+def test_backfill_command_in_process_resumes_and_reports(tmp_path, tiny_store, monkeypatch):
+    """`triage backfill` without a broker: the chunks run in the command, a second run of the
+    same archive finds the finished job and stores nothing twice."""
+    from typer.testing import CliRunner
+
+    from triage.cli import app as cli
+    from triage.settings import get_settings
+
+    for key in [k for k in os.environ if k.startswith("TRIAGE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("TRIAGE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("TRIAGE_MODEL_DIR", str(tiny_store.root))
+    get_settings.cache_clear()
+    try:
+        archive = write_jsonl(tmp_path / "old.jsonl", archive_rows(30) + [{"source": "archive", "external_id": "x"}])
+        first = CliRunner().invoke(cli, ["backfill", str(archive), "--chunk-size", "8"])
+        assert first.exit_code == 0, first.output
+        report = json.loads(first.stdout.strip().splitlines()[-1])
+        assert (report["status"], report["total_chunks"], report["created"], report["failed"]) == ("done", 4, 30, 1)
+        assert report["errors"][0]["field"] == "text"
+        again = json.loads(CliRunner().invoke(cli, ["backfill", str(archive), "--chunk-size", "8"])
+                           .stdout.strip().splitlines()[-1])
+        assert again["job_id"] == report["job_id"] and again["created"] == 30
+        bad = CliRunner().invoke(cli, ["backfill", str(tmp_path / "old.txt")])
+        assert bad.exit_code == 1 and ".jsonl or .csv" in bad.output
+    finally:
+        get_settings.cache_clear()
