@@ -227,3 +227,37 @@ def test_worker_killed_mid_backfill_is_finished_by_the_next_one(deployment, tmp_
     report = json.loads(again.stdout)
     assert again.returncode == 0 and report["job_id"] == job_id and report["status"] == "done"
     assert report["done_chunks"] == report["total_chunks"] == 30 and report["failed"] == 0
+
+
+def test_broker_down_ingestion_answers_and_work_resumes_from_the_database(deployment, tmp_path):
+    """A private Redis is killed and restarted empty: the API keeps ingesting, the worker and
+    scheduler reconnect, and the webhook of the message ingested meanwhile (its task never
+    reached Redis) is derived again from the outbox and sent once."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    redis_proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+    receiver = Receiver()
+    try:
+        d = deployment(broker_url=f"redis://127.0.0.1:{port}/0", webhook_url=receiver.url)
+        api = d.serve()
+        d.worker("--scheduler", "--threads", "2")
+
+        def ingest(external_id: str) -> int:
+            return httpx.post(f"{api}/v1/messages", headers={"Authorization": f"Bearer {d.token}"}, timeout=30,
+                              json={"source": "shop", "external_id": external_id, "text": "快递三天还没到"}).status_code
+
+        assert ingest("before") == 201
+        d.wait(lambda: len(receiver.requests) == 1, 45, "the first webhook")
+        redis_proc.kill()
+        redis_proc.wait(10)
+        assert ingest("during") == 201  # ingestion writes only to PostgreSQL
+        time.sleep(2)
+        redis_proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)  # empty
+        d.wait(lambda: len(receiver.requests) >= 2, 50, "the webhook of the message ingested while Redis was down")
+        time.sleep(2)
+        sent = Counter(int(r["headers"]["X-Triage-Delivery"]) for r in receiver.requests)
+        assert len(sent) == 2 and set(sent.values()) == {1}
+    finally:
+        receiver.close()
+        redis_proc.kill()
+        redis_proc.wait(10)
