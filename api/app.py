@@ -1,7 +1,9 @@
 """The FastAPI application factory: ``api.app:create_app(settings=None)``.
 
-The lifespan starts the SLA monitor and the webhook dispatcher threads and stops them on
-shutdown; the database schema is upgraded to the newest migration when the app is created.
+The lifespan starts the background tasks (:mod:`triage.jobs.tasks`: SLA check, surge scan,
+webhook dispatch) on threads of this process and stops them on shutdown, or, with
+``TRIAGE_BROKER_URL`` set, starts none: `triage worker` processes run them and this process
+only enqueues (a retrain); the database schema is upgraded to the newest migration when the app is created.
 The review UI mounts itself on the app this returns (``app.state.service`` is the service).
 """
 
@@ -27,6 +29,7 @@ from triage.errors import InvalidInput
 from triage.jobs.helpdesk import HelpdeskAccess
 from triage.jobs.runner import DEFAULT_RUNNER
 from triage.jobs.sla_monitor import SlaMonitor
+from triage.jobs.tasks import InProcessQueue, TaskContext
 from triage.jobs.webhooks import WebhookDispatcher
 from triage.policy import Policy
 from triage.service import TriageService
@@ -114,7 +117,14 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
                                 models if models is not None else load_models(settings), settings)
     monitor = SlaMonitor(service, interval_s=settings.sla_monitor_interval_s)
     dispatcher = WebhookDispatcher(service.db, settings.webhook_secret,
-                                   helpdesk=HelpdeskAccess(service.settings))
+                                   helpdesk=HelpdeskAccess(service.settings),
+                                   poll_interval_s=settings.webhook_poll_interval_s)
+    if settings.broker_url:  # workers run the background tasks; this process enqueues
+        from triage.jobs.queue import DramatiqQueue
+
+        task_queue = DramatiqQueue(settings)
+    else:
+        task_queue = InProcessQueue(TaskContext(service, settings, monitor=monitor, dispatcher=dispatcher))
     writeback = any(service.settings.writeback_enabled(c) for c in ("chatwoot", "zammad"))
     model_watch = ModelWatch(service.models, service.settings)
 
@@ -127,18 +137,21 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         service.start_coalescing()
         watch_job = None
         if background:
-            monitor.start()
             if not getattr(service.models, "loaded", True):
                 watch_job = DEFAULT_RUNNER.every("model-watch", 5.0, lambda: model_watch.check() and False)
-            if service.webhook_urls or writeback:
-                dispatcher.start()
+            if not task_queue.remote:
+                task_queue.start_periodic(["sla.check", "surges.scan"]
+                                          + (["webhooks.dispatch"] if service.webhook_urls or writeback else []))
         try:
             yield
         finally:
             service.stop_coalescing()
             if watch_job is not None:
                 watch_job.stop()
-            monitor.stop()
+            if not task_queue.remote:
+                task_queue.stop()
+            else:
+                task_queue.close()
             dispatcher.close()
 
     app = FastAPI(
@@ -153,6 +166,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     app.state.service = service
     app.state.monitor = monitor
     app.state.dispatcher = dispatcher
+    app.state.task_queue = task_queue
     app.state.model_watch = model_watch
     metrics = Metrics(app)
     app.state.metrics = metrics
@@ -179,7 +193,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
             "status": "ready" if database and model else "not ready",
             "database": "ok" if database else "unreachable",
             "model": getattr(svc.models.triager, "version", "loaded") if model else "not loaded",
-            "sla_monitor_error": monitor.last_error,
+            "sla_monitor_error": getattr(task_queue, "errors", {}).get("sla.check") or monitor.last_error,
         }
         return JSONResponse(body, status_code=200 if database and model else 503)
 

@@ -30,7 +30,9 @@ def review_context(app) -> ReviewContext:
         with _context_lock:
             context = getattr(app.state, "review_context", None)
             if context is None:
-                context = ReviewContext(app.state.service, settings=app.state.settings)
+                queue = getattr(app.state, "task_queue", None)  # with a broker, a retrain is a worker's task
+                context = ReviewContext(app.state.service, settings=app.state.settings,
+                                        **({"runner": queue} if getattr(queue, "remote", False) else {}))
                 app.state.review_context = context
     return context
 

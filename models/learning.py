@@ -482,8 +482,9 @@ class LearningLoop:
 
         Conflict if another retrain (this process or another one) is running."""
         job = uuid.uuid4().hex[:12]
+        remote = getattr(self.runner, "remote", False)  # queued jobs end on a worker: the ledger's claim decides
         with self._job_lock:
-            if self._running is not None and self._running.state in ("queued", "running"):
+            if not remote and self._running is not None and self._running.state in ("queued", "running"):
                 raise Conflict(f"a retrain is already running (job {self._running.id}, {self._running.stage})")
             cutoff = self.ledger.claim(job, actor, trigger)
         return self._run_claimed(job, cutoff, actor, progress, trigger)
@@ -618,8 +619,9 @@ class LearningLoop:
         """Run :meth:`retrain` as a background job; Conflict if one is already running here or
         in another process. With ``min_new``, None (no job) unless at least that many
         confirmations arrived since the latest retrain's data cut-off."""
+        remote = getattr(self.runner, "remote", False)  # queued jobs end on a worker: the ledger's claim decides
         with self._job_lock:
-            if self._running is not None and self._running.state in ("queued", "running"):
+            if not remote and self._running is not None and self._running.state in ("queued", "running"):
                 raise Conflict(f"a retrain is already running (job {self._running.id}, {self._running.stage})")
             job = RetrainJob(id=uuid.uuid4().hex[:12], actor=actor, trigger=trigger, started_at=_now())
             cutoff = self.ledger.claim(job.id, actor, trigger, min_new)
@@ -645,8 +647,21 @@ class LearningLoop:
             finally:
                 job.finished_at = _now()
 
+        if remote:  # a task queue: a `triage worker` runs it (retrain task)
+            job.stage = "queued for a worker"
+            try:
+                self.runner.enqueue("retrain", job=job.id, cutoff=cutoff, actor=actor, trigger=trigger)
+            except Exception as exc:  # broker down: release the claim so a later retrain may start
+                self.ledger.end(job.id, actor, {"state": "failed", "error": f"not queued: {exc}"})
+                job.state, job.error, job.finished_at = "failed", f"could not queue the retrain: {exc}", _now()
+            return job
         self._task = self.runner.submit(f"retrain-{job.id}", run)
         return job
+
+    def run_queued(self, job: str, cutoff: int | None, actor: str, trigger: str) -> RetrainOutcome:
+        """The ``retrain`` task of a worker: the retrain claimed as ``job`` by the process
+        that queued it; the claim is closed however it ends."""
+        return self._run_claimed(job, cutoff, actor, _stderr_progress, trigger)
 
     def job(self, job_id: str | None = None) -> RetrainJob | None:
         """A job by id, or the latest one (None if none ran)."""

@@ -295,6 +295,6 @@ def test_create_app_from_settings_runs_migrations_and_background_threads(databas
     app = create_app(settings, models=tiny_triager)
     with TestClient(app) as c:
         assert c.get("/readyz").status_code == 200
-        assert app.state.monitor._job is not None and app.state.monitor._job.alive
-        assert app.state.dispatcher._job is not None and app.state.dispatcher._job.alive
-    assert app.state.monitor._job is None and app.state.dispatcher._job is None
+        jobs = app.state.task_queue._jobs  # the periodic tasks of triage.jobs.tasks, on threads
+        assert sorted(j._thread.name for j in jobs if j.alive) == ["sla.check", "surges.scan", "webhooks.dispatch"]
+    assert app.state.task_queue._jobs == [] and not any(j.alive for j in jobs)

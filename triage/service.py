@@ -18,6 +18,7 @@ from triage.clock import utcnow
 from triage.contexts.accounts import Accounts
 from triage.contexts.alerts import SlaAlerts
 from triage.contexts.audit import AuditLog
+from triage.contexts.backfill import Backfills
 from triage.contexts.cases import Cases
 from triage.contexts.core import ServiceCore
 from triage.contexts.ingestion import Ingestion
@@ -57,6 +58,7 @@ class TriageService:
         # The review desk (queue, claims, single and double review, agreement); the
         # ReviewContext of a running server attaches its learning loop to this same object.
         self.review = ReviewService(db, self)
+        self.backfills = Backfills(core, self.audit_log, self.ingestion)
 
         # The operations adapters call, each owned by one context.
         self.ingest = self.ingestion.ingest

@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     webhook_secret: str = "change-me-webhook-secret"
     sla_warning_share: float = 0.75
     sla_monitor_interval_s: float = 30.0
+    # Background work on a task queue (README "Background work on a task queue"): a Redis URL
+    # (e.g. redis://127.0.0.1:6379/0) makes `triage worker` processes run the background tasks
+    # and the API enqueue them; empty: threads in the API process run the same tasks.
+    broker_url: str = ""
+    broker_namespace: str = "triage"  # key prefix in Redis: one per installation sharing a server
+    # A queued task whose worker died is given to another after this long (Redis broker heartbeat).
+    broker_heartbeat_s: float = Field(default=60.0, gt=0)
+    webhook_poll_interval_s: float = Field(default=1.0, gt=0)  # how often due webhooks are looked for
+    backfill_chunk_size: int = Field(default=500, ge=1, le=1000)
+    # A backfill chunk handed to the queue is handed out again if not done after this long.
+    backfill_lease_s: float = Field(default=300.0, gt=0)
     retrain_after_confirmations: int = 50
     promotion_margin: float = 0.02
     # How many seed examples one reviewer-confirmed label counts as in a retrain. Chosen by

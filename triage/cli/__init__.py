@@ -5,6 +5,7 @@
 - :mod:`.server`: ``serve``
 - :mod:`.accounts`: ``users ...``, ``keys ...``
 - :mod:`.learning`: ``retrain``, ``models list|promote|rollback``
+- :mod:`.background`: ``worker``, ``scheduler``, ``backfill`` (the task queue)
 
 Command modules import :mod:`.common` (and never this package), so there is no circle.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from triage.cli import accounts, learning, predicting, server, training
+from triage.cli import accounts, background, learning, predicting, server, training
 
 app = typer.Typer(
     help="Triage Chinese after-sales complaints: dispute type, urgency, emotion, escalation.",
@@ -32,3 +33,6 @@ app.add_typer(accounts.keys_app, name="keys")
 app.command()(server.serve)
 app.command()(learning.retrain)
 app.add_typer(learning.models_app, name="models")
+app.command()(background.worker)
+app.command()(background.scheduler)
+app.command()(background.backfill)

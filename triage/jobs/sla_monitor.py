@@ -36,10 +36,20 @@ class SlaMonitor:
 
     def run_once(self, now: datetime | None = None) -> MonitorReport:
         now = now or self.service.now()
-        report = self.service.alerts.process_due(now, self.actor, self.batch, self.on_breach)
+        report = self.check_due(now)
         report.surges = self.service.surges.scan(now, self.actor).raised  # early warning, same interval
+        return report
+
+    def check_due(self, now: datetime | None = None) -> MonitorReport:
+        """The SLA part alone (the ``sla.check`` task of :mod:`triage.jobs.tasks`)."""
+        now = now or self.service.now()
+        report = self.service.alerts.process_due(now, self.actor, self.batch, self.on_breach)
         self.last_run = now
         return report
+
+    def scan_surges(self, now: datetime | None = None) -> list[int]:
+        """The early-warning part alone (the ``surges.scan`` task): the alerts raised."""
+        return self.service.surges.scan(now or self.service.now(), self.actor).raised
 
     def _tick(self) -> None:
         try:

@@ -232,6 +232,43 @@ class WebhookDispatcher:
             handle.join()
         return sum(len(sent) for _, sent in started)
 
+    def dispatch_claimed(self, enqueue, per_task: int = 10) -> int:
+        """For a task queue: claim the due deliveries in groups of up to ``per_task`` per
+        receiver (in order) and hand each group to ``enqueue(ids)``; returns how many were
+        claimed. A group whose task is lost is found again when its claims expire
+        (``claim_s``), so the outbox, not the broker, decides what is left to send."""
+        claimed_total = 0
+        for delivery_ids in self._due().values():
+            for start in range(0, len(delivery_ids), per_task):
+                claimed = [i for i in delivery_ids[start:start + per_task] if self._claim(i)]
+                if claimed:
+                    enqueue(claimed)
+                    claimed_total += len(claimed)
+        return claimed_total
+
+    def send_claimed(self, delivery_ids: list[int]) -> int:
+        """One attempt for each delivery of a ``dispatch_claimed`` group that is still pending
+        and claimed (a group run again after its claims expired and were taken by a newer
+        group sends nothing twice at once: the newer claim is checked here)."""
+        sent = 0
+        now = self.now()
+        for delivery_id in delivery_ids:
+            with self.db.session(write=True) as session:
+                # extend our claim for this attempt; refuse rows delivered, failed or unclaimed meanwhile
+                result = session.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
+                           WebhookDelivery.claimed_until.is_not(None), WebhookDelivery.claimed_until >= now)
+                    .values(claimed_until=self.now() + timedelta(seconds=self.claim_s)))
+                if result.rowcount != 1:
+                    continue
+            try:
+                self._deliver(delivery_id)
+                sent += 1
+            except Exception:  # a broken row must not stop the others; retried after the claim expires
+                log.exception("webhook delivery %s crashed", delivery_id)
+        return sent
+
     def _tick(self) -> int:
         try:
             return self.run_once(wait=False)

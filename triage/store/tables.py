@@ -412,3 +412,45 @@ def _audit_is_append_only(session, flush_context, instances):
     for obj in (*session.dirty, *session.deleted):
         if isinstance(obj, AuditEntry) and (obj in session.deleted or session.is_modified(obj)):
             raise RuntimeError("audit_log is append-only")
+
+
+class BackfillJob(Base):
+    """One archive triaged by ``triage backfill``: loaded as chunks, each chunk a task.
+
+    ``fingerprint`` (the archive's SHA-256 and chunk size) finds the job again when the same
+    command runs after a crash, so it resumes instead of starting over."""
+
+    __tablename__ = "backfill_jobs"
+    __table_args__ = (UniqueConstraint("fingerprint", name="uq_backfill_jobs_fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(500))  # the archive's file name, for people
+    fingerprint: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="loading")  # loading | running | done
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    total_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    total_messages: Mapped[int] = mapped_column(Integer, default=0)
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class BackfillChunk(Base):
+    """Up to ``chunk_size`` messages of a backfill and their progress: the database, not the
+    broker, says what is left, so a task lost with a worker or with Redis is queued again."""
+
+    __tablename__ = "backfill_chunks"
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_backfill_chunks_job_seq"),
+                      Index("ix_backfill_chunks_todo", "job_id", "done_at"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("backfill_jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    messages: Mapped[list[Any]]
+    queued_until: Mapped[datetime | None]  # a task for it is in the queue until then (a lease)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)  # new cases
+    existing: Mapped[int] = mapped_column(Integer, default=0)  # source + external id already stored
+    failed: Mapped[int] = mapped_column(Integer, default=0)  # refused messages (errors kept below)
+    errors: Mapped[list[Any] | None]
+    done_at: Mapped[datetime | None]
