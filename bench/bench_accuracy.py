@@ -48,6 +48,10 @@ RESULTS = ROOT / "bench" / "results"
 PREVIOUS_REF = os.environ.get("BENCH_PREVIOUS_REF", "ed945e7")  # the last release before issue 16
 HISTORY_SIZE = 30_000
 THRESHOLDS = (None, 0.5, 0.4, 0.3, 0.25)
+REVIEW_THRESHOLDS = (None, 0.3, 0.2, 0.15, 0.1)  # after review the model is surer of 二级/三级: lower points matter
+# Configurations to leave out of a run (comma-separated names, e.g. "after review + history"): a
+# short run re-measures the rest; the report says which were skipped.
+SKIP = {name.strip() for name in os.environ.get("BENCH_ACCURACY_SKIP", "").split(",") if name.strip()}
 CURVE_SIZES = (0, 100, 200, 400, 708)
 TARGETS = {
     "default": {"dispute": 0.70, "urgency": 0.65, "u1_recall": 0.75, "emotion": 0.70},
@@ -141,10 +145,13 @@ def main() -> int:
                               "previous_ref": PREVIOUS_REF, "history": len(history),
                               "self_training": {"threshold": st.threshold, "weight": st.weight, "heads": list(st.heads)},
                               "confirmed_weight": settings.confirmed_weight, "urgent_threshold": threshold},
-                 "configs": {}}
+                 "configs": {}, "skipped": []}
     timings = {}
 
     def seed_only(name, seed_rows, thr, with_history=False):
+        if name in SKIP:
+            out["skipped"].append(name)
+            return None
         t0 = time.perf_counter()
         model = fit(seed_rows, with_history=with_history)
         timings[name] = time.perf_counter() - t0
@@ -153,9 +160,19 @@ def main() -> int:
         log(f"{name}: {out['configs'][name]['cv']['dispute']}, locked {out['configs'][name]['locked']}")
         return model
 
-    def after_review(name, seed_rows, thr, with_history=False, split=folds):
+    def after_review(name, seed_rows, thr, with_history=False, split=folds, sweep=False):
+        if name in SKIP:
+            out["skipped"].append(name)
+            return
         t0 = time.perf_counter()
-        per_fold = [score(fit(seed_rows, train, with_history), test, thr) for train, test in split]
+        per_fold, points = [], {str(x): [] for x in REVIEW_THRESHOLDS}
+        for train, test in split:
+            model = fit(seed_rows, train, with_history)
+            per_fold.append(score(model, test, thr))
+            for x in REVIEW_THRESHOLDS if sweep else ():
+                points[str(x)].append(score(model, test, x))
+        if sweep:
+            out["operating_points_after_review"] = {x: summarise(v) for x, v in points.items()}
         timings[name] = (time.perf_counter() - t0) / len(split)
         locked_score = score(fit(seed_rows, tune, with_history), locked, thr)
         out["configs"][name] = {"cv": summarise(per_fold), "per_fold": per_fold, "locked": locked_score,
@@ -170,7 +187,7 @@ def main() -> int:
     if history:
         seed_only("default + history", seed, threshold, with_history=True)
     after_review("previous release after review", old_seed, None, split=folds_1)
-    after_review("after review", seed, threshold)
+    after_review("after review", seed, threshold, sweep=True)
     if history:
         after_review("after review + history", seed, threshold, with_history=True, split=folds_1)
     # Learning curve without the HTTP loop: the first N confirmations of the tuning pool (a
@@ -242,6 +259,12 @@ def report(out: dict) -> str:
     for x, s in out["operating_points"].items():
         lines.append(f"| {'most probable grade' if x == 'None' else x} | {s['urgency'][0]:.3f} ± {s['urgency'][1]:.3f} | "
                      f"{s['u1_recall'][0]:.3f} | {s['u1_precision'][0]:.3f} |")
+    if out.get("operating_points_after_review"):
+        lines += ["", "一级 operating point after review (the same 5x3 folds, seed + the train folds as confirmed labels):", "",
+                  "| threshold | urgency macro-F1 | 一级 recall | 一级 precision |", "|---|---|---|---|"]
+        for x, s in out["operating_points_after_review"].items():
+            lines.append(f"| {'most probable grade' if x == 'None' else x} | {s['urgency'][0]:.3f} ± {s['urgency'][1]:.3f} | "
+                         f"{s['u1_recall'][0]:.3f} ± {s['u1_recall'][1]:.3f} | {s['u1_precision'][0]:.3f} |")
     if out.get("learning_curve"):
         lines += ["", "Learning curve: seed + the first N confirmed labels of the tuning pool (three random orders: "
                   "mean ± standard deviation), scored on the locked rows:", "",
@@ -264,6 +287,8 @@ def report(out: dict) -> str:
         base, hist = out["configs"]["default"]["locked"], out["configs"]["default + history"]["locked"]
         lines.append("- history gain on the locked rows (target +0.03 each head): " + "; ".join(
             f"{m} {hist[m] - base[m]:+.3f}" for m in ("dispute", "urgency", "emotion")))
+    if out.get("skipped"):
+        lines += ["", "Not measured in this run (BENCH_ACCURACY_SKIP): " + ", ".join(out["skipped"]) + "."]
     t = out["timings_s"]
     lines += ["", "Training time (s, this run): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items())
               + f". Whole benchmark {out['wall_s'] / 60:.1f} min; load average at the end {out['load_average']:.1f}."]
