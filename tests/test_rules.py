@@ -57,6 +57,44 @@ def test_not_an_escalation(text):
     assert out.urgency == 3
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "手机尾号12315的那个订单能改地址吗",  # a number, not the hotline
+        "12315开头的电话是你们打的吗",
+        "315那天下的单到现在没发",
+        "本来想打12315的，想想算了，换个货吧",  # taken back
+        "上次说要打12315是气话，别当真",
+        "朋友叫我去消协，我还是先找你们",  # someone else's idea
+        "客服说不满意可以去12315，我就问个发货时间",
+        "看到新闻说有品牌被市场监管局罚了，你们家没事吧",  # the news
+        "我表哥是律师，他推荐的这款麦",  # a profession
+        "相机曝光补偿怎么调",  # the camera's exposure
+        "不想闹到12345那一步，修好就行",
+    ],
+)
+def test_a_mention_that_is_not_the_speakers_threat(text):
+    counted, ignored = find_escalation(normalise(text))
+    assert counted == []
+    out = apply_rules(normalise(text), urgency=3, escalation=True)  # overrules the model too, where a term was ignored
+    assert out.escalation is (not ignored)
+
+
+@pytest.mark.parametrize(
+    "text, term",
+    [
+        ("我已经打了12315，你们看着办", "12315"),
+        ("朋友叫我去消协，我明天就去", "消协"),  # someone's idea, then the speaker's intent
+        ("客服一直不回，我不得不向消费者协会求助了", "消费者协会"),  # 不得不 insists
+        ("再拖下去我就走法律程序", "走法律程序"),
+        ("我要找记者曝光你们", "记者"),
+    ],
+)
+def test_the_speakers_own_threat_still_counts(text, term):
+    counted, _ = find_escalation(normalise(text))
+    assert term in counted
+
+
 def test_negated_mention_overrules_the_models_escalation():
     out = apply_rules("算了不打12315了", urgency=2, escalation=True)
     assert out.escalation is False

@@ -8,8 +8,11 @@ is reported with the words that matched and what it changed.
 
 Escalation matching is careful about the cases a bare substring search gets wrong:
 negation in the same clause (算了不打12315, 不想曝光), questions (是否支持假一赔十？),
-digit terms inside longer numbers (an order number containing 12315) and longer words
-that merely contain a term (多媒体, 自动曝光).
+digit terms inside longer numbers or naming one (an order number containing 12315, 尾号12315),
+longer words that merely contain a term (多媒体, 自动曝光), and mentions that are not the
+speaker's threat: taken back (想打12315的，想想算了), someone else's (朋友叫我去消协), the news
+(看到新闻说…被市场监管局查处) or a profession (我朋友是律师). A clause that states the
+speaker's own intent (我要, 已经, 打了) still counts.
 """
 
 from __future__ import annotations
@@ -24,9 +27,30 @@ from triage.prediction import RuleHit
 
 _CLAUSE_BOUNDARY = re.compile(r"[,.!?;。，！？；\n]")
 # Words allowed between a negation cue and the term it negates: 不(去)(打)12315, 没必要(找)律师.
-_NEGATION_GAP = re.compile(r"^(?:去|打|找|向|到|给|请|上|发|报|用|再|会|想|要|了|的|去找|去打|拨打|联系|投诉)*$")
+_NEGATION_GAP = re.compile(
+    r"^(?:去|打|找|向|到|给|请|上|发|报|用|再|会|想|要|了|的|去找|去打|拨打|联系|投诉|闹到|搞到|闹|搞|走到|打算|想着|懂|什么)*$"
+)
 _QUESTION_CUES = ("是否", "能否", "可否", "吗", "支不支持", "支持不支持", "有没有", "可不可以", "能不能", "怎么")
-_INTENT_CUES = ("我要", "我会", "我就", "就去", "就打", "必须", "一定", "马上", "已经", "直接", "准备", "打算去", "要去", "会去")
+_INTENT_CUES = ("我要", "我会", "我就", "就去", "就打", "必须", "一定", "马上", "已经", "直接", "准备", "打算去", "要去", "会去",
+                "打了", "报了", "投诉到", "告到")
+# The speaker's own going, in the clause after the mention (朋友叫我去消协，我明天就去).
+_GOING_CUES = ("就去", "就打", "会去", "要去", "已经", "打了", "报了", "投诉到", "告到")
+# A digit term right after these is part of an order, parcel or phone number (尾号12315的订单),
+# or right before these (12315开头的电话, 315那天下的单).
+_NUMBER_CUES_BEFORE = ("尾号", "单号", "订单号", "编号", "号码", "手机号", "尾数", "号是", "订单")
+_NUMBER_CUES_AFTER = ("开头", "后面", "的那单", "的那个订单", "的订单", "那单", "那天", "的包裹")
+# The speaker takes the threat back, later in the clause or in the next one (想打12315的，想想算了;
+# 律师函警告什么的太夸张了; 上次说要打12315是气话) ...
+_RETRACTION_CUES = ("算了", "没必要", "劝住", "气话", "别当真", "撤回", "撤诉", "和解", "不去了", "不打了",
+                    "不想那样", "太麻烦", "太夸张", "开玩笑", "玩梗")
+# ... or only thought of it (本来想打12315), reports what someone else said or did (朋友叫我去消协,
+# 客服说可以去12315, 有网友说要起诉), or what was in the news (看到新闻说…被市场监管局查处).
+_NOT_THE_SPEAKERS_CUES = ("本来", "原本", "差点", "本想", "以为能", "别人", "有人", "网友", "人家", "评论里",
+                          "朋友", "我妈", "家人", "同事", "客服说", "主播说", "观众", "新闻", "报道", "听说",
+                          "看到", "看了", "网上说")
+# A profession or workplace, not a threat: 我是律师, 我朋友是律师, 在市场监管局上班, 做电视台摄像.
+_ROLE_TERMS = ("律师", "记者", "电视台", "市场监管局", "市场监督管理局", "工商局")
+_ROLE_CUES = ("是", "做", "当", "干", "在")
 _NEGATION_WINDOW = 6
 FAKE_GOODS_REROUTED = ("quality", "service", "refund")  # guideline: fake goods -> advertising  # characters before a term searched for a negation cue
 
@@ -114,7 +138,8 @@ def _negated(text: str, hit: TermHit, negations, clause_start: int) -> bool:
         idx = prefix.rfind(cue)
         while idx >= 0:
             gap = prefix[idx + len(cue) :]
-            if _NEGATION_GAP.match(gap):
+            at = window_start + idx
+            if _NEGATION_GAP.match(gap) and text[max(0, at - 2) : at] != "不得":  # 不得不 insists
                 return True
             idx = prefix.rfind(cue, 0, idx)
     # Retraction anywhere earlier in the clause: 算了，… is a boundary, but 算了不投诉了 is not.
@@ -130,13 +155,50 @@ def _is_question(text: str, hit: TermHit, clause_start: int, clause_end: int, cl
     return closing == "?" or any(cue in clause for cue in _QUESTION_CUES)
 
 
+def _in_a_number(text: str, hit: TermHit) -> bool:
+    """尾号12315, 单号是12315…, 12315开头的号码: a digit term that names a number, not the hotline."""
+    if not hit.term.isdigit():
+        return False
+    before = text[max(0, hit.start - 5) : hit.start]
+    after = text[hit.start + len(hit.term) : hit.start + len(hit.term) + 5]
+    return any(cue in before for cue in _NUMBER_CUES_BEFORE) or after.startswith(_NUMBER_CUES_AFTER)
+
+
+def _not_the_speakers_threat(text: str, hit: TermHit, clause_start: int, clause_end: int) -> bool:
+    """The term is mentioned, not threatened: taken back, hypothetical, someone else's, in the
+    news, or a profession. The speaker's own intent in this clause or the next (我要, 已经,
+    打了, 就去…) still counts."""
+    end = hit.start + len(hit.term)
+    following = _CLAUSE_BOUNDARY.search(text, clause_end + 1)
+    rest = text[end : following.start() if following else len(text)]  # this clause and the next
+    clause = text[clause_start:clause_end]
+    if any(cue in clause for cue in _INTENT_CUES) or any(cue in rest for cue in _GOING_CUES):
+        return False
+    prefix = text[clause_start : hit.start]
+    if any(cue in rest for cue in _RETRACTION_CUES):
+        return True
+    if any(cue in prefix for cue in _NOT_THE_SPEAKERS_CUES):
+        return True
+    if hit.term in _ROLE_TERMS:
+        near = text[max(clause_start, hit.start - 8) : hit.start]
+        return any(cue in near for cue in _ROLE_CUES) or text[end : end + 2] in ("朋友", "写的", "事务")
+    return False
+
+
 def find_escalation(text: str, lexicons: Lexicons | None = None) -> tuple[list[str], list[str]]:
-    """Escalation terms that count, and those ignored (negated or asked about), in order."""
+    """Escalation terms that count, and those ignored (negated, asked about, or only
+    mentioned), in order."""
     lex = lexicons or load_lexicons()
     counted, ignored = [], []
     for hit in _find_terms(text, lex.escalation, lex.escalation_exclusions):
+        if _in_a_number(text, hit):
+            continue
         left, right, closing = _clause_bounds(text, hit.start, hit.start + len(hit.term))
-        if _negated(text, hit, lex.negations, left) or _is_question(text, hit, left, right, closing):
+        if (
+            _negated(text, hit, lex.negations, left)
+            or _is_question(text, hit, left, right, closing)
+            or _not_the_speakers_threat(text, hit, left, right)
+        ):
             ignored.append(hit.term)
         else:
             counted.append(hit.term)
