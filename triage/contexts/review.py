@@ -392,11 +392,11 @@ class ReviewContext:
 
     def __init__(self, service, store=None, settings=None, **loop_options):
         from models.learning import loop_for_service
-        from models.store import ModelStore
+        from models.db_store import open_store
 
         self.service = service
         self.settings = settings or service.settings
-        self.store = store or ModelStore(self.settings.effective_model_dir)
+        self.store = store or open_store(self.settings)
         self.learning = loop_for_service(service, self.store, self.settings, **loop_options)
         self.review = ReviewService(service.db, service, self.learning)
         # review UI sessions: user -> ids of the API keys they logged in with (this process)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    LargeBinary,
     Boolean,
     DateTime,
     Float,
@@ -370,6 +371,29 @@ class AuditEntry(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
     after: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelFile(Base):
+    """One file of a model version in the database model store (``TRIAGE_MODEL_STORE=db``):
+    the manifest, its signature and the backend's files, read by every host (models/db_store.py)."""
+
+    __tablename__ = "model_files"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(String(500), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelPointer(Base):
+    """The database model store's current version: one row (id 1); every server process
+    reads it at most every TRIAGE_MODEL_CHECK_INTERVAL_S to follow promotions and rollbacks."""
+
+    __tablename__ = "model_pointer"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[str] = mapped_column(String(64))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 @event.listens_for(Session, "before_flush")
