@@ -18,15 +18,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case as sql_case
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import joinedload
 
 from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from triage.store.database import Database
-from triage.store.tables import AuditEntry, Case, Prediction, ReviewDecision, SlaEvent, utcnow
+from triage.store.tables import (QUEUE_STATUSES, QUEUE_WHERE, RUNNING_DEADLINE, AuditEntry, Case, Prediction,
+                                 ReviewDecision, SlaEvent, utcnow)
 from triage.taxonomy import HEADS, validate_label
 
-OPEN_STATUSES = ("open", "pending")
+OPEN_STATUSES = QUEUE_STATUSES
 ORDERS = ("deadline", "uncertainty")
 ACTIONS = ("confirm", "correct", "skip")
 CASE_LABEL_FIELDS = {"dispute_type": "dispute_type", "urgency": "grade", "emotion": "emotion", "escalation": "escalation"}
@@ -122,11 +123,7 @@ class ReviewService:
         if order not in ORDERS:
             raise InvalidInput(f"order must be one of {list(ORDERS)}, got {order!r}")
         filters.validate()
-        query = (
-            select(Case)
-            .outerjoin(Prediction, Case.prediction_id == Prediction.id)
-            .where(Case.labels_source == "model", Case.status.in_(OPEN_STATUSES))
-        )
+        query = select(Case).where(text(QUEUE_WHERE))  # the predicate of the queue's partial indexes
         if filters.dispute_type:
             query = query.where(Case.dispute_type == filters.dispute_type)
         if filters.grade is not None:
@@ -154,12 +151,15 @@ class ReviewService:
         if offset < 0:
             raise InvalidInput(f"offset must be >= 0, got {offset}")
         query = self._queue_query(filters or QueueFilters(), order)
-        uncertainty = Prediction.confidence.asc().nulls_last()
+        # Both orders walk one of the queue's partial indexes (triage/store/tables.py), NULLs
+        # last written as (x IS NULL), x: the LIMIT stops after ``offset + limit`` entries.
+        uncertainty = (Case.confidence.is_(None), Case.confidence)
         if order == "deadline":
-            deadline = sql_case((Case.first_response_at.is_(None), Case.respond_due_at), else_=Case.resolve_due_at)
-            query = query.order_by(deadline.asc().nulls_last(), Case.priority_grade.asc(), uncertainty, Case.id)
+            deadline = text(f"({RUNNING_DEADLINE})")
+            query = query.order_by(text(f"({RUNNING_DEADLINE}) IS NULL"), deadline, Case.priority_grade,
+                                   *uncertainty, Case.id)
         else:
-            query = query.order_by(uncertainty, Case.id)
+            query = query.order_by(*uncertainty, Case.id)
         query = query.options(joinedload(Case.message), joinedload(Case.prediction)).limit(limit).offset(offset)
         now = utcnow()
         with self.db.session() as session:
@@ -270,7 +270,7 @@ class ReviewService:
         """
         if not 0.0 <= min_confidence <= 1.0:
             raise InvalidInput(f"min_confidence must be between 0 and 1, got {min_confidence}", field="min_confidence")
-        query = self._queue_query(filters or QueueFilters(), "deadline").where(Prediction.confidence >= min_confidence)
+        query = self._queue_query(filters or QueueFilters(), "deadline").where(Case.confidence >= min_confidence)
         with self.db.session() as session:
             targets = [(c.id, c.version) for c in session.scalars(query.order_by(Case.id).limit(limit))]
         confirmed, conflicts = [], []
@@ -324,10 +324,13 @@ class ReviewService:
         with self.db.session() as session:
             decisions = list(session.scalars(select(ReviewDecision).where(ReviewDecision.created_at >= since)))
             sla_events = list(session.scalars(select(SlaEvent).where(SlaEvent.detected_at >= since)))
-            open_cases = session.execute(
-                select(Case.respond_breached, Case.resolve_breached, Case.respond_warned, Case.resolve_warned)
+            # counted in the database (the status index), not loaded row by row
+            breached = Case.respond_breached | Case.resolve_breached
+            warned = (Case.respond_warned | Case.resolve_warned) & ~breached
+            open_cases, open_breached, open_warned = session.execute(
+                select(func.count(), func.sum(sql_case((breached, 1), else_=0)), func.sum(sql_case((warned, 1), else_=0)))
                 .where(Case.status.in_(OPEN_STATUSES))
-            ).all()
+            ).one()
         reviews_per_day: Counter[str] = Counter()
         agree: dict[str, dict[str, list[int]]] = {head: defaultdict(lambda: [0, 0]) for head in HEADS}
         confusion: dict[str, Counter] = {head: Counter() for head in HEADS}
@@ -358,9 +361,9 @@ class ReviewService:
                 for head, counts in confusion.items()
             },
             "sla_per_day": {day: dict(counts) for day, counts in sorted(sla_per_day.items())},
-            "open_breached": sum(1 for r in open_cases if r[0] or r[1]),
-            "open_warned": sum(1 for r in open_cases if (r[2] or r[3]) and not (r[0] or r[1])),
-            "open_cases": len(open_cases),
+            "open_breached": int(open_breached or 0),
+            "open_warned": int(open_warned or 0),
+            "open_cases": int(open_cases or 0),
         }
 
 
