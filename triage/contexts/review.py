@@ -168,7 +168,9 @@ class ReviewService:
     def queue_size(self, filters: QueueFilters | None = None) -> int:
         query = self._queue_query(filters or QueueFilters(), "deadline")
         with self.db.session() as session:
-            return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            # counted straight off the query's WHERE (no subquery): unfiltered, an index-only
+            # count of the queue's partial index
+            return session.scalar(query.with_only_columns(func.count(), maintain_column_froms=True)) or 0
 
     def item(self, case_id: int) -> dict[str, Any]:
         with self.db.session() as session:
