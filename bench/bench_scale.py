@@ -155,13 +155,10 @@ def measure(url: str, n: int, open_n: int, repeat: int, var: Path) -> dict[str, 
     t0 = time.perf_counter()
     bulk_cases(db, n, open_n, random.Random(n))
     print(f"  bulk insert of {n:,}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    if db.is_postgres:
+    if db.is_postgres:  # what autovacuum does after a bulk load; SQLite stays without statistics, as installed
         with db.engine.connect() as conn:
             conn.execute(text("ANALYZE"))
             conn.commit()
-    else:
-        with db.engine.connect() as conn:
-            conn.execute(text("ANALYZE"))
     settings = Settings(var_dir=var, database_url=url, sla_monitor_interval_s=3600, model_check_interval_s=0)
     service = TriageService(db, Policy.load(), ModelHolder(), settings, webhook_urls=[])
     service.create_user("bench", "admin")
@@ -183,7 +180,6 @@ def measure(url: str, n: int, open_n: int, repeat: int, var: Path) -> dict[str, 
                 if i >= 3:  # the first calls warm caches
                     times.append(elapsed)
             out[name] = _p(times)
-        review = app.state.review if hasattr(app.state, "review") else None
         from api.routes_review import review_context
 
         review = review_context(app).review
