@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from fixtures_db import database, database_url, postgres_url, sqlite_template  # noqa: F401
+from fixtures_db import clock, database, database_url, make_service, postgres_url, sqlite_template, tiny_triager  # noqa: F401
 from models.db_store import DbModelStore, open_store
 from models.store import ModelStore
 from triage.errors import ModelError, NotFound
@@ -176,3 +176,30 @@ def test_a_promotion_reaches_the_other_server_process(store_kind, database, data
             except subprocess.TimeoutExpired:
                 proc.kill()
             proc.stderr.close()
+
+
+# ----------------------------------------------------------------------------- the queue's copy of confidence
+
+
+def test_cases_carry_their_current_predictions_confidence(make_service, database, tiny_triager, tiny_core_triager):
+    """The uncertainty order walks an index on cases.confidence: it must be the confidence of
+    the prediction the case shows, at ingestion and after a re-grade by another model."""
+    from sqlalchemy import select
+
+    from triage.store.tables import Case, Prediction
+
+    service = make_service()
+    service.ingest({"source": "s", "external_id": "1", "text": "麦克风没有声音，要退货"}, actor="test")
+    service.ingest({"source": "s", "external_id": "2", "text": "客服一直不回复，太生气了，我要投诉到12315"}, actor="test")
+
+    def pairs():
+        with database.session() as s:
+            return s.execute(select(Case.confidence, Prediction.confidence, Prediction.model_version)
+                             .join(Prediction, Prediction.id == Case.prediction_id).order_by(Case.id)).all()
+
+    before = pairs()
+    assert len(before) == 2 and all(c == p and c is not None for c, p, _v in before)
+    service.regrade_open_cases(tiny_core_triager, "test")
+    after = pairs()
+    assert {v for _c, _p, v in after} == {"test-version"}
+    assert all(c == p for c, p, _v in after) and [c for c, _p, _v in after] != [c for c, _p, _v in before]
