@@ -69,6 +69,7 @@ class ModelWatch:
         self.min_interval_s = min_interval_s
         self._store = store
         self._last = float("-inf")
+        self._last_error = ""
         self._lock = threading.Lock()
 
     @property
@@ -102,8 +103,10 @@ class ModelWatch:
                 triager = Triager.from_store(self.store, current)
                 if self.store.current_version() != current:  # moved again while loading: next check
                     return False
-            except Exception as exc:  # still none, or refused: keep what is loaded
-                log.warning("model version check: cannot load the store's current model (%s)", exc)
+            except Exception as exc:  # still none, or refused: keep what is loaded (said once per cause)
+                (log.debug if str(exc) == self._last_error else log.warning)(
+                    "model version check: cannot load the store's current model (%s)", exc)
+                self._last_error = str(exc)
                 return False
             self.holder.swap(triager)
         if loaded is None:
