@@ -45,46 +45,77 @@ def load_models(settings: Settings):
 
     holder = ModelHolder()
     try:
-        from models.store import ModelStore
+        from models.db_store import open_store
         from triage.triager import Triager
 
-        holder.swap(Triager.from_store(ModelStore(settings.effective_model_dir)))
+        holder.swap(Triager.from_store(open_store(settings)))
     except Exception as exc:  # no model yet, or unreadable: serve, but not ready
         print(f"warning: no model loaded ({exc}); run `triage ensure-model`", file=sys.stderr)
     return holder
 
 
 class ModelWatch:
-    """Loads the store's current model into a service that has none: a server started before
-    ``triage ensure-model`` (or before a first promotion) becomes ready without a restart.
-    Checked by ``/readyz`` and every few seconds by a background job; at most every
-    ``min_interval_s``, and never once a model is loaded."""
+    """Keeps this process on the store's current model version.
 
-    def __init__(self, holder, settings: Settings, min_interval_s: float = 2.0):
+    A server started before ``triage ensure-model`` (or before a first promotion) becomes
+    ready without a restart; and a promotion or rollback made by another process or host
+    (which moves the store's current pointer: the ``CURRENT`` file, or the database row of
+    ``TRIAGE_MODEL_STORE=db``) is picked up within ``TRIAGE_MODEL_CHECK_INTERVAL_S``. One
+    check reads only the pointer; the new version is loaded (verified) before one swap of
+    the holder, so every prediction names exactly one version. Called by ``/readyz`` and by
+    a background job; at most every ``min_interval_s``.
+    """
+
+    def __init__(self, holder, settings: Settings, min_interval_s: float = 2.0, store=None):
         self.holder = holder
         self.settings = settings
         self.min_interval_s = min_interval_s
+        self._store = store
         self._last = float("-inf")
+        self._last_error = ""
         self._lock = threading.Lock()
 
-    def check(self) -> bool:
-        """True when this call loaded a model."""
-        if getattr(self.holder, "loaded", True) or not hasattr(self.holder, "swap"):
+    @property
+    def store(self):
+        if self._store is None:
+            from models.db_store import open_store
+
+            self._store = open_store(self.settings)
+        return self._store
+
+    def _loaded_version(self) -> str | None:
+        return getattr(self.holder.triager, "version", None) if self.holder.loaded else None
+
+    def check(self, follow: bool = True) -> bool:
+        """True when this call loaded a model (the first one, or another current version)."""
+        if not hasattr(self.holder, "swap") or not hasattr(self.holder, "loaded"):
+            return False  # a fixed Triager (tests, `triage predict`): nothing to follow
+        if self.holder.loaded and not follow:
             return False
         with self._lock:
-            if time.monotonic() - self._last < self.min_interval_s or self.holder.loaded:
+            if time.monotonic() - self._last < self.min_interval_s:
                 return False
             self._last = time.monotonic()
+            loaded = self._loaded_version()
             try:
-                from models.store import ModelStore
+                current = self.store.current_version()
+                if current is None or current == loaded:
+                    return False
                 from triage.triager import Triager
 
-                triager = Triager.from_store(ModelStore(self.settings.effective_model_dir))
-            except Exception as exc:  # still none, or refused: stay not ready
-                log.debug("no model to load yet: %s", exc)
+                triager = Triager.from_store(self.store, current)
+                if self.store.current_version() != current:  # moved again while loading: next check
+                    return False
+            except Exception as exc:  # still none, or refused: keep what is loaded (said once per cause)
+                (log.debug if str(exc) == self._last_error else log.warning)(
+                    "model version check: cannot load the store's current model (%s)", exc)
+                self._last_error = str(exc)
                 return False
             self.holder.swap(triager)
-        log.warning("model %s loaded; the service is ready", getattr(triager, "version", "?"))
+        if loaded is None:
+            log.warning("model %s loaded; the service is ready", current)
+        else:
+            log.warning("model %s loaded in place of %s (made current by a promotion or rollback)", current, loaded)
         return True
 
 
@@ -126,7 +157,8 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     else:
         task_queue = InProcessQueue(TaskContext(service, settings, monitor=monitor, dispatcher=dispatcher))
     writeback = any(service.settings.writeback_enabled(c) for c in ("chatwoot", "zammad"))
-    model_watch = ModelWatch(service.models, service.settings)
+    follow_s = float(service.settings.model_check_interval_s)
+    model_watch = ModelWatch(service.models, service.settings, min_interval_s=min(2.0, follow_s) if follow_s > 0 else 2.0)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -137,8 +169,11 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
         service.start_coalescing()
         watch_job = None
         if background:
-            if not getattr(service.models, "loaded", True):
-                watch_job = DEFAULT_RUNNER.every("model-watch", 5.0, lambda: model_watch.check() and False)
+            if follow_s > 0:  # follow promotions and rollbacks made by other processes and hosts
+                watch_job = DEFAULT_RUNNER.every("model-watch", follow_s, lambda: model_watch.check() and False)
+            elif not getattr(service.models, "loaded", True):
+                watch_job = DEFAULT_RUNNER.every("model-watch", 5.0,
+                                                 lambda: model_watch.check(follow=False) and False)
             if not task_queue.remote:
                 task_queue.start_periodic(["sla.check", "surges.scan"]
                                           + (["webhooks.dispatch"] if service.webhook_urls or writeback else []))
@@ -186,7 +221,7 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
              responses={200: {"description": "ready"}, 503: {"description": "not ready: database or model missing"}})
     def readyz(request: Request):
         svc = request.app.state.service
-        model_watch.check()
+        model_watch.check(follow=False)
         database = svc.db.ping()
         model = svc.models.loaded
         body = {

@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = ["bench_masking.py", "bench_accuracy.py", "bench_domain.py", "bench_core.py", "bench_speed.py", "bench_load.py",
          "bench_scaleout.py",
-         "bench_surge.py", "bench_learning_curve.py", "bench_transformers.py"]
+         "bench_surge.py", "bench_scale.py", "bench_learning_curve.py", "bench_transformers.py"]
 
 
 def main(argv: list[str]) -> int:

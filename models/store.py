@@ -369,3 +369,4 @@ def open_model_dir(path: Path | str) -> tuple[ModelStore, str | None]:
     if not path.is_dir():
         raise ModelError(f"model folder {path} does not exist")
     return ModelStore(path), None
+

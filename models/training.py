@@ -320,7 +320,7 @@ def train_default(
     ``cv_folds`` > 1 adds k-fold cross-validation metrics to the manifest (slower).
     Returns the new version id.
     """
-    from models.store import ModelStore
+    from models.db_store import open_store
     from triage.settings import get_settings
 
     settings = settings or get_settings()
@@ -358,7 +358,7 @@ def train_default(
         say(f"{cv_folds}-fold cross-validation")
         cv = cross_validate(records, settings.backend, folds=cv_folds, sentiment=sentiment)
         metrics["cv"] = {h: {k: cv[h][k] for k in ("accuracy", "macro_f1", "ece")} for h in HEADS}
-    store = store or ModelStore(settings.effective_model_dir)
+    store = store or open_store(settings)
     version = store.save(
         backend,
         {

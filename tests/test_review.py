@@ -77,7 +77,8 @@ def add_case(db, n, *, dispute_type="quality", grade=2, emotion="calm", confiden
         s.add(prediction)
         s.flush()
         case = Case(
-            message_id=message.id, prediction_id=prediction.id, dispute_type=dispute_type, grade=grade,
+            message_id=message.id, prediction_id=prediction.id, confidence=prediction.confidence,
+            dispute_type=dispute_type, grade=grade,
             priority_grade=grade, emotion=emotion, status=status, tier=tier, received_at=now,
             respond_due_at=now + timedelta(hours=respond_in_h) if respond_in_h is not None else None,
             resolve_due_at=now + timedelta(hours=48), respond_breached=breached, labels_source=labels_source,

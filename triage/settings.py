@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     # HMAC key that signs model manifests; unset: the key file below (created on first use).
     model_signing_key: SecretStr | None = None
     model_signing_key_file: Path | None = None  # empty: model-signing.key beside the model store
+    # Where model versions live: "folder" (model_dir, one machine) or "db" (the database, as
+    # rows: every host of one installation reads it; README "Running on several processes and hosts").
+    model_store: Literal["folder", "db"] = "folder"
+    # Each server process reads the store's current version at most this often and loads a
+    # version promoted or rolled back elsewhere; 0 turns following off.
+    model_check_interval_s: float = Field(default=2.0, ge=0)
     backend: str = "sklearn"  # name in models.registry
     base_model: str | None = None  # local checkpoint for the transformers backend
     policy_path: Path | None = None  # empty: the policy shipped in triage/policy/default.toml

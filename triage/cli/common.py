@@ -26,15 +26,30 @@ def fail(exc: Exception, code: int = 1) -> "typer.Exit":
 
 def open_triager(model: Path | None = None):
     """The triager of ``--model`` (a store or one version folder), else the settings' store."""
-    from models.store import ModelStore, open_model_dir
+    from models.store import open_model_dir
     from triage.settings import get_settings
     from triage.triager import Triager
 
     if model is not None:
         store, version = open_model_dir(model)
     else:
-        store, version = ModelStore(get_settings().effective_model_dir), None
+        store, version = open_model_store(get_settings()), None
     return Triager.from_store(store, version)
+
+
+def open_model_store(settings):
+    """The settings' model store; the database one (TRIAGE_MODEL_STORE=db) on a migrated schema."""
+    from models.db_store import open_store
+
+    if settings.model_store == "db":
+        from triage.store import Database
+
+        db = Database.from_settings(settings)
+        try:
+            db.upgrade()
+        finally:
+            db.dispose()
+    return open_store(settings)
 
 
 def progress_bar(desc: str, total: int | None):

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from triage.cli.common import open_model_store
 from triage.errors import TriageError
 
 models_app = typer.Typer(help="List model versions, promote one, roll back, or sign one.", no_args_is_help=True)
@@ -19,14 +20,13 @@ models_app = typer.Typer(help="List model versions, promote one, roll back, or s
 
 def _context():
     from models.learning import ModelHolder
-    from models.store import ModelStore
     from triage.contexts.review import ReviewContext
     from triage.service import TriageService
     from triage.settings import get_settings
     from triage.triager import Triager
 
     settings = get_settings()
-    store = ModelStore(settings.effective_model_dir)
+    store = open_model_store(settings)
     holder = ModelHolder()
     if store.current_version() is not None:
         holder.swap(Triager.from_store(store, lexicon_dir=settings.lexicon_dir))
@@ -99,10 +99,9 @@ def rollback(version: str, actor: Optional[str] = typer.Option(None, "--actor"),
 def sign(version: str):
     """Sign VERSION with this installation's key (a model saved before signing, or under an
     old key): its files must still match its hashes. Only for models you trust."""
-    from models.store import ModelStore
     from triage.settings import get_settings
 
-    store = ModelStore(get_settings().effective_model_dir)
+    store = open_model_store(get_settings())
     try:
         store.sign(version)
     except TriageError as exc:

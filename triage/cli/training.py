@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from triage.cli.common import err, fail, open_triager, stage_progress
+from triage.cli.common import err, fail, open_model_store, open_triager, stage_progress
 from triage.errors import TriageError
 
 
@@ -32,7 +32,7 @@ def train(
     settings = get_settings()
     if backend:
         settings = settings.model_copy(update={"backend": backend})
-    store = ModelStore(out) if out else ModelStore(settings.effective_model_dir)
+    store = ModelStore(out) if out else open_model_store(settings)
     try:
         version = train_default(
             settings, data_paths=data, store=store, set_current=set_current, cv_folds=cv,
@@ -51,12 +51,11 @@ def train(
 
 def ensure_model():
     """Train the default model into the store unless it already has a current version."""
-    from models.store import ModelStore
     from models.training import train_default
     from triage.settings import get_settings
 
     settings = get_settings()
-    store = ModelStore(settings.effective_model_dir)
+    store = open_model_store(settings)
     current = store.current_version()
     if current:
         try:

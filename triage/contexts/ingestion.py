@@ -366,7 +366,7 @@ class Ingestion:
                         respond_breached=False, resolve_breached=False, first_response_at=None, resolved_at=None,
                         closed_at=None, version=1, followup_warned=False, followup_breached=False,
                         **self._product_of(msg, masked))
-            case.message, case.prediction = message, row
+            case.message, case.prediction, case.confidence = message, row, row.confidence
             self.cases.apply_decision(case, labels, decision)
             cases.append(case)
         messages = [c.message for c in cases]

@@ -175,6 +175,7 @@ class LabelChanges:
                 rows.append(row)
             ids = insert_returning_ids(session, PredictionRow, rows)
             table = Case.__table__
-            for (case_id, _message_id, _version), prediction_id in zip(live, ids, strict=True):
-                session.execute(table.update().where(table.c.id == case_id).values(prediction_id=prediction_id))
+            for (case_id, _message_id, _version), prediction_id, row in zip(live, ids, rows, strict=True):
+                session.execute(table.update().where(table.c.id == case_id)
+                                .values(prediction_id=prediction_id, confidence=row.confidence))
             return {case_id: version for case_id, _message_id, version in live}

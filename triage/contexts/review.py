@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case as sql_case
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import joinedload
 
 from triage.agreement import ReviewedCase, agreement_report, sampled_for_double_review
@@ -26,6 +26,9 @@ from triage.contexts.claims import ReviewClaims, claim_view
 from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from triage.store.database import Database
 from triage.store.tables import (
+    QUEUE_STATUSES,
+    QUEUE_WHERE,
+    RUNNING_DEADLINE,
     AuditEntry,
     Case,
     DoubleReview,
@@ -37,7 +40,7 @@ from triage.store.tables import (
 )
 from triage.taxonomy import HEADS, validate_label
 
-OPEN_STATUSES = ("open", "pending")
+OPEN_STATUSES = QUEUE_STATUSES
 ORDERS = ("deadline", "uncertainty")
 ACTIONS = ("confirm", "correct", "skip")
 STAGES = ("first", "second", "adjudication")  # what a case waits for
@@ -152,26 +155,29 @@ class ReviewService:
         if stage not in STAGES:
             raise InvalidInput(f"stage must be one of {list(STAGES)}, got {stage!r}", field="stage")
         filters.validate()
-        query = select(Case).outerjoin(Prediction, Case.prediction_id == Prediction.id)
         if stage == "first":
+            # the predicate of the queue's partial indexes (triage/store/tables.py)
             pending = select(DoubleReview.case_id).where(DoubleReview.stage.in_(PENDING_DOUBLE))
-            query = query.where(Case.labels_source == "model", Case.status.in_(OPEN_STATUSES), Case.id.not_in(pending))
+            query = select(Case).where(text(QUEUE_WHERE), Case.id.not_in(pending))
         else:
-            query = query.join(DoubleReview, DoubleReview.case_id == Case.id).where(DoubleReview.stage == stage)
+            query = select(Case).join(DoubleReview, DoubleReview.case_id == Case.id).where(DoubleReview.stage == stage)
             if reviewer:
                 query = query.where(DoubleReview.first_reviewer != reviewer)
                 if stage == "adjudication":
                     query = query.where(DoubleReview.second_reviewer != reviewer)
+        # Filters on columns with an index of their own are written so that no index serves
+        # them (x + 0, x || ''): without statistics SQLite would otherwise pick that index,
+        # whose rows span all history, over the queue's partial index (then sort them all).
         if filters.dispute_type:
-            query = query.where(Case.dispute_type == filters.dispute_type)
+            query = query.where(Case.dispute_type.concat("") == filters.dispute_type)
         if filters.grade is not None:
-            query = query.where(Case.grade == filters.grade)
+            query = query.where(Case.grade + 0 == filters.grade)
         if filters.emotion:
             query = query.where(Case.emotion == filters.emotion)
         if filters.status:
             query = query.where(Case.status == filters.status)
         if filters.tier:
-            query = query.where(Case.tier == filters.tier)
+            query = query.where(Case.tier.concat("") == filters.tier)
         if filters.breached is not None:
             breached = Case.respond_breached | Case.resolve_breached
             query = query.where(breached if filters.breached else ~breached)
@@ -183,11 +189,14 @@ class ReviewService:
 
     @staticmethod
     def _ordered(query, order: str):
-        uncertainty = Prediction.confidence.asc().nulls_last()
+        """Both orders walk one of the queue's partial indexes (triage/store/tables.py), NULLs
+        last written as (x IS NULL), x: the LIMIT stops after ``offset + limit`` entries."""
+        uncertainty = (Case.confidence.is_(None), Case.confidence)
         if order == "deadline":
-            deadline = sql_case((Case.first_response_at.is_(None), Case.respond_due_at), else_=Case.resolve_due_at)
-            return query.order_by(deadline.asc().nulls_last(), Case.priority_grade.asc(), uncertainty, Case.id)
-        return query.order_by(uncertainty, Case.id)
+            deadline = text(f"({RUNNING_DEADLINE})")
+            return query.order_by(text(f"({RUNNING_DEADLINE}) IS NULL"), deadline, Case.priority_grade,
+                                  *uncertainty, Case.id)
+        return query.order_by(*uncertainty, Case.id)
 
     def queue(
         self, filters: QueueFilters | None = None, order: str = "deadline", limit: int = 50, offset: int = 0,
@@ -214,7 +223,9 @@ class ReviewService:
         someone holds (the dashboard's count of waiting work)."""
         query = self._queue_query(filters or QueueFilters(), "deadline", stage, reviewer, include_held=include_held)
         with self.db.session() as session:
-            return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            # counted straight off the query's WHERE (no subquery): unfiltered, an index-only
+            # count of the queue's partial index
+            return session.scalar(query.with_only_columns(func.count(), maintain_column_froms=True)) or 0
 
     def stage_sizes(self, reviewer: str | None = None) -> dict[str, int]:
         """How many cases wait for each stage of review (for this reviewer, without the ones
@@ -574,7 +585,7 @@ class ReviewService:
         if not 0.0 <= min_confidence <= 1.0:
             raise InvalidInput(f"min_confidence must be between 0 and 1, got {min_confidence}", field="min_confidence")
         query = self._queue_query(filters or QueueFilters(), "deadline", "first", reviewer)
-        query = query.where(Prediction.confidence >= min_confidence)
+        query = query.where(Case.confidence >= min_confidence)
         with self.db.session() as session:
             targets = [(c.id, c.version) for c in session.scalars(query.order_by(Case.id).limit(limit))]
         confirmed, conflicts, awaiting = [], [], []
@@ -642,10 +653,13 @@ class ReviewService:
             decisions = list(session.scalars(select(ReviewDecision).where(ReviewDecision.created_at >= since,
                                                                           ReviewDecision.final)))
             sla_events = list(session.scalars(select(SlaEvent).where(SlaEvent.detected_at >= since)))
-            open_cases = session.execute(
-                select(Case.respond_breached, Case.resolve_breached, Case.respond_warned, Case.resolve_warned)
+            # counted in the database (the status index), not loaded row by row
+            breached = Case.respond_breached | Case.resolve_breached
+            warned = (Case.respond_warned | Case.resolve_warned) & ~breached
+            open_cases, open_breached, open_warned = session.execute(
+                select(func.count(), func.sum(sql_case((breached, 1), else_=0)), func.sum(sql_case((warned, 1), else_=0)))
                 .where(Case.status.in_(OPEN_STATUSES))
-            ).all()
+            ).one()
         reviews_per_day: Counter[str] = Counter()
         agree: dict[str, dict[str, list[int]]] = {head: defaultdict(lambda: [0, 0]) for head in HEADS}
         confusion: dict[str, Counter] = {head: Counter() for head in HEADS}
@@ -676,9 +690,9 @@ class ReviewService:
                 for head, counts in confusion.items()
             },
             "sla_per_day": {day: dict(counts) for day, counts in sorted(sla_per_day.items())},
-            "open_breached": sum(1 for r in open_cases if r[0] or r[1]),
-            "open_warned": sum(1 for r in open_cases if (r[2] or r[3]) and not (r[0] or r[1])),
-            "open_cases": len(open_cases),
+            "open_breached": int(open_breached or 0),
+            "open_warned": int(open_warned or 0),
+            "open_cases": int(open_cases or 0),
         }
 
     def agreement(self, days: int = 30) -> dict[str, Any]:
@@ -733,11 +747,11 @@ class ReviewContext:
 
     def __init__(self, service, store=None, settings=None, **loop_options):
         from models.learning import loop_for_service
-        from models.store import ModelStore
+        from models.db_store import open_store
 
         self.service = service
         self.settings = settings or service.settings
-        self.store = store or ModelStore(self.settings.effective_model_dir)
+        self.store = store or open_store(self.settings)
         self.learning = loop_for_service(service, self.store, self.settings, **loop_options)
         self.review = getattr(service, "review", None) or ReviewService(service.db, service)
         self.review.learning = self.learning

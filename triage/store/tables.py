@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    LargeBinary,
     Boolean,
     DateTime,
     Float,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -105,6 +107,21 @@ class Prediction(Base):
     message: Mapped[Message] = relationship(back_populates="predictions")
 
 
+# The review queue: unreviewed open cases. Written as literal SQL so that the queue's query
+# (triage/contexts/review.py) and its partial indexes below carry the very same predicate:
+# SQLite and PostgreSQL use a partial index only for a query whose WHERE implies its own.
+QUEUE_STATUSES = ("open", "pending")
+QUEUE_WHERE = "labels_source = 'model' AND status IN ('open', 'pending')"
+# The queue's running deadline (respond until the first response, then resolve).
+RUNNING_DEADLINE = "CASE WHEN first_response_at IS NULL THEN respond_due_at ELSE resolve_due_at END"
+
+
+def _queue_index(name: str, *expressions: str) -> Index:
+    """A partial index over the review queue only: its size follows the queue, not history."""
+    where = text(QUEUE_WHERE)
+    return Index(name, *(text(e) for e in expressions), sqlite_where=where, postgresql_where=where)
+
+
 class Case(Base):
     """The unit of work a helpdesk handles: current labels, owner tier, deadlines, status.
 
@@ -116,11 +133,18 @@ class Case(Base):
     __table_args__ = (
         Index("ix_cases_status_respond_due", "status", "respond_due_at"),
         Index("ix_cases_status_resolve_due", "status", "resolve_due_at"),
+        Index("ix_cases_status_id", "status", "id"),
+        # the queue's two orders, NULLs last on both databases: (x IS NULL), x
+        _queue_index("ix_cases_queue_deadline", f"(({RUNNING_DEADLINE}) IS NULL)", f"({RUNNING_DEADLINE})",
+                     "priority_grade", "(confidence IS NULL)", "confidence", "id"),
+        _queue_index("ix_cases_queue_uncertainty", "(confidence IS NULL)", "confidence", "id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), unique=True)
     prediction_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id", ondelete="SET NULL"))
+    # The confidence of that prediction, copied so the queue's uncertainty order is an index.
+    confidence: Mapped[float | None] = mapped_column(Float)
     dispute_type: Mapped[str] = mapped_column(String(32), index=True)
     grade: Mapped[int] = mapped_column(Integer, index=True)  # the label: 1 一级 .. 3 三级
     priority_grade: Mapped[int] = mapped_column(Integer)  # grade the clock runs on (vulnerable bump)
@@ -182,7 +206,10 @@ class SlaEvent(Base):
     """A warning or breach of one deadline of one case; unique, so it happens once."""
 
     __tablename__ = "sla_events"
-    __table_args__ = (UniqueConstraint("case_id", "kind", "deadline", name="uq_sla_events_once"),)
+    __table_args__ = (UniqueConstraint("case_id", "kind", "deadline", name="uq_sla_events_once"),
+                      Index("ix_sla_events_kind_id", "kind", "id"),  # breach lists, paged by id
+                      Index("ix_sla_events_kind_occurred", "kind", "occurred_at"),  # breaches since
+                      Index("ix_sla_events_detected_at", "detected_at"))  # the dashboard's window
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
@@ -405,6 +432,29 @@ class AuditEntry(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
     after: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelFile(Base):
+    """One file of a model version in the database model store (``TRIAGE_MODEL_STORE=db``):
+    the manifest, its signature and the backend's files, read by every host (models/db_store.py)."""
+
+    __tablename__ = "model_files"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(String(500), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelPointer(Base):
+    """The database model store's current version: one row (id 1); every server process
+    reads it at most every TRIAGE_MODEL_CHECK_INTERVAL_S to follow promotions and rollbacks."""
+
+    __tablename__ = "model_pointer"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[str] = mapped_column(String(64))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 @event.listens_for(Session, "before_flush")
