@@ -7,12 +7,14 @@ a second of every process that meets one name cue. This module gives the same cu
 same data, fetched per first character:
 
 - a cache beside jieba's own (the temporary folder) holds jieba's prefix dictionary
-  (``jieba.Tokenizer.gen_pfdict``) and word tags, grouped by the first character of each
-  word; it is built once from ``dict.txt`` and keyed by jieba's version and that file's
-  path, size and modification time (a stale, foreign or damaged file is rebuilt);
-- before a cut, the groups of the characters in the text are loaded into the tokenizer's
-  dictionaries. Every look-up of a cut (``get_DAG``, ``calc``, the tags) is of a piece of
-  the text, so it finds exactly what the full dictionary holds;
+  (``jieba.Tokenizer.gen_pfdict``) and word tags, grouped by the first two characters of
+  each word (one-character words alone); it is built once from ``dict.txt`` and keyed by
+  jieba's version and that file's path, size and modification time (a stale, foreign or
+  damaged file is rebuilt);
+- before a cut, the groups of the characters and character pairs of the text are loaded
+  into the tokenizer's dictionaries. Every look-up of a cut (``get_DAG``, ``calc``, the
+  tags) is of a piece of the text, whose first two characters are a pair of the text, so
+  it finds exactly what the full dictionary holds;
 - the cut itself is ``jieba.posseg.POSTokenizer``'s (jieba 0.42, MIT licence), ported line
   for line below because importing ``jieba.posseg`` is what parses the dictionary; its HMM
   tables are loaded from jieba's files without that import.
@@ -33,7 +35,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 # jieba/posseg/__init__.py
 _RE_HAN_DETAIL = re.compile("([\u4E00-\u9FD5]+)")
@@ -83,14 +85,14 @@ def build_cache(dict_path: Path, target: Path) -> None:
             except ValueError:
                 raise ValueError(f"invalid POS dictionary entry in {dict_path} at Line {lineno}: {line}") from None
             tags[word] = tag
-    groups: dict[str, tuple[dict[str, int], dict[str, str]]] = {}
+    groups: dict[str, dict[str, tuple[dict[str, int], dict[str, str]]]] = {}
     for word, value in freq.items():
-        groups.setdefault(word[0], ({}, {}))[0][word] = value
+        groups.setdefault(word[0], {}).setdefault(word[1:2], ({}, {}))[0][word] = value
     for word, tag in tags.items():
-        groups.setdefault(word[0], ({}, {}))[1][word] = tag
+        groups.setdefault(word[0], {}).setdefault(word[1:2], ({}, {}))[1][word] = tag
     bodies, index, offset = [], {}, 0
     for char, group in groups.items():
-        body = marshal.dumps(group)
+        body = marshal.dumps({second: marshal.dumps(pair) for second, pair in group.items()})
         index[char] = (offset, len(body))
         bodies.append(body)
         offset += len(body)
@@ -142,7 +144,7 @@ class PosTagger:
         self.tokenizer.total = self.total
         self.tokenizer.initialized = True
         self.word_tag_tab: dict[str, str] = {}
-        self._loaded: set[str] = set()
+        self._groups: dict[str, dict[str, bytes]] = {}  # first character -> second (or "") -> its group
         self._viterbi, self._states, self._start, self._trans, self._emit = _hmm_tables()
 
     def _open(self) -> None:
@@ -163,17 +165,23 @@ class PosTagger:
                 build_cache(self.dict_path, self.cache)
 
     def _ensure(self, text: str) -> None:
-        """Load the dictionary groups of the characters of ``text`` not loaded yet."""
-        loaded = self._loaded
-        for char in set(text).difference(loaded):
-            loaded.add(char)
-            where = self._index.get(char)
-            if where is None:
-                continue
-            start = self._base + where[0]
-            freq, tags = marshal.loads(self._data[start : start + where[1]])
-            self.tokenizer.FREQ.update(freq)
-            self.word_tag_tab.update(tags)
+        """Load the dictionary groups of the characters and character pairs of ``text`` not loaded yet."""
+        groups = self._groups
+        for i, char in enumerate(text):
+            group = groups.get(char)
+            if group is None:
+                where = self._index.get(char)
+                if where is None:
+                    group = groups[char] = {}
+                else:
+                    start = self._base + where[0]
+                    group = groups[char] = marshal.loads(self._data[start : start + where[1]])
+            for second in ("", text[i + 1 : i + 2]):
+                body = group.pop(second, None)  # popped: loaded once
+                if body is not None:
+                    freq, tags = marshal.loads(body)
+                    self.tokenizer.FREQ.update(freq)
+                    self.word_tag_tab.update(tags)
 
     def cut(self, sentence: str) -> list[tuple[str, str]]:
         """POSTokenizer.__cut_internal(sentence, HMM=True)."""
