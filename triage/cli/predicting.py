@@ -50,6 +50,21 @@ def prediction_record(id_, prediction) -> dict:
     }
 
 
+def _quiet_garbage_collector() -> None:
+    """Keep Python's cycle collector off the loaded model and modules while a file is triaged.
+
+    Every message makes a few dozen short-lived lists and dicts, and each full collection
+    walked every object of the imported modules and the model again: 16 % of a 20,000-message
+    run. Those objects live to the end of the command, so they are frozen out of collection,
+    and collections run less often (freed memory is still freed at once by reference counting).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
 def predict(
     input: Optional[Path] = typer.Argument(None, help="JSONL with {id, text} per line (default: stdin)"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="JSONL to write (default: stdout)"),
@@ -64,6 +79,7 @@ def predict(
         triager = open_triager(model)
     except TriageError as exc:
         raise fail(exc)
+    _quiet_garbage_collector()
     total = None
     if input is not None:
         if not input.is_file():
