@@ -407,7 +407,7 @@ def _name_spans(text: str) -> list[Span]:
     if not _HAN_RE.search(text):
         return []
     spans: list[Span] = []
-    for m in _SURNAME_CUE.finditer(text):
+    for m in _SURNAME_CUE.finditer(text) if "姓" in text else ():  # every surname cue holds 姓
         surname = _surname_at(text, m.end())
         if surname:
             spans.append(Span(m.end(), m.end() + len(surname), "NAME"))
