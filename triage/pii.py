@@ -266,6 +266,23 @@ _LEAD_VERBS = {"改成", "换成", "写成", "寄回", "发回", "送回", "退�
 _STREET_HINT = re.compile(r"[\d零〇一二三四五六七八九十百两A-Za-z区院](?:号|弄|巷|支巷|组|队|社|栋|幢|楼栋|单元|座|塔|室|房)|村|\d{3}")
 
 
+# No address part holds any other character, so no chain crosses one.
+_CHAIN_BREAK = re.compile(r"[^\w\-－ ]+")
+
+
+def _stretches_without_address(text: str) -> list[tuple[int, int]]:
+    """[start, end) stretches between chain breaks that hold no street hint: a chain starting
+    there stays there, so it cannot reach street level."""
+    dead, prev = [], 0
+    for m in [*_CHAIN_BREAK.finditer(text), None]:
+        stop = m.start() if m is not None else len(text)
+        if stop > prev and not _STREET_HINT.search(text, prev, stop):
+            dead.append((prev, stop))
+        if m is not None:
+            prev = m.end()
+    return dead
+
+
 def _address_spans(text: str) -> list[Span]:
     if not _ADDRESS_HINT.search(text) or not _STREET_HINT.search(text):
         return []
@@ -276,7 +293,8 @@ def _address_spans(text: str) -> list[Span]:
     # Every part ends in a suffix character or a digit at most 12 characters from where it
     # starts: chains are tried only at positions that close to one.
     anchors = [m.start() for m in _ANCHOR.finditer(text)]
-    k = 0
+    dead = _stretches_without_address(text)
+    k = d = 0
     while pos < n:
         while k < len(anchors) and anchors[k] < pos:
             k += 1
@@ -284,6 +302,11 @@ def _address_spans(text: str) -> list[Span]:
             break
         if anchors[k] - pos > 12:
             pos = anchors[k] - 12
+        while d < len(dead) and dead[d][1] <= pos:
+            d += 1
+        if d < len(dead) and dead[d][0] <= pos:
+            pos = dead[d][1]  # no chain from here can reach street level
+            continue
         end, kinds = _address_chain(text, pos, None, memo)
         start = pos
         if kinds and kinds[0] in _DETAIL_PARTS:
