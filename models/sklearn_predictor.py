@@ -99,6 +99,19 @@ def _tfidf(rows: np.ndarray, cols: np.ndarray, n_rows: int, width: int, idf: np.
     return r, c, data
 
 
+def _by_row_then_descending(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.lexsort((-values, rows))`` for positive float32 ``values``, in one stable sort.
+
+    A positive float32's bit pattern grows with its value, so row and reversed bits pack into
+    one int64 key; equal keys keep their order, as in lexsort.
+    """
+    if values.dtype != np.float32 or not len(values):
+        return np.lexsort((-values, rows))
+    key = rows.astype(np.int64) << 31
+    key |= 0x7FFFFFFF - values.view(np.int32).astype(np.int64)
+    return np.argsort(key, kind="stable")
+
+
 class _GramCodes:
     """word n-gram -> (word column + 1) * SENTIMENT_FEATURES + sentiment hash index, cached.
 
@@ -286,10 +299,12 @@ class SklearnPredictor:
             per_doc = [_word_grams(tokens, lo, hi) for tokens in token_lists]
             grams = [g for doc_grams in per_doc for g in doc_grams]
             rows = np.repeat(docs, [len(doc_grams) for doc_grams in per_doc])
-        codes = self._grams.codes(grams)
-        cols = codes // SENTIMENT_FEATURES - 1
         hashed = None
-        if self.sentiment is not None:
+        if self.sentiment is None:  # no hash to cache: one look-up in the vocabulary (-1: not in it)
+            cols = np.fromiter(map(self._grams.vocabulary.get, grams, repeat(-1)), dtype=np.int64, count=len(grams))
+        else:
+            codes = self._grams.codes(grams)
+            cols = codes // SENTIMENT_FEATURES - 1
             if (lo, hi) == (1, 2):
                 hashed = (rows, codes % SENTIMENT_FEATURES)
             else:
@@ -410,7 +425,7 @@ class SklearnPredictor:
             if n == 1:  # one message (the API): a stable sort by weight is the same order
                 keep = cand[np.argsort(-contrib[cand], kind="stable")[:top_k]]
             else:
-                order = cand[np.lexsort((-contrib[cand], rows[cand]))]
+                order = cand[_by_row_then_descending(rows[cand], contrib[cand])]
                 r_sorted = rows[order]
                 starts = np.searchsorted(r_sorted, r_sorted, side="left")
                 keep = order[(np.arange(len(order)) - starts) < top_k]

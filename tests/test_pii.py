@@ -135,3 +135,24 @@ def test_long_repetitive_input_neither_crashes_nor_leaks(junk, secret):
     masked = mask_personal_data(junk)
     if secret:
         assert secret not in masked.text and masked.counts["ADDRESS"] >= 1
+
+
+@pytest.mark.parametrize(
+    "text, address",
+    [
+        ("房间很大，出版社发货慢。请寄到幸福小区3栋2单元502，谢谢！型号不对", "幸福小区3栋2单元502"),
+        ("先说好:快递放建国路88号门口就行,别打电话", "建国路88号"),
+        ("罗坳镇石桥村", "罗坳镇石桥村"),
+        ("送到 北京市 朝阳区 建国路88号 后再说。排队一个小时", "北京市 朝阳区 建国路88号"),
+    ],
+)
+def test_an_address_among_clauses_without_one_is_masked(text, address):
+    """The address scan skips clauses with no street marker (号, 栋, 村, three digits...) and
+    still finds the address in the clause that has one."""
+    masked = mask_personal_data(normalise(text)).text
+    assert address.split()[-1] not in masked and "<ADDRESS>" in masked
+
+
+@pytest.mark.parametrize("text", ["房间很大，出版社发货慢，排队一个小时", "第一组数据，一号店", "在中山路等你"])
+def test_text_with_no_street_level_marker_has_no_address(text):
+    assert not [s for s in find_personal_data(normalise(text)) if s.kind == "ADDRESS"]

@@ -207,3 +207,18 @@ def test_one_message_explains_as_a_batch(saved):
     _, batch = predictor.predict_explained(prepared)
     for p, expected in zip(prepared, batch):
         assert predictor.predict_explained([p])[1][0] == expected
+
+
+def test_the_one_sort_behind_explanations_orders_as_lexsort():
+    """Row, then weight descending, ties in their original order: what np.lexsort gave."""
+    from models.sklearn_predictor import _by_row_then_descending
+
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n = int(rng.integers(0, 2000))
+        rows = rng.integers(0, 40, n)
+        if trial % 2:
+            values = rng.choice(np.array([0.5, 1e-30, 3.0, 7.25, np.inf], dtype=np.float32), n)  # many ties
+        else:
+            values = rng.random(n).astype(np.float32) + np.float32(1e-6)
+        assert np.array_equal(_by_row_then_descending(rows, values), np.lexsort((-values, rows)))

@@ -105,6 +105,9 @@ _WECHAT = re.compile(
 )
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def _after(pattern: re.Pattern, text: str, start: int, window: int = 10) -> bool:
     return bool(pattern.search(text[max(0, start - window) : start]))
 
@@ -113,7 +116,7 @@ def _number_spans(text: str) -> list[Span]:
     spans: list[Span] = []
     if "@" in text:
         spans += [Span(m.start(), m.end(), "EMAIL") for m in _EMAIL.finditer(text)]
-    if not any(ch.isdigit() for ch in text):
+    if not _DIGIT.search(text):  # every pattern below needs a \d (str.isdigit's extra digits never match)
         return spans + [Span(m.start(1), m.end(1), "WECHAT") for m in _WECHAT.finditer(text)]
     for m in _ID_CANDIDATE.finditer(text):
         number = m.group(1).replace(" ", "")
@@ -257,8 +260,31 @@ _ANCHOR = re.compile(r"[省市区县旗盟镇乡村路街道巷弄胡同里苑�
 _LEAD_VERBS = {"改成", "换成", "写成", "寄回", "发回", "送回", "退回", "返回", "寄往", "发往"}
 
 
+# What every street address holds (see _is_street_address): a strong detail (a number,
+# group, building, unit, room or 12-3-502, each a digit, numeral, letter or 东西南北中区/院
+# right before its marker, or 3 digits) or a village. A text without one has no address.
+_STREET_HINT = re.compile(r"[\d零〇一二三四五六七八九十百两A-Za-z区院](?:号|弄|巷|支巷|组|队|社|栋|幢|楼栋|单元|座|塔|室|房)|村|\d{3}")
+
+
+# No address part holds any other character, so no chain crosses one.
+_CHAIN_BREAK = re.compile(r"[^\w\-－ ]+")
+
+
+def _stretches_without_address(text: str) -> list[tuple[int, int]]:
+    """[start, end) stretches between chain breaks that hold no street hint: a chain starting
+    there stays there, so it cannot reach street level."""
+    dead, prev = [], 0
+    for m in [*_CHAIN_BREAK.finditer(text), None]:
+        stop = m.start() if m is not None else len(text)
+        if stop > prev and not _STREET_HINT.search(text, prev, stop):
+            dead.append((prev, stop))
+        if m is not None:
+            prev = m.end()
+    return dead
+
+
 def _address_spans(text: str) -> list[Span]:
-    if not _ADDRESS_HINT.search(text):
+    if not _ADDRESS_HINT.search(text) or not _STREET_HINT.search(text):
         return []
     spans: list[Span] = []
     memo: dict = {}
@@ -267,7 +293,8 @@ def _address_spans(text: str) -> list[Span]:
     # Every part ends in a suffix character or a digit at most 12 characters from where it
     # starts: chains are tried only at positions that close to one.
     anchors = [m.start() for m in _ANCHOR.finditer(text)]
-    k = 0
+    dead = _stretches_without_address(text)
+    k = d = 0
     while pos < n:
         while k < len(anchors) and anchors[k] < pos:
             k += 1
@@ -275,6 +302,11 @@ def _address_spans(text: str) -> list[Span]:
             break
         if anchors[k] - pos > 12:
             pos = anchors[k] - 12
+        while d < len(dead) and dead[d][1] <= pos:
+            d += 1
+        if d < len(dead) and dead[d][0] <= pos:
+            pos = dead[d][1]  # no chain from here can reach street level
+            continue
         end, kinds = _address_chain(text, pos, None, memo)
         start = pos
         if kinds and kinds[0] in _DETAIL_PARTS:
@@ -331,14 +363,19 @@ _HAN_RE = re.compile(r"[\u4e00-\u9fff]")
 _POSSEG_LOCK = threading.Lock()
 
 
-def _posseg_first(text: str) -> tuple[str, str] | None:
-    """jieba's first word and its part-of-speech tag for ``text`` (a short window)."""
-    import jieba.posseg
+def _posseg(text: str) -> list[tuple[str, str]]:
+    """``jieba.posseg.cut(text, HMM=True)`` as (word, tag) pairs, through :mod:`triage.posseg`,
+    which loads only the part of jieba's dictionary the text needs."""
+    from triage.posseg import tagger
 
     with _POSSEG_LOCK:
-        for pair in jieba.posseg.cut(text, HMM=True):
-            return pair.word, pair.flag
-    return None
+        return tagger().cut(text)
+
+
+def _posseg_first(text: str) -> tuple[str, str] | None:
+    """jieba's first word and its part-of-speech tag for ``text`` (a short window)."""
+    pairs = _posseg(text)
+    return pairs[0] if pairs else None
 
 
 def _surname_at(text: str, pos: int) -> str | None:
@@ -393,7 +430,7 @@ def _name_spans(text: str) -> list[Span]:
     if not _HAN_RE.search(text):
         return []
     spans: list[Span] = []
-    for m in _SURNAME_CUE.finditer(text):
+    for m in _SURNAME_CUE.finditer(text) if "姓" in text else ():  # every surname cue holds 姓
         surname = _surname_at(text, m.end())
         if surname:
             spans.append(Span(m.end(), m.end() + len(surname), "NAME"))
@@ -448,16 +485,12 @@ def _name_before_title(text: str, start: int, title: int) -> bool:
     title's start, and a one-character surname that jieba reads as a verb, preposition or
     adverb (由师傅, 干律师) counts only right after a cue such as 是/找/请 or after no Chinese.
     """
-    import jieba.posseg
-
     lo = max(0, start - 6)
-    with _POSSEG_LOCK:
-        pairs = list(jieba.posseg.cut(text[lo : title + 3], HMM=True))
     pos = lo
     spans = []
-    for pair in pairs:
-        spans.append((pos, pos + len(pair.word), pair.flag))
-        pos += len(pair.word)
+    for word, flag in _posseg(text[lo : title + 3]):
+        spans.append((pos, pos + len(word), flag))
+        pos += len(word)
     for i, (pos, end, flag) in enumerate(spans):
         if pos <= start < end:
             if pos != start:
@@ -503,15 +536,11 @@ def _contact_block_names(text: str, found: list[Span]) -> list[Span]:
 
 def jieba_person_spans(text: str) -> list[Span]:
     """Every word jieba tags as a person name (``nr``), with no cue: the alternative measured."""
-    import jieba.posseg
-
     spans, pos = [], 0
-    with _POSSEG_LOCK:
-        pairs = list(jieba.posseg.cut(text))
-    for pair in pairs:
-        if pair.flag == "nr" and len(pair.word) >= 2:
-            spans.append(Span(pos, pos + len(pair.word), "NAME"))
-        pos += len(pair.word)
+    for word, flag in _posseg(text):
+        if flag == "nr" and len(word) >= 2:
+            spans.append(Span(pos, pos + len(word), "NAME"))
+        pos += len(word)
     return spans
 
 
