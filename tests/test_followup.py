@@ -143,3 +143,32 @@ def test_follow_up_compliance_and_satisfaction_per_type_and_tier(make_service, c
     assert (called["on_time"], called["missed"], called["satisfaction"]) == (1, 0, 4.0)
     html = render.early_warning([], [], stats)
     assert "Follow-up calls" in html and "No follow-up call due yet" not in html
+
+
+def test_breach_and_reopening_notify_the_owner_and_the_next_tier(make_service, clock, database):
+    """A breach and a reopening name the owner and the tier above the case's (routing.tiers), in
+    the webhook payload and the audit entry."""
+    service = make_service(webhook_urls=["http://127.0.0.1:9/hook"])
+    policy = service.core.policy
+    assert policy.next_tier("frontline") == "senior_agent" and policy.next_tier(policy.tiers[-1]) is None
+    case = new_case(service)
+    clock.moment = T0 + H
+    service.record_case_event(case.id, "first_response", "api:desk", agent="小王")
+    clock.moment = T0 + 400 * H  # long past the resolution deadline
+    assert SlaMonitor(service).run_once().breaches == [(case.id, "resolve")]
+    breach = service.list_breaches()[0]
+    assert breach.tier_before != breach.tier_after
+    with database.session() as s:
+        payloads = [d.payload for d in s.scalars(select(WebhookDelivery).where(WebhookDelivery.event == "breached"))]
+    assert payloads[0]["notify"] == {"owner": "小王", "next_tier": policy.next_tier(breach.tier_before)}
+    sla = [a for a in service.list_audit("case", case.id) if a.action == "case.sla"]
+    assert f"notify owner 小王, next tier {policy.next_tier(breach.tier_before)}" in sla[-1].reason
+
+    service.record_case_event(case.id, "resolved", "api:desk")
+    reopened = service.record_case_event(case.id, "followed_up", "api:desk", satisfaction=1, note="没修好")
+    with database.session() as s:
+        payloads = [d.payload for d in s.scalars(select(WebhookDelivery).where(WebhookDelivery.event == "reopened"))]
+    expected = {"owner": "小王", "next_tier": policy.next_tier(reopened.tier)}
+    assert payloads[0]["notify"] == expected and payloads[0]["owner"] == "小王"
+    entry = [a for a in service.list_audit("case", case.id) if a.action == "case.followed_up"][0]
+    assert entry.reason == f"没修好; notify owner 小王, next tier {expected['next_tier'] or '-'}"

@@ -531,11 +531,16 @@ class Cases:
             case.updated_at = now
             refresh_next_check(case)
             old, new = diff(before, case_snapshot(case))
-            self.audit.write(session, actor, f"case.{event}", "case", case.id, old, new, note)
+            notify = {"owner": case.owner, "next_tier": self.core.policy.next_tier(case.tier)}
+            reason = note
+            if reopened:  # the owner and the tier above the case's are told (webhook and audit)
+                told = f"notify owner {notify['owner'] or '-'}, next tier {notify['next_tier'] or '-'}"
+                reason = f"{note}; {told}" if note else told
+            self.audit.write(session, actor, f"case.{event}", "case", case.id, old, new, reason)
             session.flush()
             if reopened:
                 self.emit(session, "reopened", case, {"satisfaction": satisfaction, "owner": case.owner,
-                                                      "note": note})
+                                                      "note": note, "notify": notify})
             return case_view(case)
 
     def _schedule_followup(self, case: Case, resolved_at: datetime) -> None:
