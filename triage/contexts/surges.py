@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 from typing import Any
 
 from pydantic import BaseModel
@@ -75,6 +76,19 @@ class IncidentView(BaseModel):
     created_at: datetime
     updated_at: datetime
     case_ids: list[int]
+
+
+class DayCount(BaseModel):
+    day: date  # a calendar day in the policy's clock timezone
+    count: int  # complaints about the product received that day
+
+
+class DailySeries(BaseModel):
+    """Daily complaints about one product, with its alerts, for a chart (dashboard, API)."""
+    product: str
+    timezone: str
+    days: list[DayCount]  # every day of the period, oldest first, zero days included
+    alerts: list[AlertView]  # alerts of the product whose cases fall in the period
 
 
 @dataclass
@@ -302,6 +316,35 @@ class Surges:
             if alert is None:
                 raise NotFound(f"alert {alert_id} does not exist")
             return self._views(session, [alert])[0]
+
+    def daily_series(self, product: str, days: int = 30, until: datetime | None = None) -> DailySeries:
+        """Complaints per day about ``product`` (SKU, name or alias) for the ``days`` calendar days
+        (policy timezone) ending with the day of ``until`` (default now), by ``received_at``, and
+        the product's alerts whose cases fall in that period."""
+        if not 1 <= days <= 366:
+            raise InvalidInput("days must be between 1 and 366", field="days")
+        if until is not None and until.tzinfo is None:
+            raise InvalidInput("until needs a timezone offset", field="until")
+        sku = self.core.catalogue.resolve(product)
+        if not sku:
+            raise InvalidInput("product is empty", field="product")
+        zone = ZoneInfo(self.core.policy.spec.clock.timezone)
+        last = as_utc(until or self.core.now()).astimezone(zone).date()
+        first = last - timedelta(days=days - 1)
+        start = as_utc(datetime.combine(first, datetime.min.time(), zone))
+        end = as_utc(datetime.combine(last + timedelta(days=1), datetime.min.time(), zone))
+        counts: dict[date, int] = defaultdict(int)
+        with self.core.db.session() as session:
+            for (received,) in session.execute(select(Case.received_at).where(
+                    Case.product == sku, Case.received_at >= start, Case.received_at < end)):
+                counts[as_utc(received).astimezone(zone).date()] += 1
+            alerts = list(session.scalars(select(SurgeAlert).where(
+                SurgeAlert.product == sku, SurgeAlert.last_case_at >= start, SurgeAlert.first_case_at < end)
+                .order_by(SurgeAlert.id)))
+            views = self._views(session, alerts)
+        return DailySeries(product=sku, timezone=zone.key, alerts=views,
+                           days=[DayCount(day=first + timedelta(days=i), count=counts[first + timedelta(days=i)])
+                                 for i in range(days)])
 
     # ------------------------------------------------------------------ handling
 
