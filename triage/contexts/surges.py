@@ -157,11 +157,14 @@ class Surges:
             .outerjoin(SurgeAlertCase, SurgeAlertCase.case_id == Case.id)
             .where(Case.product == product, Case.received_at >= start, Case.received_at <= end)
         ).all()
-        complaints = [Complaint(r.id, r.received_at, r.dispute_type, _is_safety(r.rules)) for r in rows]
+        complaints = [Complaint(r.id, r.received_at, r.dispute_type, _is_safety(r.rules), r.batch) for r in rows]
         info = {r.id: r for r in rows}
         member = {r.id: r.alert_id for r in rows if r.alert_id is not None}
         alerts = list(session.scalars(select(SurgeAlert).where(SurgeAlert.product == product)
                                       .order_by(SurgeAlert.id)))
+        dismissed = {a.id for a in alerts if a.status == "dismissed"}
+        # a dismissed alert's cases were judged no surge: they leave the window's count (not the baseline)
+        discounted = {cid for cid, alert_id in member.items() if alert_id in dismissed}
         incidents = {i.alert_id: i for i in session.scalars(
             select(RecallIncident).where(RecallIncident.product == product, RecallIncident.status != "closed"))}
         for case_id, received_at in sorted(items, key=lambda x: (x[1], x[0])):
@@ -174,7 +177,7 @@ class Surges:
                 member[case_id] = alert.id
                 report.joined += 1
                 continue
-            signals = detect(complaints, spec, received_at)
+            signals = detect(complaints, spec, received_at, discounted)
             if not signals:
                 continue
             ongoing = self._alert_to_join(alerts, {}, row, window, any_type=True)
@@ -189,14 +192,17 @@ class Surges:
     def _alert_to_join(alerts: list[SurgeAlert], incidents: dict[int, RecallIncident], row,
                        window: timedelta, any_type: bool = False) -> SurgeAlert | None:
         """An open recall incident of the product (its batch, if it has one) takes every new
-        case; else the latest alert whose surge is still going (a case within the window of
-        its last one; of its type, for a type-level alert, unless ``any_type``)."""
+        case; else the latest alert, not dismissed, whose surge is still going (a case within
+        the window of its last one; of its type, for a type-level alert, unless ``any_type``).
+        A dismissed alert takes no new case: a later one is tested afresh (see ``discounted``)."""
         for alert in reversed(alerts):
             incident = incidents.get(alert.id)
             if incident is not None and (incident.batch is None or incident.batch == row.batch) \
                     and row.received_at >= alert.first_case_at:
                 return alert
         for alert in reversed(alerts):
+            if alert.status == "dismissed":
+                continue
             if not any_type and alert.dispute_type is not None and alert.dispute_type != row.dispute_type:
                 continue
             if alert.first_case_at - window <= row.received_at <= alert.last_case_at + window:
