@@ -545,8 +545,8 @@ class Cases:
 
     def _schedule_followup(self, case: Case, resolved_at: datetime) -> None:
         """The follow-up call is due ``followup.due_hours`` after the resolution (the plans: 24 h);
-        it warns at the same share of that time as the other deadlines. A case's follow-up
-        warns and breaches once, also when it is resolved again after a reopening."""
+        it warns at the same share of that time as the other deadlines. Each resolution starts
+        a new round: after a reopening, the new follow-up can warn and breach again."""
         from datetime import timedelta
 
         policy = self.core.policy
@@ -554,3 +554,5 @@ class Cases:
         case.followed_up_at = None
         case.followup_due_at = policy.clock.deadline(resolved_at, due, [])
         case.followup_warn_at = policy.clock.deadline(resolved_at, due * self.core.warning_share, [])
+        case.followup_warned = False
+        case.followup_breached = False

@@ -179,10 +179,11 @@ class Case(Base):
 
 
 class SlaEvent(Base):
-    """A warning or breach of one deadline of one case; unique, so it happens once."""
+    """A warning or breach of one deadline of one case; unique per due time, so it happens once
+    (a follow-up round after a reopening has its own due time)."""
 
     __tablename__ = "sla_events"
-    __table_args__ = (UniqueConstraint("case_id", "kind", "deadline", name="uq_sla_events_once"),)
+    __table_args__ = (UniqueConstraint("case_id", "kind", "deadline", "due_at", name="uq_sla_events_once_per_due"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
