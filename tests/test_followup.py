@@ -170,7 +170,7 @@ def test_breach_and_reopening_notify_the_owner_and_the_next_tier(make_service, c
         payloads = [d.payload for d in s.scalars(select(WebhookDelivery).where(WebhookDelivery.event == "reopened"))]
     expected = {"owner": "小王", "next_tier": policy.next_tier(reopened.tier)}
     assert payloads[0]["notify"] == expected and payloads[0]["owner"] == "小王"
-    entry = [a for a in service.list_audit("case", case.id) if a.action == "case.followed_up"][0]
+    entry = next(a for a in service.list_audit("case", case.id) if a.action == "case.followed_up")
     assert entry.reason == f"没修好; notify owner 小王, next tier {expected['next_tier'] or '-'}"
 
 
