@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Scoped
@@ -16,7 +16,7 @@ from api.errors import AUTHENTICATED, responses
 from api.routes import MAX_ID, RowId
 from triage.contexts.ingestion import NO_NUL, IsoDateTime
 from triage.contexts.accounts import Principal
-from triage.contexts.surges import ALERT_EVENTS, AlertView, IncidentView
+from triage.contexts.surges import ALERT_EVENTS, AlertView, DailySeries, IncidentView
 
 router = APIRouter(prefix="/v1", tags=["early warning"])
 READ = ("ingest", "review")
@@ -67,6 +67,18 @@ def list_alerts(
             summary="One surge alert")
 def get_alert(request: Request, alert_id: RowId, principal: Principal = Scoped(*READ)):
     return request.app.state.service.get_alert(alert_id)
+
+
+@router.get("/products/{product}/daily", response_model=DailySeries, responses=responses(*AUTHENTICATED),
+            summary="Daily complaints about one product, with its alerts (the dashboard's chart)")
+def product_daily(
+    request: Request,
+    product: str = Path(..., min_length=1, max_length=200, pattern=NO_NUL, description="SKU, name or alias"),
+    days: int = Query(30, ge=1, le=366, description="calendar days in the policy's timezone"),
+    until: IsoDateTime | None = Query(None, description="the last day is the one holding this moment (default now)"),
+    principal: Principal = Scoped(*READ),
+):
+    return request.app.state.service.daily_series(product, days=days, until=until)
 
 
 @router.post("/alerts/{alert_id}/events", response_model=AlertView, responses=responses(*AUTHENTICATED, 404, 409),

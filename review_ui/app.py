@@ -201,8 +201,10 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             alerts = [a for s in ("open", "acknowledged", "recall") for a in surges.list_alerts(status=s)]
             incidents = [i for s in ("open", "recalling") for i in surges.list_incidents(status=s)]
             followups = context.service.followup_stats()
+            products = list(dict.fromkeys(a.product for a in alerts))[-4:]  # latest alerted products
+            daily = [context.service.daily_series(p) for p in products]
         except TriageError as exc:
-            return (f"⚠️ {exc}", None, None, None, None, None, "")
+            return (f"⚠️ {exc}", None, None, None, None, None, None, "")
         overall = ", ".join(f"{h} {v:.0%}" for h, v in stats["agreement_overall"].items()) if stats["reviews_total"] else "–"
         summary = (
             f"**Queue:** {stats['queue_size']} · **open cases:** {stats['open_cases']} · "
@@ -210,7 +212,8 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             f"**reviews (30 days):** {stats['reviews_total']} · **agreement:** {overall}"
         )
         return (summary, charts.reviews_per_day(stats), charts.agreement_over_time(stats), charts.confusion(stats),
-                charts.sla_events(stats), charts.model_metrics(versions), render.early_warning(alerts, incidents, followups))
+                charts.sla_events(stats), charts.model_metrics(versions), charts.daily_complaints(daily),
+                render.early_warning(alerts, incidents, followups))
 
     def versions_html(overview: dict[str, Any]) -> str:
         rows = []
@@ -327,6 +330,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                 plot_confusion = gr.Plot(label="confusion")
                 plot_sla = gr.Plot(label="SLA")
                 plot_models = gr.Plot(label="model versions")
+            plot_daily = gr.Plot(label="complaints per day")
             early_warning_html = gr.HTML(elem_id="early-warning")
         with gr.Tab("Models") as models_tab:
             models_table = gr.HTML(elem_id="models-table")
@@ -360,7 +364,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             load_queue, queue_inputs, queue_outputs)
 
         dash_outputs = [dash_summary, plot_reviews, plot_agreement, plot_confusion, plot_sla, plot_models,
-                        early_warning_html]
+                        plot_daily, early_warning_html]
         dash_refresh.click(load_dashboard, None, dash_outputs)
         dashboard_tab.select(load_dashboard, None, dash_outputs)
         models_outputs = [models_table, version_pick, job_status]

@@ -104,3 +104,36 @@ def model_metrics(versions: list[dict[str, Any]]) -> Figure:
     ax.set_title("Seed cross-validation macro-F1 per version")
     ax.legend(fontsize=7, loc="lower left")
     return fig
+
+
+def daily_complaints(series: list[Any]) -> Figure:
+    """Complaints per day for each product (``DailySeries`` of ``triage.contexts.surges``), each
+    alert marked: a shaded band over its cases' days and a triangle on the day it was raised."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    fig = Figure(figsize=(6, 3), tight_layout=True)
+    ax = fig.subplots()
+    if not series:
+        return _empty(fig, ax, "no product with an open surge alert")
+    colours = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#f59e0b"]
+    for i, s in enumerate(series):
+        colour = colours[i % len(colours)]
+        days = [d.day for d in s.days]
+        counts = {d.day: d.count for d in s.days}
+        ax.plot(days, [counts[d] for d in days], marker=".", color=colour, label=s.product)
+        zone = ZoneInfo(s.timezone)
+        for alert in s.alerts:
+            first = alert.first_case_at.astimezone(zone).date()
+            last = alert.last_case_at.astimezone(zone).date()
+            ax.axvspan(max(first, days[0]), min(last, days[-1]) + timedelta(days=1), color=colour, alpha=0.15)
+            raised = alert.detected_at.astimezone(zone).date()
+            if days[0] <= raised <= days[-1]:
+                ax.plot([raised], [counts.get(raised, 0)], marker="v", markersize=10, color=colour)
+                ax.annotate(f"alert {alert.id}", (raised, counts.get(raised, 0)), textcoords="offset points",
+                            xytext=(0, 8), ha="center", fontsize=7, color=colour)
+    ax.set_title("Complaints per day (alerts marked)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.tick_params(axis="x", rotation=45)
+    return fig

@@ -143,3 +143,56 @@ def test_follow_up_compliance_and_satisfaction_per_type_and_tier(make_service, c
     assert (called["on_time"], called["missed"], called["satisfaction"]) == (1, 0, 4.0)
     html = render.early_warning([], [], stats)
     assert "Follow-up calls" in html and "No follow-up call due yet" not in html
+
+
+def test_breach_and_reopening_notify_the_owner_and_the_next_tier(make_service, clock, database):
+    """A breach and a reopening name the owner and the tier above the case's (routing.tiers), in
+    the webhook payload and the audit entry."""
+    service = make_service(webhook_urls=["http://127.0.0.1:9/hook"])
+    policy = service.core.policy
+    assert policy.next_tier("frontline") == "senior_agent" and policy.next_tier(policy.tiers[-1]) is None
+    case = new_case(service)
+    clock.moment = T0 + H
+    service.record_case_event(case.id, "first_response", "api:desk", agent="小王")
+    clock.moment = T0 + 400 * H  # long past the resolution deadline
+    assert SlaMonitor(service).run_once().breaches == [(case.id, "resolve")]
+    breach = service.list_breaches()[0]
+    assert breach.tier_before != breach.tier_after
+    with database.session() as s:
+        payloads = [d.payload for d in s.scalars(select(WebhookDelivery).where(WebhookDelivery.event == "breached"))]
+    assert payloads[0]["notify"] == {"owner": "小王", "next_tier": policy.next_tier(breach.tier_before)}
+    sla = [a for a in service.list_audit("case", case.id) if a.action == "case.sla"]
+    assert f"notify owner 小王, next tier {policy.next_tier(breach.tier_before)}" in sla[-1].reason
+
+    service.record_case_event(case.id, "resolved", "api:desk")
+    reopened = service.record_case_event(case.id, "followed_up", "api:desk", satisfaction=1, note="没修好")
+    with database.session() as s:
+        payloads = [d.payload for d in s.scalars(select(WebhookDelivery).where(WebhookDelivery.event == "reopened"))]
+    expected = {"owner": "小王", "next_tier": policy.next_tier(reopened.tier)}
+    assert payloads[0]["notify"] == expected and payloads[0]["owner"] == "小王"
+    entry = next(a for a in service.list_audit("case", case.id) if a.action == "case.followed_up")
+    assert entry.reason == f"没修好; notify owner 小王, next tier {expected['next_tier'] or '-'}"
+
+
+def test_follow_up_breaches_again_after_a_reopening(make_service, clock):
+    """Each resolution starts a follow-up round: a missed call after a reopening breaches again."""
+    service = make_service()
+    case = new_case(service)
+    clock.moment = T0 + H
+    service.record_case_event(case.id, "first_response", "api:desk", agent="小王")
+    service.record_case_event(case.id, "resolved", "api:desk")
+    monitor = SlaMonitor(service)
+    clock.moment = T0 + 26 * H
+    assert monitor.run_once().breaches == [(case.id, "followup")]
+    clock.moment = T0 + 27 * H
+    reopened = service.record_case_event(case.id, "followed_up", "api:desk", satisfaction=1)
+    assert reopened.status == "open" and reopened.followup_breached  # the missed first call stays on record
+    clock.moment = T0 + 28 * H
+    again = service.record_case_event(case.id, "resolved", "api:desk")
+    assert again.followup_due_at == T0 + 52 * H and not again.followup_breached
+    clock.moment = T0 + 53 * H
+    report = monitor.run_once()
+    assert report.breaches == [(case.id, "followup")] and monitor.run_once().events == 0
+    breaches = [b for b in service.list_breaches() if b.deadline == "followup"]
+    assert [b.occurred_at for b in breaches] == [T0 + 25 * H, T0 + 52 * H]
+    assert service.get_case(case.id).followup_breached

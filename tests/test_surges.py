@@ -384,3 +384,111 @@ def test_review_dashboard_lists_open_alerts_and_incidents(surge_client):
     service.alert_event(alert.id, "open_recall", "li", owner="<b>王</b>")
     html = render.early_warning(service.list_alerts(), service.list_incidents())
     assert "&lt;b&gt;王&lt;/b&gt;" in html and "<b>王</b>" not in html and "No open recall incident" not in html
+
+
+# ----------------------------------------------------------------------------- daily series
+
+
+def test_daily_series_counts_per_policy_day_and_carries_the_alert(make_service, clock):
+    """Complaints per calendar day in the policy's timezone (Asia/Shanghai), zero days included,
+    with the alert of the surge; the same series over the API and as the dashboard's chart."""
+    from zoneinfo import ZoneInfo
+
+    from review_ui import charts
+
+    service = make_service()
+    end = T0 + 10 * DAY
+    clock.moment = end + 3 * H
+    ingest(service, background_stream(T0, 10, per_day=2.0, products={"SND-X5": "X5声卡", "MIC-LAV2": "L2领夹麦"}))
+    ingest(service, burst(end))
+    SlaMonitor(service).run_once()
+    [alert] = service.list_alerts()
+    series = service.daily_series("X5声卡", days=12)
+    assert series.product == "SND-X5" and series.timezone == "Asia/Shanghai" and len(series.days) == 12
+    zone = ZoneInfo("Asia/Shanghai")
+    cases = [c for c in service.list_cases(limit=1000) if c.product == "SND-X5"]
+    by_day = {}
+    for c in cases:
+        by_day[c.received_at.astimezone(zone).date()] = by_day.get(c.received_at.astimezone(zone).date(), 0) + 1
+    assert {d.day: d.count for d in series.days if d.count} == by_day
+    assert series.days[-1].day == (end + 3 * H).astimezone(zone).date()
+    assert sum(d.count for d in series.days) == len(cases) and [a.id for a in series.alerts] == [alert.id]
+    # a window before the surge has no alert; another product has none
+    assert service.daily_series("SND-X5", days=3, until=T0 + 5 * DAY).alerts == []
+    assert service.daily_series("MIC-LAV2").alerts == []
+    # the chart marks the alert: a band over its days and a labelled triangle on the day it was raised
+    fig = charts.daily_complaints([series, service.daily_series("MIC-LAV2", days=12)])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == [f"alert {alert.id}"] and len(ax.patches) == 1
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SND-X5", "MIC-LAV2"]
+    assert charts.daily_complaints([]).axes[0].texts[0].get_text().startswith("no product")
+
+
+def test_daily_series_api_and_bad_input(surge_client):
+    client, service, keys = surge_client
+    r = client.get("/v1/products/X5声卡/daily?days=2", headers=hdr(keys["ingest"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["product"] == "SND-X5" and len(body["days"]) == 2 and sum(d["count"] for d in body["days"]) == 8
+    assert [a["id"] for a in body["alerts"]] == [a.id for a in service.list_alerts()]
+    assert client.get("/v1/products/X5声卡/daily").status_code == 401
+    for query in ("days=0", "days=400", "days=x", "until=2026-05-06T10:00:00", "until=yesterday"):
+        r = client.get(f"/v1/products/X5声卡/daily?{query}", headers=hdr(keys["review"]))
+        assert r.status_code == 422, (query, r.text)
+    assert client.get("/v1/products/X5%00/daily", headers=hdr(keys["review"])).status_code == 422
+    unknown = client.get("/v1/products/NO-SUCH/daily?days=1", headers=hdr(keys["review"])).json()
+    assert unknown["days"][0]["count"] == 0 and unknown["alerts"] == []
+
+
+# ----------------------------------------------------------------------------- batches, dismissal
+
+
+def test_batch_level_test_sees_a_bad_lot_the_product_rate_hides():
+    spec = SurveillanceSpec()
+    at = T0 + 30 * DAY
+    # 40 a day over 30 days, half service, half quality, no batch named
+    steady = [Complaint(i, T0 + i * 36 * timedelta(minutes=1), ("service", "quality")[i % 2]) for i in range(1200)]
+    lot = [Complaint(5000 + i, at - 2 * H + i * 20 * timedelta(minutes=1), "quality", batch="B2405") for i in range(6)]
+    signals = detect(steady + lot, spec, lot[-1].received_at)
+    assert [s.scope for s in signals] == ["product x batch B2405"]  # the product and its types are within their rates
+    assert signals[0].batch == "B2405" and set(signals[0].case_ids) == {c.case_id for c in lot}
+    # the same six without a batch raise nothing; five of another batch beside them do not join B2405
+    plain = [Complaint(c.case_id, c.received_at, c.dispute_type) for c in lot]
+    assert detect(steady + plain, spec, lot[-1].received_at) == []
+    # a discounted (dismissed) lot leaves the window count: nothing fires
+    assert detect(steady + lot, spec, lot[-1].received_at, discounted={c.case_id for c in lot}) == []
+
+
+def test_cases_sharing_a_batch_raise_a_batch_alert(make_service, clock):
+    service = make_service()
+    end = T0 + 10 * DAY
+    clock.moment = end + 3 * H
+    ingest(service, background_stream(T0, 10, per_day=20.0, products={"SND-X5": "X5声卡"}))
+    ingest(service, [{**m, "batch": "B2405"} for m in burst(end, n=6, safety=0)])
+    SlaMonitor(service).run_once()
+    # (a product's first hours at 20 a day against the floor rate may alert at T0: not this test's business)
+    [alert] = [a for a in service.list_alerts() if a.last_case_at >= end]
+    assert "product x batch B2405" in alert.scopes and alert.batch == "B2405"
+    lot = {c.id for c in service.list_cases(limit=1000) if c.external_id.startswith("burst-")}
+    assert lot <= set(alert.case_ids)
+
+
+def test_a_dismissed_alert_takes_no_new_cases_and_a_new_surge_raises_a_new_alert(surge_client, clock):
+    client, service, keys = surge_client
+    [old] = service.list_alerts()
+    r = client.post(f"/v1/alerts/{old.id}/events", json={"event": "dismiss", "reason": "刷单，不是质量问题"},
+                    headers=hdr(keys["review"]))
+    assert r.status_code == 200 and r.json()["status"] == "dismissed"
+    monitor = SlaMonitor(service)
+    # two more complaints within its window: not absorbed by the dismissed alert, and no surge on their own
+    ingest(service, burst(T0 + 2.5 * H, n=2, safety=0, span=0.25 * H, tag="after"))
+    monitor.run_once()
+    assert [(a.id, a.case_ids) for a in service.list_alerts()] == [(old.id, old.case_ids)]
+    # a new surge, improbable on its own cases against the baseline, raises a new alert
+    clock.moment = T0 + 6 * H
+    ingest(service, burst(T0 + 3 * H, n=6, safety=0, tag="again"))
+    assert monitor.run_once().surges
+    dismissed, new = service.list_alerts()
+    assert dismissed.id == old.id and dismissed.case_ids == old.case_ids and dismissed.status == "dismissed"
+    fresh = {c.id for c in service.list_cases(limit=1000) if c.external_id.startswith(("after-", "again-"))}
+    assert new.status == "open" and set(new.case_ids) == fresh

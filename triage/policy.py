@@ -344,6 +344,13 @@ class Policy:
         tiers = self.spec.routing.tiers
         return a if tiers.index(a) >= tiers.index(b) else b
 
+    def next_tier(self, current: str | None) -> str | None:
+        """The tier above ``current`` in ``routing.tiers`` (who is told besides the owner of a
+        breach or a reopening); None when ``current`` is already the top tier."""
+        tiers = self.spec.routing.tiers
+        index = tiers.index(current) if current in tiers else 0
+        return tiers[index + 1] if index + 1 < len(tiers) else None
+
     def escalated_tier(self, current: str, breaches: int) -> str:
         """Tier after the ``breaches``-th breach: the first moves one up, later ones to the top."""
         tiers = self.spec.routing.tiers

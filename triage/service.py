@@ -98,6 +98,7 @@ class TriageService:
         self.scan_surges = self.surges.scan
         self.list_alerts = self.surges.list_alerts
         self.get_alert = self.surges.get_alert
+        self.daily_series = self.surges.daily_series
         self.alert_event = self.surges.alert_event
         self.list_incidents = self.surges.list_incidents
         self.get_incident = self.surges.get_incident

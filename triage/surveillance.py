@@ -10,7 +10,13 @@ p-value is P(X >= count) for X ~ Poisson(expected). A surge needs ``count >= min
 and ``p <= alpha``; when at least ``safety_min_cases`` complaints in the window carry the
 safety rule (漏电, 冒烟, 起火 ...), the bar drops to ``safety_min_count`` and
 ``safety_alpha``. The same test runs per product and per product x dispute type; the caller
-makes one alert of the signals of one moment.
+makes one alert of the signals of one moment. The same test also runs per product x batch
+(the complaints in the window that name one batch, against that batch's own history), so a
+bad lot is seen even while the product as a whole is within its rate.
+
+``discounted`` case ids (the cases of a dismissed alert: a reviewer judged them no surge)
+are left out of the window's count but stay in the baseline: a new surge after a dismissal
+must be improbable on its own cases.
 
 Pure: no database, no clock; times are the messages' ``received_at``, so a backfill is
 judged as the month it came from.
@@ -35,13 +41,14 @@ class Complaint:
     received_at: datetime
     dispute_type: str
     safety: bool = False
+    batch: str | None = None
 
 
 @dataclass
 class Signal:
     """One test that fired: its scope, the window's count against the baseline expectation."""
 
-    scope: str  # "product" or "product x <type>"
+    scope: str  # "product", "product x <type>" or "product x batch <batch>"
     dispute_type: str | None
     window_start: datetime
     window_end: datetime
@@ -51,6 +58,7 @@ class Signal:
     alpha: float
     safety_count: int
     case_ids: list[int] = field(default_factory=list)
+    batch: str | None = None
 
 
 def poisson_p_value(count: int, expected: float) -> float:
@@ -61,9 +69,11 @@ def poisson_p_value(count: int, expected: float) -> float:
 
 
 def evaluate(complaints: list[Complaint], spec: SurveillanceSpec, dispute_type: str | None,
-             at: datetime, times: list[datetime] | None = None) -> Signal | None:
-    """The test for ``complaints`` (one product, optionally one type; sorted by received_at) at
-    ``at``; complaints after ``at`` are not counted. ``times``: their received_at, if at hand."""
+             at: datetime, times: list[datetime] | None = None, *, batch: str | None = None,
+             discounted: frozenset[int] | set[int] = frozenset()) -> Signal | None:
+    """The test for ``complaints`` (one product, optionally one type or one batch; sorted by
+    received_at) at ``at``; complaints after ``at`` are not counted, nor ``discounted`` ones in
+    the window. ``times``: their received_at, if at hand."""
     if times is None:
         times = [c.received_at for c in complaints]
     window = timedelta(hours=spec.window_hours)
@@ -71,7 +81,7 @@ def evaluate(complaints: list[Complaint], spec: SurveillanceSpec, dispute_type: 
     lo = bisect.bisect_right(times, at - window)  # window: (at - window, at]
     hi = bisect.bisect_right(times, at)
     base_lo = bisect.bisect_left(times, at - window - baseline)  # baseline: [start, at - window]
-    in_window = complaints[lo:hi]
+    in_window = [c for c in complaints[lo:hi] if c.case_id not in discounted]
     count = len(in_window)
     baseline_count = lo - base_lo
     # The rate over the history there is (a young product's baseline is shorter), at least
@@ -90,23 +100,34 @@ def evaluate(complaints: list[Complaint], spec: SurveillanceSpec, dispute_type: 
     p_value = poisson_p_value(count, expected)
     if p_value > alpha:
         return None
-    scope = PRODUCT_SCOPE if dispute_type is None else f"{PRODUCT_SCOPE} x {dispute_type}"
+    if batch is not None:
+        scope = f"{PRODUCT_SCOPE} x batch {batch}"
+    else:
+        scope = PRODUCT_SCOPE if dispute_type is None else f"{PRODUCT_SCOPE} x {dispute_type}"
     return Signal(scope=scope, dispute_type=dispute_type, window_start=at - window, window_end=at, count=count,
                   expected=expected, p_value=p_value, alpha=alpha, safety_count=safety_count,
-                  case_ids=[c.case_id for c in in_window])
+                  case_ids=[c.case_id for c in in_window], batch=batch)
 
 
-def detect(complaints: list[Complaint], spec: SurveillanceSpec, at: datetime) -> list[Signal]:
-    """Every test that fires at ``at`` for one product: the product level first, then each type."""
+def detect(complaints: list[Complaint], spec: SurveillanceSpec, at: datetime,
+           discounted: frozenset[int] | set[int] = frozenset()) -> list[Signal]:
+    """Every test that fires at ``at`` for one product: the product level first, then each
+    type, then each batch named in the window."""
     complaints = sorted(complaints, key=lambda c: (c.received_at, c.case_id))
     signals = []
-    product = evaluate(complaints, spec, None, at)
+    product = evaluate(complaints, spec, None, at, discounted=discounted)
     if product:
         signals.append(product)
     window_start = at - timedelta(hours=spec.window_hours)
-    types = sorted({c.dispute_type for c in complaints if window_start < c.received_at <= at})
-    for dispute_type in types:
-        signal = evaluate([c for c in complaints if c.dispute_type == dispute_type], spec, dispute_type, at)
+    recent = [c for c in complaints if window_start < c.received_at <= at and c.case_id not in discounted]
+    for dispute_type in sorted({c.dispute_type for c in recent}):
+        signal = evaluate([c for c in complaints if c.dispute_type == dispute_type], spec, dispute_type, at,
+                          discounted=discounted)
+        if signal:
+            signals.append(signal)
+    for batch in sorted({c.batch for c in recent if c.batch}):
+        signal = evaluate([c for c in complaints if c.batch == batch], spec, None, at, batch=batch,
+                          discounted=discounted)
         if signal:
             signals.append(signal)
     return signals

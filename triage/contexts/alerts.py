@@ -86,6 +86,7 @@ class SlaAlerts:
                 return  # locked by another monitor, or already handled
             before = case_snapshot(case)
             events: list[tuple[str, str, datetime]] = []  # (kind, deadline, occurred_at)
+            notify_tier = policy.next_tier(case.tier)  # the owner and the tier above the case's at the breach
             for deadline in DEADLINES if case.status == "open" else ("followup",):
                 met = {"respond": case.first_response_at, "resolve": case.resolved_at,
                        "followup": case.followed_up_at}[deadline]
@@ -117,10 +118,14 @@ class SlaAlerts:
             old, new = diff(before, case_snapshot(case))
             if old or new:
                 names = ", ".join(f"{deadline} {kind}" for kind, deadline, _ in events)
+                if any(kind == "breach" for kind, _, _ in events):
+                    names += f"; notify owner {case.owner or '-'}, next tier {notify_tier or '-'}"
                 self.audit.write(session, actor, "case.sla", "case", case.id, old, new, names or None)
             session.flush()
             for kind, deadline, _occurred_at in events:
                 extra = {"deadline": deadline, "due_at": getattr(case, f"{deadline}_due_at").isoformat()}
+                if kind == "breach":
+                    extra["notify"] = {"owner": case.owner, "next_tier": notify_tier}
                 self.cases.emit(session, "breached" if kind == "breach" else "warning", case, extra)
             if before["tier"] != case.tier:
                 self.cases.emit(session, "escalated", case, {"tier_before": before["tier"], "reason": "sla breach"})

@@ -531,17 +531,22 @@ class Cases:
             case.updated_at = now
             refresh_next_check(case)
             old, new = diff(before, case_snapshot(case))
-            self.audit.write(session, actor, f"case.{event}", "case", case.id, old, new, note)
+            notify = {"owner": case.owner, "next_tier": self.core.policy.next_tier(case.tier)}
+            reason = note
+            if reopened:  # the owner and the tier above the case's are told (webhook and audit)
+                told = f"notify owner {notify['owner'] or '-'}, next tier {notify['next_tier'] or '-'}"
+                reason = f"{note}; {told}" if note else told
+            self.audit.write(session, actor, f"case.{event}", "case", case.id, old, new, reason)
             session.flush()
             if reopened:
                 self.emit(session, "reopened", case, {"satisfaction": satisfaction, "owner": case.owner,
-                                                      "note": note})
+                                                      "note": note, "notify": notify})
             return case_view(case)
 
     def _schedule_followup(self, case: Case, resolved_at: datetime) -> None:
         """The follow-up call is due ``followup.due_hours`` after the resolution (the plans: 24 h);
-        it warns at the same share of that time as the other deadlines. A case's follow-up
-        warns and breaches once, also when it is resolved again after a reopening."""
+        it warns at the same share of that time as the other deadlines. Each resolution starts
+        a new round: after a reopening, the new follow-up can warn and breach again."""
         from datetime import timedelta
 
         policy = self.core.policy
@@ -549,3 +554,5 @@ class Cases:
         case.followed_up_at = None
         case.followup_due_at = policy.clock.deadline(resolved_at, due, [])
         case.followup_warn_at = policy.clock.deadline(resolved_at, due * self.core.warning_share, [])
+        case.followup_warned = False
+        case.followup_breached = False

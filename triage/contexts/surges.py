@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 from typing import Any
 
 from pydantic import BaseModel
@@ -75,6 +76,19 @@ class IncidentView(BaseModel):
     created_at: datetime
     updated_at: datetime
     case_ids: list[int]
+
+
+class DayCount(BaseModel):
+    day: date  # a calendar day in the policy's clock timezone
+    count: int  # complaints about the product received that day
+
+
+class DailySeries(BaseModel):
+    """Daily complaints about one product, with its alerts, for a chart (dashboard, API)."""
+    product: str
+    timezone: str
+    days: list[DayCount]  # every day of the period, oldest first, zero days included
+    alerts: list[AlertView]  # alerts of the product whose cases fall in the period
 
 
 @dataclass
@@ -143,11 +157,14 @@ class Surges:
             .outerjoin(SurgeAlertCase, SurgeAlertCase.case_id == Case.id)
             .where(Case.product == product, Case.received_at >= start, Case.received_at <= end)
         ).all()
-        complaints = [Complaint(r.id, r.received_at, r.dispute_type, _is_safety(r.rules)) for r in rows]
+        complaints = [Complaint(r.id, r.received_at, r.dispute_type, _is_safety(r.rules), r.batch) for r in rows]
         info = {r.id: r for r in rows}
         member = {r.id: r.alert_id for r in rows if r.alert_id is not None}
         alerts = list(session.scalars(select(SurgeAlert).where(SurgeAlert.product == product)
                                       .order_by(SurgeAlert.id)))
+        dismissed = {a.id for a in alerts if a.status == "dismissed"}
+        # a dismissed alert's cases were judged no surge: they leave the window's count (not the baseline)
+        discounted = {cid for cid, alert_id in member.items() if alert_id in dismissed}
         incidents = {i.alert_id: i for i in session.scalars(
             select(RecallIncident).where(RecallIncident.product == product, RecallIncident.status != "closed"))}
         for case_id, received_at in sorted(items, key=lambda x: (x[1], x[0])):
@@ -160,7 +177,7 @@ class Surges:
                 member[case_id] = alert.id
                 report.joined += 1
                 continue
-            signals = detect(complaints, spec, received_at)
+            signals = detect(complaints, spec, received_at, discounted)
             if not signals:
                 continue
             ongoing = self._alert_to_join(alerts, {}, row, window, any_type=True)
@@ -175,14 +192,17 @@ class Surges:
     def _alert_to_join(alerts: list[SurgeAlert], incidents: dict[int, RecallIncident], row,
                        window: timedelta, any_type: bool = False) -> SurgeAlert | None:
         """An open recall incident of the product (its batch, if it has one) takes every new
-        case; else the latest alert whose surge is still going (a case within the window of
-        its last one; of its type, for a type-level alert, unless ``any_type``)."""
+        case; else the latest alert, not dismissed, whose surge is still going (a case within
+        the window of its last one; of its type, for a type-level alert, unless ``any_type``).
+        A dismissed alert takes no new case: a later one is tested afresh (see ``discounted``)."""
         for alert in reversed(alerts):
             incident = incidents.get(alert.id)
             if incident is not None and (incident.batch is None or incident.batch == row.batch) \
                     and row.received_at >= alert.first_case_at:
                 return alert
         for alert in reversed(alerts):
+            if alert.status == "dismissed":
+                continue
             if not any_type and alert.dispute_type is not None and alert.dispute_type != row.dispute_type:
                 continue
             if alert.first_case_at - window <= row.received_at <= alert.last_case_at + window:
@@ -302,6 +322,35 @@ class Surges:
             if alert is None:
                 raise NotFound(f"alert {alert_id} does not exist")
             return self._views(session, [alert])[0]
+
+    def daily_series(self, product: str, days: int = 30, until: datetime | None = None) -> DailySeries:
+        """Complaints per day about ``product`` (SKU, name or alias) for the ``days`` calendar days
+        (policy timezone) ending with the day of ``until`` (default now), by ``received_at``, and
+        the product's alerts whose cases fall in that period."""
+        if not 1 <= days <= 366:
+            raise InvalidInput("days must be between 1 and 366", field="days")
+        if until is not None and until.tzinfo is None:
+            raise InvalidInput("until needs a timezone offset", field="until")
+        sku = self.core.catalogue.resolve(product)
+        if not sku:
+            raise InvalidInput("product is empty", field="product")
+        zone = ZoneInfo(self.core.policy.spec.clock.timezone)
+        last = as_utc(until or self.core.now()).astimezone(zone).date()
+        first = last - timedelta(days=days - 1)
+        start = as_utc(datetime.combine(first, datetime.min.time(), zone))
+        end = as_utc(datetime.combine(last + timedelta(days=1), datetime.min.time(), zone))
+        counts: dict[date, int] = defaultdict(int)
+        with self.core.db.session() as session:
+            for (received,) in session.execute(select(Case.received_at).where(
+                    Case.product == sku, Case.received_at >= start, Case.received_at < end)):
+                counts[as_utc(received).astimezone(zone).date()] += 1
+            alerts = list(session.scalars(select(SurgeAlert).where(
+                SurgeAlert.product == sku, SurgeAlert.last_case_at >= start, SurgeAlert.first_case_at < end)
+                .order_by(SurgeAlert.id)))
+            views = self._views(session, alerts)
+        return DailySeries(product=sku, timezone=zone.key, alerts=views,
+                           days=[DayCount(day=first + timedelta(days=i), count=counts[first + timedelta(days=i)])
+                                 for i in range(days)])
 
     # ------------------------------------------------------------------ handling
 

@@ -203,10 +203,11 @@ class Case(Base):
 
 
 class SlaEvent(Base):
-    """A warning or breach of one deadline of one case; unique, so it happens once."""
+    """A warning or breach of one deadline of one case; unique per due time, so it happens once
+    (a follow-up round after a reopening has its own due time)."""
 
     __tablename__ = "sla_events"
-    __table_args__ = (UniqueConstraint("case_id", "kind", "deadline", name="uq_sla_events_once"),
+    __table_args__ = (UniqueConstraint("case_id", "kind", "deadline", "due_at", name="uq_sla_events_once_per_due"),
                       Index("ix_sla_events_kind_id", "kind", "id"),  # breach lists, paged by id
                       Index("ix_sla_events_kind_occurred", "kind", "occurred_at"),  # breaches since
                       Index("ix_sla_events_detected_at", "detected_at"))  # the dashboard's window
