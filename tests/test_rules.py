@@ -71,6 +71,14 @@ def test_not_an_escalation(text):
         "我表哥是律师，他推荐的这款麦",  # a profession
         "相机曝光补偿怎么调",  # the camera's exposure
         "不想闹到12345那一步，修好就行",
+        "我不要什么退一赔三，原价退我就行",
+        "我那个做律师的朋友推荐的这家",
+        "他以前在电视台工作，口才很好",
+        "学校消协社团想找你们赞助奖品",
+        "快递单号后几位是12315，一直在中转",
+        "说明书上的举报电话打过去是空号",
+        "有人说要去微博曝光主播的私生活，无聊",  # someone else's intent is not the speaker's
+        "刚看到新闻说某品牌声卡被市场监管局罚款了",
     ],
 )
 def test_a_mention_that_is_not_the_speakers_threat(text):
@@ -88,6 +96,10 @@ def test_a_mention_that_is_not_the_speakers_threat(text):
         ("客服一直不回，我不得不向消费者协会求助了", "消费者协会"),  # 不得不 insists
         ("再拖下去我就走法律程序", "走法律程序"),
         ("我要找记者曝光你们", "记者"),
+        ("我同事是记者，不给解决我就让他报道", "记者"),  # a profession that is the threat
+        ("我在市场监管局投诉了你们", "市场监管局"),
+        ("本来想算了，现在我决定去12315", "12315"),
+        ("网友都说要曝光，我也要曝光你们", "曝光"),
     ],
 )
 def test_the_speakers_own_threat_still_counts(text, term):

@@ -32,22 +32,26 @@ _NEGATION_GAP = re.compile(
 )
 _QUESTION_CUES = ("是否", "能否", "可否", "吗", "支不支持", "支持不支持", "有没有", "可不可以", "能不能", "怎么")
 _INTENT_CUES = ("我要", "我会", "我就", "就去", "就打", "必须", "一定", "马上", "已经", "直接", "准备", "打算去", "要去", "会去",
-                "打了", "报了", "投诉到", "告到")
+                "打了", "报了", "投诉到", "投诉了", "举报了", "告到")
 # The speaker's own going, in the clause after the mention (朋友叫我去消协，我明天就去).
 _GOING_CUES = ("就去", "就打", "会去", "要去", "已经", "打了", "报了", "投诉到", "告到")
 # A digit term right after these is part of an order, parcel or phone number (尾号12315的订单),
 # or right before these (12315开头的电话, 315那天下的单).
-_NUMBER_CUES_BEFORE = ("尾号", "单号", "订单号", "编号", "号码", "手机号", "尾数", "号是", "订单")
+_NUMBER_CUES_BEFORE = ("尾号", "单号", "订单号", "编号", "号码", "手机号", "尾数", "号是", "订单", "几位")
 _NUMBER_CUES_AFTER = ("开头", "后面", "的那单", "的那个订单", "的订单", "那单", "那天", "的包裹")
 # The speaker takes the threat back, later in the clause or in the next one (想打12315的，想想算了;
 # 律师函警告什么的太夸张了; 上次说要打12315是气话) ...
 _RETRACTION_CUES = ("算了", "没必要", "劝住", "气话", "别当真", "撤回", "撤诉", "和解", "不去了", "不打了",
                     "不想那样", "太麻烦", "太夸张", "开玩笑", "玩梗")
-# ... or only thought of it (本来想打12315), reports what someone else said or did (朋友叫我去消协,
-# 客服说可以去12315, 有网友说要起诉), or what was in the news (看到新闻说…被市场监管局查处).
-_NOT_THE_SPEAKERS_CUES = ("本来", "原本", "差点", "本想", "以为能", "别人", "有人", "网友", "人家", "评论里",
-                          "朋友", "我妈", "家人", "同事", "客服说", "主播说", "观众", "新闻", "报道", "听说",
-                          "看到", "看了", "网上说")
+# ... or only thought of it (本来想打12315) ...
+_HYPOTHETICAL_CUES = ("本来", "原本", "差点", "本想", "以为能")
+# ... or it is someone else's idea, words or deed (朋友叫我去消协, 客服说可以去12315, 有网友说要起诉),
+# or the news (看到新闻说…被市场监管局查处): unless the speaker then states their own intent.
+_THIRD_PARTY_CUES = ("别人", "有人", "网友", "人家", "评论里", "朋友", "我妈", "家人", "同事", "客服说", "主播说",
+                     "观众", "新闻", "报道", "听说", "看到", "看了", "网上说")
+_FIRST_PERSON_INTENT = ("我要", "我也要", "我会", "我就", "我已经", "我决定", "我明天", "我马上")
+# A condition the speaker sets in the next clause: 不给解决我就让他报道, 再拖就…, 否则…
+_THREAT_NEXT = re.compile(r"(?:再|不|没).{0,8}就|否则|不然")
 # A profession or workplace, not a threat: 我是律师, 我朋友是律师, 在市场监管局上班, 做电视台摄像.
 _ROLE_TERMS = ("律师", "记者", "电视台", "市场监管局", "市场监督管理局", "工商局")
 _ROLE_CUES = ("是", "做", "当", "干", "在")
@@ -159,7 +163,7 @@ def _in_a_number(text: str, hit: TermHit) -> bool:
     """尾号12315, 单号是12315…, 12315开头的号码: a digit term that names a number, not the hotline."""
     if not hit.term.isdigit():
         return False
-    before = text[max(0, hit.start - 5) : hit.start]
+    before = text[max(0, hit.start - 8) : hit.start]
     after = text[hit.start + len(hit.term) : hit.start + len(hit.term) + 5]
     return any(cue in before for cue in _NUMBER_CUES_BEFORE) or after.startswith(_NUMBER_CUES_AFTER)
 
@@ -171,13 +175,14 @@ def _not_the_speakers_threat(text: str, hit: TermHit, clause_start: int, clause_
     end = hit.start + len(hit.term)
     following = _CLAUSE_BOUNDARY.search(text, clause_end + 1)
     rest = text[end : following.start() if following else len(text)]  # this clause and the next
-    clause = text[clause_start:clause_end]
-    if any(cue in clause for cue in _INTENT_CUES) or any(cue in rest for cue in _GOING_CUES):
-        return False
     prefix = text[clause_start : hit.start]
-    if any(cue in rest for cue in _RETRACTION_CUES):
-        return True
-    if any(cue in prefix for cue in _NOT_THE_SPEAKERS_CUES):
+    goes = any(cue in rest for cue in _GOING_CUES) or _THREAT_NEXT.search(rest) is not None
+    third = max((prefix.rfind(cue) for cue in _THIRD_PARTY_CUES), default=-1)
+    if third >= 0:  # someone else's: counts only once the speaker states their own intent
+        return not (goes or any(cue in prefix[third:] for cue in _FIRST_PERSON_INTENT))
+    if goes or any(cue in text[clause_start:clause_end] for cue in _INTENT_CUES):
+        return False
+    if any(cue in rest for cue in _RETRACTION_CUES) or any(cue in prefix for cue in _HYPOTHETICAL_CUES):
         return True
     if hit.term in _ROLE_TERMS:
         near = text[max(clause_start, hit.start - 8) : hit.start]
