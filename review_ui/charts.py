@@ -1,4 +1,8 @@
-"""Dashboard charts as matplotlib Figures (no pyplot: no global state, safe across threads)."""
+"""Dashboard charts as matplotlib Figures (no pyplot: no global state, safe across threads).
+
+Titles and labels come from the message catalogue; a CJK font from the system renders them
+(the images are drawn on the server, so the browser loads no font).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,15 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
+from review_ui.messages import Translator  # noqa: E402
 from triage.taxonomy import HEAD_LABELS, HEADS  # noqa: E402
+
+# System fonts that cover Chinese first; matplotlib falls back along the list per glyph.
+matplotlib.rcParams["font.sans-serif"] = ["WenQuanYi Micro Hei", "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei",
+                                          "Source Han Sans SC", "DejaVu Sans"]
+matplotlib.rcParams["font.family"] = "sans-serif"
+matplotlib.rcParams["axes.unicode_minus"] = False
+ZH = Translator()
 
 
 def _empty(fig: Figure, ax, message: str) -> Figure:
@@ -18,39 +30,39 @@ def _empty(fig: Figure, ax, message: str) -> Figure:
     return fig
 
 
-def reviews_per_day(stats: dict[str, Any]) -> Figure:
+def reviews_per_day(stats: dict[str, Any], tr: Translator = ZH) -> Figure:
     fig = Figure(figsize=(6, 3), tight_layout=True)
     ax = fig.subplots()
     days = list(stats["reviews_per_day"])
     if not days:
-        return _empty(fig, ax, "no reviews yet")
+        return _empty(fig, ax, tr("dash.no_reviews"))
     ax.bar([d[5:] for d in days], [stats["reviews_per_day"][d] for d in days], color="#2563eb")
-    ax.set_title("Reviews per day")
+    ax.set_title(tr("dash.reviews_per_day"))
     ax.tick_params(axis="x", rotation=45)
     return fig
 
 
-def agreement_over_time(stats: dict[str, Any]) -> Figure:
+def agreement_over_time(stats: dict[str, Any], tr: Translator = ZH) -> Figure:
     fig = Figure(figsize=(6, 3), tight_layout=True)
     ax = fig.subplots()
     if not stats["reviews_total"]:
-        return _empty(fig, ax, "no reviews yet")
+        return _empty(fig, ax, tr("dash.no_reviews"))
     for head in HEADS:
         per_day = stats["agreement"][head]
-        ax.plot([d[5:] for d in per_day], list(per_day.values()), marker="o", label=head)
+        ax.plot([d[5:] for d in per_day], list(per_day.values()), marker="o", label=tr(f"head.{head}"))
     ax.set_ylim(0, 1.05)
-    ax.set_title("Model-reviewer agreement per head")
+    ax.set_title(tr("dash.agreement"))
     ax.legend(fontsize=7, loc="lower left")
     ax.tick_params(axis="x", rotation=45)
     return fig
 
 
-def confusion(stats: dict[str, Any], head: str = "dispute_type") -> Figure:
+def confusion(stats: dict[str, Any], tr: Translator = ZH, head: str = "dispute_type") -> Figure:
     fig = Figure(figsize=(4.5, 4), tight_layout=True)
     ax = fig.subplots()
     cells = stats["confusion"][head]
     if not cells:
-        return _empty(fig, ax, "no reviews yet")
+        return _empty(fig, ax, tr("dash.no_reviews"))
     labels = [str(v) for v in HEAD_LABELS[head]]
     index = {label: i for i, label in enumerate(labels)}
     matrix = [[0] * len(labels) for _ in labels]
@@ -62,33 +74,34 @@ def confusion(stats: dict[str, Any], head: str = "dispute_type") -> Figure:
         for j, count in enumerate(row):
             if count:
                 ax.text(j, i, str(count), ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_xlabel("confirmed")
-    ax.set_ylabel("model")
-    ax.set_title(f"Confusion: {head}")
+    names = [tr.label(head, label) for label in labels]
+    ax.set_xticks(range(len(labels)), names, rotation=45, fontsize=7)
+    ax.set_yticks(range(len(labels)), names, fontsize=7)
+    ax.set_xlabel(tr("dash.confusion.final"))
+    ax.set_ylabel(tr("dash.confusion.model"))
+    ax.set_title(tr("dash.confusion"))
     return fig
 
 
-def sla_events(stats: dict[str, Any]) -> Figure:
+def sla_events(stats: dict[str, Any], tr: Translator = ZH) -> Figure:
     fig = Figure(figsize=(6, 3), tight_layout=True)
     ax = fig.subplots()
     days = list(stats["sla_per_day"])
     if not days:
-        return _empty(fig, ax, "no SLA warnings or breaches")
+        return _empty(fig, ax, tr("dash.no_sla"))
     warnings = [stats["sla_per_day"][d].get("warning", 0) for d in days]
     breaches = [stats["sla_per_day"][d].get("breach", 0) for d in days]
     labels = [d[5:] for d in days]
-    ax.bar(labels, warnings, color="#f59e0b", label="warnings")
-    ax.bar(labels, breaches, bottom=warnings, color="#dc2626", label="breaches")
-    ax.set_title("SLA warnings and breaches")
+    ax.bar(labels, warnings, color="#f59e0b", label=tr("dash.sla.warnings"))
+    ax.bar(labels, breaches, bottom=warnings, color="#dc2626", label=tr("dash.sla.breaches"))
+    ax.set_title(tr("dash.sla"))
     ax.legend(fontsize=7)
     ax.tick_params(axis="x", rotation=45)
     return fig
 
 
-def model_metrics(versions: list[dict[str, Any]]) -> Figure:
-    """Seed-CV macro-F1 of dispute type per version the learning loop trained."""
+def model_metrics(versions: list[dict[str, Any]], tr: Translator = ZH) -> Figure:
+    """Seed-CV macro-F1 per head of every version the learning loop trained."""
     fig = Figure(figsize=(6, 3), tight_layout=True)
     ax = fig.subplots()
     points = [
@@ -97,10 +110,11 @@ def model_metrics(versions: list[dict[str, Any]]) -> Figure:
         if isinstance(v.get("metrics"), dict) and v["metrics"].get("learning", {}).get("seed_cv")
     ]
     if not points:
-        return _empty(fig, ax, "no retrained versions yet")
+        return _empty(fig, ax, tr("dash.no_versions"))
     for head in HEADS:
-        ax.plot([p[0] for p in points], [p[1].get(head, float("nan")) for p in points], marker="o", label=head)
+        ax.plot([p[0] for p in points], [p[1].get(head, float("nan")) for p in points], marker="o",
+                label=tr(f"head.{head}"))
     ax.set_ylim(0, 1.05)
-    ax.set_title("Seed cross-validation macro-F1 per version")
+    ax.set_title(tr("dash.models"))
     ax.legend(fontsize=7, loc="lower left")
     return fig

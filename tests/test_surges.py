@@ -377,10 +377,13 @@ def test_dismiss_with_reason(surge_client):
 def test_review_dashboard_lists_open_alerts_and_incidents(surge_client):
     from review_ui import render
 
+    from review_ui.messages import Translator
+
     client, service, keys = surge_client
     alert = service.list_alerts()[0]
-    html = render.early_warning(service.list_alerts(), service.list_incidents())
+    en = Translator("en")
+    html = render.early_warning(service.list_alerts(), service.list_incidents(), tr=en)
     assert "SND-X5" in html and "No open recall incident" in html
     service.alert_event(alert.id, "open_recall", "li", owner="<b>王</b>")
-    html = render.early_warning(service.list_alerts(), service.list_incidents())
+    html = render.early_warning(service.list_alerts(), service.list_incidents(), tr=en)
     assert "&lt;b&gt;王&lt;/b&gt;" in html and "<b>王</b>" not in html and "No open recall incident" not in html

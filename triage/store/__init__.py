@@ -10,6 +10,7 @@ from triage.store.tables import (
     Base,
     Case,
     ConnectorRef,
+    LoginAttempt,
     Message,
     Prediction,
     RecallIncident,
@@ -17,6 +18,7 @@ from triage.store.tables import (
     SlaEvent,
     SurgeAlert,
     SurgeAlertCase,
+    UiSession,
     User,
     WebhookAttempt,
     WebhookDelivery,
@@ -24,6 +26,6 @@ from triage.store.tables import (
 )
 
 __all__ = [
-    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "Message", "Prediction", "RecallIncident", "ReviewDecision",
+    "ApiKey", "AuditEntry", "LoginAttempt", "UiSession", "Base", "Case", "ConnectorRef", "Database", "Message", "Prediction", "RecallIncident", "ReviewDecision",
     "SlaEvent", "SurgeAlert", "SurgeAlertCase", "User", "WebhookAttempt", "WebhookDelivery", "utcnow",
 ]
