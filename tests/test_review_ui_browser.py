@@ -187,7 +187,10 @@ def test_review_flow_in_the_browser(browser, server):
     assert f"{beijing} 北京时间" in sla and "剩余" in sla
     assert case0.respond_due_at.strftime("%Y-%m-%d %H:%M") not in sla or case0.respond_due_at.utcoffset() == timedelta(hours=8)
     assert beijing in page.locator("#queue-table").inner_text()
+    page.locator("#open-case").scroll_into_view_if_needed()
+    page.evaluate("document.querySelector('#open-case').scrollIntoView({block: 'start'})")
     shoot(page, "case")
+    page.evaluate("window.scrollTo(0, 0)")
 
     # correct grade and type: deadlines and tier follow the policy, in the DB and the API
     target = cases[2]
