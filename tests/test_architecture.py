@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("triage", "models", "api", "review_ui")
 
 DOMAIN = {f"triage.{name}" for name in (
-    "catalogue", "clock", "connectors", "errors", "lexicons", "policy", "prediction", "rules", "settings",
+    "agreement", "catalogue", "clock", "connectors", "errors", "lexicons", "policy", "prediction", "rules", "settings",
     "surveillance", "taxonomy", "text", "triager",
 )}
 INFRASTRUCTURE_LIBRARIES = (
