@@ -118,3 +118,90 @@ def model_metrics(versions: list[dict[str, Any]], tr: Translator = ZH) -> Figure
     ax.set_title(tr("dash.models"))
     ax.legend(fontsize=7, loc="lower left")
     return fig
+
+
+# ---------------------------------------------------------------------------- agreement
+# Charts of triage.agreement.agreement_report (between reviewers, with the final label, with
+# the model per version; reviewer throughput).
+
+
+def inter_reviewer(report: dict[str, Any], tr: Translator = ZH) -> Figure:
+    """Per head: percentage agreement and Cohen's kappa of first and second reviewer."""
+    fig = Figure(figsize=(6, 3), tight_layout=True)
+    ax = fig.subplots()
+    rows = report["inter_reviewer"]
+    if not any(rows[h]["cases"] for h in HEADS):
+        return _empty(fig, ax, tr("agree.no_double"))
+    xs = range(len(HEADS))
+    percent = [rows[h]["percent"] or 0 for h in HEADS]
+    kappa = [rows[h]["kappa"] if rows[h]["kappa"] is not None else float("nan") for h in HEADS]
+    ax.bar([x - 0.2 for x in xs], percent, width=0.4, color="#2563eb", label=tr("agree.percent"))
+    ax.bar([x + 0.2 for x in xs], kappa, width=0.4, color="#f59e0b", label=tr("agree.kappa"))
+    for x, p, k in zip(xs, percent, kappa):
+        ax.text(x - 0.2, p + 0.02, f"{p:.0%}", ha="center", fontsize=7)
+        if k == k:
+            ax.text(x + 0.2, max(k, 0) + 0.02, f"{k:.2f}", ha="center", fontsize=7)
+    ax.set_xticks(list(xs), [tr(f"head.{h}") for h in HEADS])
+    ax.set_ylim(min(0, *[k for k in kappa if k == k]) if any(k == k for k in kappa) else 0, 1.15)
+    ax.axhline(0, color="#9ca3af", linewidth=0.5)
+    ax.set_title(tr("agree.inter_title", cases=rows[HEADS[0]]["cases"]))
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def reviewer_vs_final(report: dict[str, Any], tr: Translator = ZH) -> Figure:
+    """Reviewer x head heat map: share of a reviewer's decisions that match the final label."""
+    rows = report["reviewer_vs_final"]
+    fig = Figure(figsize=(6, max(2.5, 0.45 * len(rows) + 1.2)), tight_layout=True)
+    ax = fig.subplots()
+    if not rows:
+        return _empty(fig, ax, tr("agree.no_final"))
+    reviewers = list(rows)
+    matrix = [[rows[r]["agreement"][h] if rows[r]["agreement"][h] is not None else float("nan") for h in HEADS]
+              for r in reviewers]
+    ax.imshow(matrix, cmap="RdYlGn", vmin=0.5, vmax=1.0, aspect="auto")
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            if value == value:
+                ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(HEADS)), [tr(f"head.{h}") for h in HEADS], fontsize=8)
+    ax.set_yticks(range(len(reviewers)), [f"{r} ({rows[r]['decisions']})" for r in reviewers], fontsize=8)
+    ax.set_title(tr("agree.final_title"))
+    return fig
+
+
+def throughput(report: dict[str, Any], tr: Translator = ZH) -> Figure:
+    """Per reviewer: cases per active hour (bars) and median seconds per case (labels)."""
+    rows = report["throughput"]
+    fig = Figure(figsize=(6, 3), tight_layout=True)
+    ax = fig.subplots()
+    if not rows:
+        return _empty(fig, ax, tr("dash.no_reviews"))
+    reviewers = list(rows)
+    rates = [rows[r]["cases_per_hour"] or 0 for r in reviewers]
+    ax.bar(reviewers, rates, color="#059669")
+    for x, r in enumerate(reviewers):
+        median = rows[r]["median_seconds"]
+        ax.text(x, rates[x], tr("agree.median", seconds=f"{median:.0f}") if median is not None else "",
+                ha="center", va="bottom", fontsize=7)
+    ax.set_ylabel(tr("agree.per_hour"))
+    ax.set_title(tr("agree.throughput_title"))
+    return fig
+
+
+def model_vs_final(report: dict[str, Any], tr: Translator = ZH) -> Figure:
+    """Per model version and head: share of finalised cases where the model's label is final."""
+    rows = report["model_vs_final"]
+    fig = Figure(figsize=(6, 3), tight_layout=True)
+    ax = fig.subplots()
+    if not rows:
+        return _empty(fig, ax, tr("agree.no_final"))
+    versions = list(rows)
+    for head in HEADS:
+        ax.plot([v[-6:] for v in versions],
+                [rows[v]["agreement"][head] if rows[v]["agreement"][head] is not None else float("nan") for v in versions],
+                marker="o", label=tr(f"head.{head}"))
+    ax.set_ylim(0, 1.05)
+    ax.set_title(tr("agree.model_title"))
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
