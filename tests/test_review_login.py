@@ -5,7 +5,7 @@ and audited; ``triage users set-password NAME`` reads the password from stdin.""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from triage.errors import InvalidInput, NotFound, TooManyAttempts, Unauthorized
 from triage.store import AuditEntry, LoginAttempt, User
@@ -61,6 +61,12 @@ def test_a_new_password_deactivation_or_lost_role_ends_open_sessions(service):
     service.set_password("sam", PASSWORD + "!")
     assert service.desk_session(token) is None
     token, _ = service.password_login("sam", PASSWORD + "!")
+    with service.db.session(write=True) as s:
+        s.execute(update(User).where(User.name == "sam").values(role="agent"))
+    assert service.desk_session(token) is None  # a role without review ends it at the next click
+    with service.db.session(write=True) as s:
+        s.execute(update(User).where(User.name == "sam").values(role="reviewer"))
+    assert service.desk_session(token).user == "sam"
     service.set_user_active("sam", False)
     assert service.desk_session(token) is None
     with pytest.raises(Unauthorized, match="deactivated"):
