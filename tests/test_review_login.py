@@ -5,7 +5,7 @@ and audited; ``triage users set-password NAME`` reads the password from stdin.""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from triage.errors import InvalidInput, NotFound, TooManyAttempts, Unauthorized
 from triage.store import AuditEntry, LoginAttempt, User
@@ -116,6 +116,12 @@ def test_repeated_failures_are_slowed_down_per_user_and_per_address(service, clo
             service.password_login("lee", "guess", "10.0.0.7")
     clock.advance(minutes=16)
     service.password_login("lee", PASSWORD, "10.0.0.7")
+    # a day later the attempts table keeps only the new attempt; the audit log keeps them all
+    clock.advance(days=2)
+    service.password_login("lee", PASSWORD, "10.0.0.7")
+    with service.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(LoginAttempt)) == 1
+    assert len(audit_actions(service, "user.login_failed")) == 5
 
 
 def test_the_desk_language_is_stored_per_user(service):

@@ -223,6 +223,9 @@ class Accounts:
         now = self.core.now()
         with self.core.db.session(write=True) as session:
             session.add(LoginAttempt(user_name=name, ip=ip, at=now, ok=reason is None))
+            # the backoff reads only the window; older attempts live on in the audit log
+            keep = timedelta(minutes=max(self.core.settings.login_failure_window_minutes, 24 * 60))
+            session.execute(LoginAttempt.__table__.delete().where(LoginAttempt.at < now - keep))
             if reason is not None:
                 self.audit.write(session, f"login:{ip}", "user.login_failed", "user", user_id or name, None,
                                  {"name": name, "ip": ip}, reason=reason)
