@@ -195,7 +195,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
         esc = render.esc
         header = (f"<p><b>{esc(tr('case.header', case=item['case_id']))}</b> · {esc(tr('case.status'))} "
                   f"{esc(tr('status.' + item['status']) if item['status'] in ('open', 'pending') else item['status'])} · "
-                  f"{esc(tr('case.source'))} {esc(item['labels_source'])} · {esc(tr('case.model'))} "
+                  f"{esc(tr('case.source'))} {esc(tr.messages.get('source.' + str(item['labels_source']), item['labels_source']))} · {esc(tr('case.model'))} "
                   f"{esc(item['model_version'])} · {esc(tr('case.version'))} <span class='case-version'>{item['version']}</span></p>")
         text_html = header + render.highlight(item["text"], words)
         details = (

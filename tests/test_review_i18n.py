@@ -53,7 +53,7 @@ def test_every_key_the_desk_uses_is_in_the_catalogue():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(
                     r"(app|lang|tab|head|label|guide|filter|order|status|queue|case|sla|span|time|history|action|"
-                    r"result|error|dash|models|login|agree)\.[a-z_.0-9]+", node.value):
+                    r"result|error|dash|models|login|agree|source)\.[a-z_.0-9]+", node.value):
                 (prefixes if node.value.endswith(".") else used).add(node.value)
     assert used and used <= keys, used - keys
     assert all(any(k.startswith(p) for k in keys) for p in prefixes), prefixes
