@@ -31,7 +31,7 @@ from review_ui.messages import LANGUAGES, Translator, pick_language  # noqa: E40
 from triage.clock import utcnow  # noqa: E402
 from triage.contexts.review import QueueFilters  # noqa: E402
 from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, TriageError, Unauthorized  # noqa: E402
-from triage.taxonomy import DISPUTE_TYPES, EMOTIONS, HEAD_LABELS, URGENCIES  # noqa: E402
+from triage.taxonomy import HEAD_LABELS, HEADS  # noqa: E402
 
 ANY = "any"  # the filters' "no filter" value
 QUEUE_COLUMNS = ["case", "deadline", "grade", "type", "emotion", "confidence", "tier", "text"]
@@ -179,7 +179,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                          confidence, item["tier"], text])
         return {"data": rows, "headers": [tr(f"queue.col.{c}") for c in QUEUE_COLUMNS]}
 
-    def render_item(item: dict[str, Any] | None, tr: Translator):
+    def render_item(item: dict[str, Any] | None, tr: Translator, viewer: str | None = None):
         """(text, details, guideline, history, 4 label dropdowns, state) for one case."""
         if item is None:
             empty = f"<p><i>{render.esc(tr('queue.empty'))}</i></p>"
@@ -197,6 +197,12 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                   f"{esc(tr('status.' + item['status']) if item['status'] in ('open', 'pending') else item['status'])} · "
                   f"{esc(tr('case.source'))} {esc(tr.messages.get('source.' + str(item['labels_source']), item['labels_source']))} · {esc(tr('case.model'))} "
                   f"{esc(item['model_version'])} · {esc(tr('case.version'))} <span class='case-version'>{item['version']}</span></p>")
+        stage = item.get("review_stage") or "first"
+        header += f"<p class='stage'>{esc(tr('stage.label'))}: <b>{esc(tr('stage.' + stage))}</b></p>"
+        claim = item.get("claim")
+        if claim:
+            key = "claim.mine" if claim["reviewer"] == viewer else "claim.held"
+            header += f"<p class='claim'>{esc(tr(key, who=claim['reviewer'], until=tr.time(claim['expires_at'])))}</p>"
         text_html = header + render.highlight(item["text"], words)
         details = (
             render.flags(labels["emotion"], item["vulnerable"], labels["escalation"], tr)
@@ -205,39 +211,60 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             + f"<h4>{esc(tr('case.sla'))}</h4>" + render.sla_block(item["tier"], deadlines, now, tr)
             + (f"<p>{esc(tr('case.hints'))}: " + "; ".join(esc(h) for h in item["hints"]) + "</p>" if item["hints"] else "")
         )
+        if item.get("decisions"):  # waiting for adjudication: the two reviewers' labels
+            columns = ["reviewer", *HEADS, "note"]
+            rows = [{"reviewer": d["reviewer"], **{h: tr.label(h, d["labels"].get(h)) for h in HEADS},
+                     "note": d.get("note") or ""} for d in item["decisions"]]
+            details = (f"<h4>{esc(tr('claim.decisions'))}</h4><div id='adjudication'>"
+                       + render.table(rows, columns, [tr("claim.reviewer"), *[tr("head." + h) for h in HEADS],
+                                                      tr("history.note")]) + "</div>" + details)
         guideline = f"<h4>{esc(tr('guide.title'))}</h4>" + render.guideline_block(labels, tr)
         history_cols = ["at", "kind", "actor", "summary", "note"]
         events = [{**e, "at": tr.time(e["at"], seconds=True)} for e in get_context().review.history(item["case_id"])]
         history = render.table(events, history_cols, [tr(f"history.{c}") for c in history_cols])
-        state = {"case_id": item["case_id"], "version": item["version"], "labels": {
+        state = {"case_id": item["case_id"], "version": item["version"], "stage": stage, "labels": {
             "dispute_type": labels["dispute_type"], "urgency": str(labels["urgency"]), "emotion": labels["emotion"],
             "escalation": "true" if labels["escalation"] else "false"}}
         return (text_html, details, guideline, history, gr.update(value=labels["dispute_type"]),
                 gr.update(value=str(labels["urgency"])), gr.update(value=labels["emotion"]),
                 gr.update(value="true" if labels["escalation"] else "false"), state)
 
-    def load_queue(dispute_type, grade, emotion, status, tier, breached, order, skipped, lang, request: gr.Request):
-        """Refresh the queue table and open its first case."""
+    def load_queue(dispute_type, grade, emotion, status, tier, breached, order, stage, skipped, lang,
+                   request: gr.Request):
+        """Refresh the queue table (cases nobody else holds) and claim and open the next case."""
         tr = tr_of(lang)
         try:
-            role_of(request)
+            user = role_of(request)
             review = get_context().review
             filters = filters_of(dispute_type, grade, emotion, status, tier, breached, skipped)
-            items = review.queue(filters, order or "deadline")
-            size = review.queue_size(filters)
+            stage = stage or "any"
+            listed = "first" if stage == "any" else stage
+            items = review.queue(filters, order or "deadline", reviewer=user, stage=listed)
+            size = review.queue_size(filters, reviewer=user, stage=listed)
+            opened = review.claim_next(user, filters, order or "deadline", stage)
         except (TriageError, ValueError) as exc:
             return (gr.update(), _error(tr, exc), *render_item(None, tr))
         message = tr("queue.waiting", count=size) + (tr("queue.skipped", count=len(skipped)) if skipped else "")
-        return (queue_value(items, tr), message, *render_item(items[0] if items else None, tr))
+        return (queue_value(items, tr), message, *render_item(opened, tr, user))
 
     def open_case(case_id, lang, request: gr.Request):
         tr = tr_of(lang)
         try:
-            role_of(request)
-            item = get_context().review.item(int(case_id))
+            user = role_of(request)
+            review = get_context().review
+            try:
+                review.claim(int(case_id), user)
+            except Conflict:
+                pass  # another reviewer holds it (or it is decided): shown, not claimed
+            item = review.item(int(case_id), viewer=user)
         except (TriageError, TypeError, ValueError) as exc:
             return (_error(tr, exc), *render_item(None, tr))
-        return (tr("case.opened", case=item["case_id"]), *render_item(item, tr))
+        claim = item.get("claim")
+        if claim and claim["reviewer"] != user:
+            message = tr("claim.held", who=claim["reviewer"], until=tr.time(claim["expires_at"]))
+        else:
+            message = tr("case.opened", case=item["case_id"])
+        return (message, *render_item(item, tr, user))
 
     def select_row(rows, lang, evt: gr.SelectData, request: gr.Request):
         try:
@@ -278,12 +305,15 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                     kind = "correct"
                     labels = {h: (int(v) if h == "urgency" else v == "true" if h == "escalation" else v)
                               for h, v in changed.items()}
-                result = review.decide(state["case_id"], kind, reviewer, state["version"], labels, note)
+                stage = state.get("stage") if state.get("stage") in ("first", "second", "adjudication") else None
+                result = review.decide(state["case_id"], kind, reviewer, state["version"], labels, note, stage=stage)
             except TriageError as exc:
                 return _error(tr, exc), skipped, gr.update()
             if kind == "skip":
                 skipped = [*(skipped or []), state["case_id"]]
                 return tr("result.skipped", case=state["case_id"]), skipped, ""
+            if result.get("outcome") in ("awaiting_second", "awaiting_adjudication"):
+                return tr(f"outcome.{result['outcome']}", case=result["case_id"]), skipped, ""
             return (tr("result.confirmed" if kind == "confirm" else "result.corrected", case=result["case_id"],
                        grade=tr.label("urgency", result["labels"]["urgency"]), tier=result["tier"],
                        due=tr.time(result["respond_due_at"]) + " " + tr.zone_name()), skipped, "")
@@ -313,15 +343,20 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             alerts = [a for s in ("open", "acknowledged", "recall") for a in surges.list_alerts(status=s)]
             incidents = [i for s in ("open", "recalling") for i in surges.list_incidents(status=s)]
             followups = context.service.followup_stats()
+            agreement = context.review.agreement(30)
         except TriageError as exc:
-            return (_error(tr, exc), None, None, None, None, None, "")
+            return (_error(tr, exc), None, None, None, None, None, "", "", None, None, None, None)
         overall = (", ".join(f"{tr('head.' + h)} {v:.0%}" for h, v in stats["agreement_overall"].items())
                    if stats["reviews_total"] else "–")
         summary = tr("dash.summary", queue=stats["queue_size"], open=stats["open_cases"], breached=stats["open_breached"],
                      warned=stats["open_warned"], reviews=stats["reviews_total"], agreement=overall)
         return (summary, charts.reviews_per_day(stats, tr), charts.agreement_over_time(stats, tr),
                 charts.confusion(stats, tr), charts.sla_events(stats, tr), charts.model_metrics(versions, tr),
-                render.early_warning(alerts, incidents, followups, tr))
+                render.early_warning(alerts, incidents, followups, tr),
+                tr("agree.summary", cases=agreement["cases"], double=agreement["double_reviewed"],
+                   adjudicated=agreement["adjudicated"]),
+                charts.inter_reviewer(agreement, tr), charts.reviewer_vs_final(agreement, tr),
+                charts.throughput(agreement, tr), charts.model_vs_final(agreement, tr))
 
     def versions_html(overview: dict[str, Any], tr: Translator) -> str:
         rows = []
@@ -436,6 +471,12 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
 
                 f_order = L(gr.Radio(order_choices(zh), value="deadline", label=zh("filter.order")),
                             lambda t: {"label": t("filter.order"), "choices": order_choices(t)})
+
+                def stage_choices(t):
+                    return [(t(f"stage.{s}"), s) for s in ("any", "first", "second", "adjudication")]
+
+                f_stage = L(gr.Radio(stage_choices(zh), value="any", label=zh("stage.label"), elem_id="stage-pick"),
+                            lambda t: {"label": t("stage.label"), "choices": stage_choices(t)})
                 refresh = L(gr.Button(zh("queue.refresh"), elem_id="refresh-btn"), lambda t: {"value": t("queue.refresh")})
             queue_info = gr.Markdown(elem_id="queue-info")
             queue_table = gr.Dataframe(headers=[zh(f"queue.col.{c}") for c in QUEUE_COLUMNS], interactive=False,
@@ -487,6 +528,15 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                 plot_confusion = L(gr.Plot(label=zh("dash.confusion")), lambda t: {"label": t("dash.confusion")})
                 plot_sla = L(gr.Plot(label=zh("dash.sla")), lambda t: {"label": t("dash.sla")})
                 plot_models = L(gr.Plot(label=zh("dash.models")), lambda t: {"label": t("dash.models")})
+            L(gr.Markdown("### " + zh("agree.title")), lambda t: {"value": "### " + t("agree.title")})
+            agree_summary = gr.Markdown(elem_id="agreement-summary")
+            with gr.Row():
+                plot_inter = L(gr.Plot(label=zh("agree.percent")), lambda t: {"label": t("agree.percent")})
+                plot_final = L(gr.Plot(label=zh("agree.final_title")), lambda t: {"label": t("agree.final_title")})
+            with gr.Row():
+                plot_throughput = L(gr.Plot(label=zh("agree.throughput_title")),
+                                    lambda t: {"label": t("agree.throughput_title")})
+                plot_model_final = L(gr.Plot(label=zh("agree.model_title")), lambda t: {"label": t("agree.model_title")})
             early_warning_html = gr.HTML(elem_id="early-warning")
         with L(gr.Tab(zh("tab.models"), elem_id="models-tab"), lambda t: {"label": t("tab.models")}) as models_tab:
             models_table = gr.HTML(elem_id="models-table")
@@ -507,7 +557,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
         item_outputs = [text_html, details_html, guideline_html, history_html, c_type, c_grade, c_emotion,
                         c_escalation, current]
         queue_outputs = [queue_table, queue_info, *item_outputs]
-        queue_inputs = [*filters, f_order, skipped, lang]
+        queue_inputs = [*filters, f_order, f_stage, skipped, lang]
         labels_in = [current, c_type, c_grade, c_emotion, c_escalation, note, skipped, lang]
         localized_outputs = [user_html, *[component for component, _ in localized]]
 
@@ -515,7 +565,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
         language.input(lambda value: value, [language], [lang]).then(
             change_language, [lang], localized_outputs).then(load_queue, queue_inputs, queue_outputs)
         refresh.click(load_queue, queue_inputs, queue_outputs)
-        for control in (*filters, f_order):
+        for control in (*filters, f_order, f_stage):
             control.input(load_queue, queue_inputs, queue_outputs)
         open_btn.click(open_case, [open_id, lang], [status_md, *item_outputs])
         queue_table.select(select_row, [queue_table, lang], [status_md, *item_outputs])
@@ -528,7 +578,7 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
             load_queue, queue_inputs, queue_outputs)
 
         dash_outputs = [dash_summary, plot_reviews, plot_agreement, plot_confusion, plot_sla, plot_models,
-                        early_warning_html]
+                        early_warning_html, agree_summary, plot_inter, plot_final, plot_throughput, plot_model_final]
         dash_refresh.click(load_dashboard, [lang], dash_outputs)
         dashboard_tab.select(load_dashboard, [lang], dash_outputs)
         models_outputs = [models_table, version_pick, job_status]

@@ -14,6 +14,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,8 +39,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextmanager
+def running_server(root, texts, **overrides):
+    """The API and the desk on a free port, users rita (admin), sam and lin (reviewers), ann
+    (agent) with passwords and keys, and one case per text."""
     if not CHROMIUM.exists() and not shutil.which("chromium"):
         skip_unless_ci("Debian's chromium is not installed (make browser)")
     pytest.importorskip("playwright.sync_api")
@@ -48,9 +51,8 @@ def server(tmp_path_factory):
     from api.app import create_app
     from review_fixtures import make_service, make_settings, train_tiny_model
 
-    root = tmp_path_factory.mktemp("browser")
     # margin 1.0: this test is about the flow; the gate itself is tested in test_learning.py
-    settings = make_settings(root, per_type=12, promotion_margin=1.0, retrain_after_confirmations=1000)
+    settings = make_settings(root, per_type=12, promotion_margin=1.0, retrain_after_confirmations=1000, **overrides)
     store = train_tiny_model(settings)
     service = make_service(settings, store)
     keys = {}
@@ -58,24 +60,40 @@ def server(tmp_path_factory):
         service.create_user(name, role)
         _, keys[name] = service.create_api_key(name, ["admin" if role == "admin" else "review"])
         service.set_password(name, PASSWORDS[name])
-    cases = {}
-    for i, text in enumerate([XSS_TEXT, "快递五天才到，客服也不回", "衣服颜色和图片有点不一样", "降价了不给保价，要求退差价",
-                              "耳机用了两天左边没声音了", "客服说给补发赠品一直没发"]):
-        cases[i] = service.ingest({"source": "ui", "external_id": f"u{i}", "text": text}).case.id
+    cases = {i: service.ingest({"source": "ui", "external_id": f"u{i}", "text": text}).case.id
+             for i, text in enumerate(texts)}
     app = create_app(settings, service=service, background=False)
     port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not uv.started and time.time() < deadline:
         time.sleep(0.1)
     assert uv.started, "uvicorn did not start"
-    yield {"url": f"http://127.0.0.1:{port}", "service": service, "store": store, "cases": cases, "keys": keys}
-    uv.should_exit = True
-    thread.join(10)
-    service.db.dispose()
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "service": service, "store": store, "cases": cases, "keys": keys}
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        service.db.dispose()
+
+
+TEXTS = [XSS_TEXT, "快递五天才到，客服也不回", "衣服颜色和图片有点不一样", "降价了不给保价，要求退差价",
+         "耳机用了两天左边没声音了", "客服说给补发赠品一直没发"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("browser"), TEXTS) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def team_server(tmp_path_factory):
+    """Every first review goes to a second, blind reviewer."""
+    with running_server(tmp_path_factory.mktemp("team"), TEXTS[1:], review_double_share=1.0) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +155,13 @@ def pick(page, elem_id, option):
 
 def status_text(page):
     return page.locator("#review-status").inner_text()
+
+
+def case_version(service, case_id) -> int:
+    from triage.store import Case
+
+    with service.db.session() as s:
+        return s.get(Case, case_id).version
 
 
 def shoot(page, name, locator=None):
@@ -245,20 +270,21 @@ def test_review_flow_in_the_browser(browser, server):
     assert keyed.grade == (1 if before.grade != 1 else 2)
     next_case_opened(page, cases[4])  # ... and the next case opened at once
 
-    # a second reviewer decided meanwhile: the UI says conflict, nothing is overwritten
+    # the case rita opened is hers for a few minutes: another reviewer's decision is refused
     open_case(page, cases[3])
-    version = httpx.get(f"{server['url']}/v1/review/queue", headers={"Authorization": f"Bearer {server['keys']['sam']}"}
-                        ).json()["items"]
-    version = next(i["version"] for i in version if i["case_id"] == cases[3])
-    r = httpx.post(f"{server['url']}/v1/cases/{cases[3]}/review", json={"action": "confirm", "expected_version": version},
+    held = case_version(service, cases[3])
+    r = httpx.post(f"{server['url']}/v1/cases/{cases[3]}/review", json={"action": "confirm", "expected_version": held},
                    headers={"Authorization": f"Bearer {server['keys']['sam']}"})
-    assert r.status_code == 200
+    assert r.status_code == 409 and "rita" in r.text
+    # the case changed meanwhile (an agent answered): the UI says conflict, nothing is overwritten
+    service.record_case_event(cases[3], "first_response", "api:desk", agent="小王")
+    assert case_version(service, cases[3]) != held
     page.locator("#confirm-btn").click()
     wait_text(page, "#review-status", "冲突")
     with service.db.session() as s:
         from triage.store import ReviewDecision
 
-        assert [d.reviewer for d in s.query(ReviewDecision).filter_by(case_id=cases[3])] == ["sam"]
+        assert s.query(ReviewDecision).filter_by(case_id=cases[3]).count() == 0
 
     # history shows the correction
     open_case(page, target)
@@ -277,7 +303,7 @@ def test_review_flow_in_the_browser(browser, server):
     # dashboard renders its numbers and charts
     page.get_by_role("tab", name="统计看板").click()
     wait_text(page, "#dashboard-summary", "待审")
-    assert "近30天审核： 4" in page.locator("#dashboard-summary").inner_text()
+    assert "近30天审核： 3" in page.locator("#dashboard-summary").inner_text()
     wait_text(page, "#early-warning", "激增预警")
     assert "没有未处理的激增预警" in page.locator("#early-warning").inner_text()
     page.wait_for_function("document.querySelectorAll('img').length >= 3 || document.querySelectorAll('.js-plotly-plot, canvas, svg').length >= 3",
@@ -328,3 +354,62 @@ def test_english_by_choice_and_by_browser(browser, server):
     page, _ = login(browser, server, "rita", locale="zh-CN")
     wait_text(page, "#queue-info", "待审")
     page.context.close()
+
+
+def shown_case(page) -> int:
+    page.wait_for_function("document.querySelector('#item-text .case-version')", timeout=15000)
+    import re
+
+    return int(re.search(r"(?:案件|Case) (\d+) ·", page.locator("#item-text").inner_text()).group(1))
+
+
+def test_two_reviewers_get_different_cases_and_a_disagreement_reaches_the_supervisor(browser, team_server):
+    service = team_server["service"]
+    sam, _ = login(browser, team_server, "sam")
+    lin, _ = login(browser, team_server, "lin")
+    sam_case, lin_case = shown_case(sam), shown_case(lin)
+    assert sam_case != lin_case  # each page claimed its own case
+    assert "你正在处理此案件" in sam.locator("#item-text").inner_text()
+    # lin's queue does not list the case sam holds; opening it says who holds it
+    lin.locator("#refresh-btn").click()
+    lin.wait_for_function("id => !document.querySelector('#queue-table').innerText.split('\\n')"
+                          ".some(line => line.startsWith(String(id) + '\\t'))", arg=sam_case, timeout=15000)
+    open_case(lin, sam_case)
+    wait_text(lin, "#review-status", "sam 正在处理此案件")
+
+    # sam confirms: with every case double-reviewed, it waits for a second, blind review
+    sam.locator("#item-text").click()
+    sam.keyboard.press("c")
+    wait_text(sam, "#review-status", "交给另一位审核员")
+    assert service.get_case(sam_case).labels_source == "model"
+
+    # lin takes the second reviews: sam's case, without sam's decision; lin disagrees
+    lin.get_by_label("复核（盲审）").check()
+    lin.wait_for_function("id => document.querySelector('#item-text').innerText.includes('案件 ' + id + ' ·')",
+                          arg=sam_case, timeout=15000)
+    assert "sam" not in lin.locator("#item-history").inner_text()
+    before = service.get_case(sam_case)
+    other_grade = "一级 紧急" if before.grade != 1 else "三级 轻微"
+    pick(lin, "label-grade", other_grade)
+    lin.locator("#correct-btn").click()
+    wait_text(lin, "#review-status", "已转主管裁定")
+    assert service.get_case(sam_case).labels_source == "model"
+
+    # rita (admin, a supervisor) adjudicates with both decisions in view; the final label is applied
+    rita, _ = login(browser, team_server, "rita")
+    rita.get_by_label("主管裁定").check()
+    rita.wait_for_function("id => document.querySelector('#item-text').innerText.includes('案件 ' + id + ' ·')",
+                           arg=sam_case, timeout=15000)
+    decisions = rita.locator("#adjudication").inner_text()
+    assert "sam" in decisions and "lin" in decisions
+    pick(rita, "label-grade", other_grade)
+    rita.locator("#correct-btn").click()
+    wait_text(rita, "#review-status", "已修改")
+    final = service.get_case(sam_case)
+    assert final.labels_source == "review" and final.grade == (1 if other_grade.startswith("一") else 3)
+
+    # the dashboard's agreement section counts the double review and the adjudication
+    rita.get_by_role("tab", name="统计看板").click()
+    wait_text(rita, "#agreement-summary", "主管裁定 1")
+    for page in (sam, lin, rita):
+        page.context.close()

@@ -23,6 +23,7 @@ from triage.contexts.core import ServiceCore
 from triage.contexts.ingestion import Ingestion
 from triage.contexts.labels import LabelChanges
 from triage.contexts.retraining import Retraining
+from triage.contexts.review import ReviewService
 from triage.contexts.surges import Surges
 from triage.policy import Policy
 from triage.store.database import Database
@@ -53,6 +54,9 @@ class TriageService:
         self.accounts = Accounts(core, self.audit_log)
         self.retraining = Retraining(core, self.audit_log)
         self.surges = Surges(core, self.audit_log)
+        # The review desk (queue, claims, single and double review, agreement); the
+        # ReviewContext of a running server attaches its learning loop to this same object.
+        self.review = ReviewService(db, self)
 
         # The operations adapters call, each owned by one context.
         self.ingest = self.ingestion.ingest
@@ -100,6 +104,13 @@ class TriageService:
         self.list_incidents = self.surges.list_incidents
         self.get_incident = self.surges.get_incident
         self.update_incident = self.surges.update_incident
+        self.review_queue = self.review.queue
+        self.review_item = self.review.item
+        self.claim_case = self.review.claim
+        self.claim_next_case = self.review.claim_next
+        self.release_case = self.review.release
+        self.decide_review = self.review.decide
+        self.review_agreement = self.review.agreement
 
     @classmethod
     def from_settings(cls, settings, models=None, *, upgrade: bool = True) -> "TriageService":

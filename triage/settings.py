@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # At most this many of the installation's stored messages (the newest) are used, unlabeled,
     # by self-training at each retrain and by `triage train --unlabeled`; 0 turns it off.
     history_limit: int = Field(default=30_000, ge=0)
+    # Review by a team (README "Review by a team"): opening a case holds it this long for
+    # the reviewer; this share of cases (by a hash of the id) gets a second, blind review; and
+    # so does every correction of a prediction whose confidence is below the threshold (0: off).
+    review_claim_minutes: float = Field(default=5.0, gt=0, le=24 * 60)
+    review_double_share: float = Field(default=0.0, ge=0, le=1)
+    review_double_below_confidence: float = Field(default=0.0, ge=0, le=1)
 
     # Helpdesk connectors (README "Connect your helpdesk"). Inbound: the helpdesk's signed
     # webhook; write-back (tags and priority) needs the base URL and an API token.

@@ -5,10 +5,11 @@ time, and audit every field that changed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from triage.contexts.audit import AuditLog, case_snapshot, diff
 from triage.contexts.cases import CaseView, Cases, case_view, labels_of, prediction_row
@@ -27,7 +28,8 @@ class LabelChanges:
         self.cases = cases
 
     def apply(self, case_id: int, labels: dict[str, Any], actor: str, reason: str | None = None,
-              *, review: bool = True, expected_version: int | None = None) -> CaseView:
+              *, review: bool = True, expected_version: int | None = None, stage: str = "single",
+              claimed_at=None, also: Callable[[Session, Case], None] | None = None) -> CaseView:
         """Set a case's labels (a reviewer's decision, or a retrained model's with review=False).
 
         Deadlines are recomputed from the original receipt time and routing is re-run; the
@@ -35,6 +37,11 @@ class LabelChanges:
         ReviewDecision is stored (also for a confirmation that changes nothing) and a
         ``reviewed`` webhook event is queued. ``expected_version`` (the case version the
         reviewer looked at) turns a concurrent change into Conflict instead of an overwrite.
+        ``stage`` (single, second, adjudication) and ``claimed_at`` go on the decision, which
+        is final: these labels are the case's (double review's non-final decisions are
+        recorded by the review context without changing the case). ``also(session, case)``
+        runs in the same transaction after the checks (the review context moves a double
+        review on there; raising in it undoes everything).
         """
         clean: dict[str, Any] = {}
         for head, value in labels.items():
@@ -57,6 +64,8 @@ class LabelChanges:
             if expected_version is not None and case.version != expected_version:
                 raise Conflict(f"case {case_id} changed since version {expected_version} (now {case.version}); "
                                "reload it and decide again")
+            if also is not None:
+                also(session, case)
             current = labels_of(case)
             merged = {**current.as_dict(), **clean}
             new_labels = Labels(**merged)
@@ -80,7 +89,7 @@ class LabelChanges:
                     labels={k: new_labels.as_dict()[k] for k in (*HEADS, "vulnerable")},
                     previous=previous_labels, changed=changed, reason=reason,
                     model_version=case.prediction.model_version if case.prediction else None,
-                    created_at=core.now(),
+                    created_at=core.now(), stage=stage, final=True, claimed_at=claimed_at,
                 ))
                 self.audit.write(session, actor, "review.confirmed" if not changed else "review.corrected", "case",
                                  case.id, previous_labels, new_labels.as_dict(), reason)

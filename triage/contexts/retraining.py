@@ -32,9 +32,11 @@ class Retraining:
         self.audit = audit
 
     def confirmed_examples(self) -> list[dict[str, Any]]:
-        """The latest review decision per case with its masked text (for retraining)."""
+        """The latest final review decision per case with its masked text (for retraining); a
+        double review's first and second decisions count only once they are final."""
         with self.core.db.session() as session:
-            latest = (select(func.max(ReviewDecision.id)).group_by(ReviewDecision.case_id)).scalar_subquery()
+            latest = (select(func.max(ReviewDecision.id)).where(ReviewDecision.final)
+                      .group_by(ReviewDecision.case_id)).scalar_subquery()
             rows = session.execute(
                 select(ReviewDecision, Message.text_masked).join(Message, Message.id == ReviewDecision.message_id)
                 .where(ReviewDecision.id.in_(latest)).order_by(ReviewDecision.id)
@@ -73,10 +75,11 @@ class Retraining:
         return 0, None
 
     def confirmations_since_retrain(self) -> int:
-        """Review decisions recorded after the data cut-off of the latest retrain."""
+        """Final review decisions recorded after the data cut-off of the latest retrain."""
         with self.core.db.session() as session:
             cutoff, _ = self._cutoff(session)
-            return session.scalar(select(func.count(ReviewDecision.id)).where(ReviewDecision.id > cutoff)) or 0
+            return session.scalar(select(func.count(ReviewDecision.id))
+                                  .where(ReviewDecision.id > cutoff, ReviewDecision.final)) or 0
 
     def claim_retrain(self, job: str, actor: str, trigger: str, min_new: int = 0) -> int | None:
         """Record that retrain ``job`` starts on the decisions recorded so far; returns the id of
@@ -94,8 +97,9 @@ class Retraining:
             if running is not None:
                 raise Conflict(f"a retrain is already running (job {running.get('job')}, "
                                f"{running.get('trigger')}, started by {running.get('actor')})")
-            newest = session.scalar(select(func.max(ReviewDecision.id))) or 0
-            pending = session.scalar(select(func.count(ReviewDecision.id)).where(ReviewDecision.id > cutoff)) or 0
+            newest = session.scalar(select(func.max(ReviewDecision.id)).where(ReviewDecision.final)) or 0
+            pending = session.scalar(select(func.count(ReviewDecision.id))
+                                     .where(ReviewDecision.id > cutoff, ReviewDecision.final)) or 0
             if pending < min_new:
                 return None
             self.audit.write(session, actor, "model.retrain_started", "model", "retrain", None,

@@ -16,17 +16,32 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case as sql_case
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import joinedload
 
+from triage.agreement import ReviewedCase, agreement_report, sampled_for_double_review
+from triage.contexts.claims import ReviewClaims, claim_view
 from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from triage.store.database import Database
-from triage.store.tables import AuditEntry, Case, Prediction, ReviewDecision, SlaEvent, utcnow
+from triage.store.tables import (
+    AuditEntry,
+    Case,
+    DoubleReview,
+    Prediction,
+    ReviewClaim,
+    ReviewDecision,
+    SlaEvent,
+    utcnow,
+)
 from triage.taxonomy import HEADS, validate_label
 
 OPEN_STATUSES = ("open", "pending")
 ORDERS = ("deadline", "uncertainty")
 ACTIONS = ("confirm", "correct", "skip")
+STAGES = ("first", "second", "adjudication")  # what a case waits for
+CLAIM_STAGES = ("any", *STAGES)
+PENDING_DOUBLE = ("second", "adjudication")
+SUPERVISOR_ROLES = ("supervisor", "admin")  # who adjudicates a double review's disagreement
 CASE_LABEL_FIELDS = {"dispute_type": "dispute_type", "urgency": "grade", "emotion": "emotion", "escalation": "escalation"}
 
 
@@ -102,29 +117,49 @@ def queue_item(case: Case, now: datetime | None = None) -> dict[str, Any]:
 
 
 class ReviewService:
-    """Queue, decisions, history and dashboard over one database.
+    """Queue, claims, decisions (single and double review), history, dashboard and agreement
+    over one database.
 
-    ``service`` is the :class:`triage.service.TriageService` (for corrections and
-    re-grading); ``learning`` the optional :class:`models.learning.LearningLoop` told about
-    confirmations so it can retrain after enough of them.
+    ``service`` is the :class:`triage.service.TriageService` (for corrections, roles, the
+    clock and the settings); ``learning`` the optional :class:`models.learning.LearningLoop`
+    told about final decisions so it can retrain after enough of them.
     """
 
     def __init__(self, db: Database, service=None, learning=None):
         self.db = db
         self.service = service
         self.learning = learning
+        self.claims = ReviewClaims(db)
+
+    def now(self) -> datetime:
+        return self.service.now() if self.service is not None else utcnow()
+
+    def _setting(self, name: str, default: float) -> float:
+        return float(getattr(getattr(self.service, "settings", None), name, default))
 
     # ----------------------------------------------------------------- queue
 
-    def _queue_query(self, filters: QueueFilters, order: str):
+    def _queue_query(self, filters: QueueFilters, order: str, stage: str = "first", reviewer: str | None = None,
+                     now: datetime | None = None):
+        """Cases waiting for a ``stage`` review (first: the only or first review; second: a
+        blind second review by someone else than the first reviewer; adjudication: by
+        neither of the two), without those another reviewer holds (anyone, without
+        ``reviewer``)."""
         if order not in ORDERS:
             raise InvalidInput(f"order must be one of {list(ORDERS)}, got {order!r}")
+        if stage not in STAGES:
+            raise InvalidInput(f"stage must be one of {list(STAGES)}, got {stage!r}", field="stage")
         filters.validate()
-        query = (
-            select(Case)
-            .outerjoin(Prediction, Case.prediction_id == Prediction.id)
-            .where(Case.labels_source == "model", Case.status.in_(OPEN_STATUSES))
-        )
+        query = select(Case).outerjoin(Prediction, Case.prediction_id == Prediction.id)
+        if stage == "first":
+            pending = select(DoubleReview.case_id).where(DoubleReview.stage.in_(PENDING_DOUBLE))
+            query = query.where(Case.labels_source == "model", Case.status.in_(OPEN_STATUSES), Case.id.not_in(pending))
+        else:
+            query = query.join(DoubleReview, DoubleReview.case_id == Case.id).where(DoubleReview.stage == stage)
+            if reviewer:
+                query = query.where(DoubleReview.first_reviewer != reviewer)
+                if stage == "adjudication":
+                    query = query.where(DoubleReview.second_reviewer != reviewer)
         if filters.dispute_type:
             query = query.where(Case.dispute_type == filters.dispute_type)
         if filters.grade is not None:
@@ -140,40 +175,181 @@ class ReviewService:
             query = query.where(breached if filters.breached else ~breached)
         if filters.exclude:
             query = query.where(Case.id.not_in(filters.exclude))
-        return query
+        return query.where(Case.id.not_in(ReviewClaims.held_by_others(reviewer, now or self.now())))
+
+    @staticmethod
+    def _ordered(query, order: str):
+        uncertainty = Prediction.confidence.asc().nulls_last()
+        if order == "deadline":
+            deadline = sql_case((Case.first_response_at.is_(None), Case.respond_due_at), else_=Case.resolve_due_at)
+            return query.order_by(deadline.asc().nulls_last(), Case.priority_grade.asc(), uncertainty, Case.id)
+        return query.order_by(uncertainty, Case.id)
 
     def queue(
-        self, filters: QueueFilters | None = None, order: str = "deadline", limit: int = 50, offset: int = 0
+        self, filters: QueueFilters | None = None, order: str = "deadline", limit: int = 50, offset: int = 0,
+        *, reviewer: str | None = None, stage: str = "first",
     ) -> list[dict[str, Any]]:
-        """Unreviewed open cases: by running deadline, then grade, then model uncertainty;
-        or purely by uncertainty (lowest confidence first) for labeling sessions."""
+        """Cases waiting for a ``stage`` review that nobody else holds: by running deadline,
+        then grade, then model uncertainty; or purely by uncertainty (lowest confidence
+        first) for labeling sessions. Each item says who holds it (``claimed_by``: only the
+        reviewer themself can appear here) and its ``review_stage``."""
         if not 1 <= limit <= 1000:
             raise InvalidInput(f"limit must be between 1 and 1000, got {limit}")
         if offset < 0:
             raise InvalidInput(f"offset must be >= 0, got {offset}")
-        query = self._queue_query(filters or QueueFilters(), order)
-        uncertainty = Prediction.confidence.asc().nulls_last()
-        if order == "deadline":
-            deadline = sql_case((Case.first_response_at.is_(None), Case.respond_due_at), else_=Case.resolve_due_at)
-            query = query.order_by(deadline.asc().nulls_last(), Case.priority_grade.asc(), uncertainty, Case.id)
-        else:
-            query = query.order_by(uncertainty, Case.id)
+        now = self.now()
+        query = self._ordered(self._queue_query(filters or QueueFilters(), order, stage, reviewer, now), order)
         query = query.options(joinedload(Case.message), joinedload(Case.prediction)).limit(limit).offset(offset)
-        now = utcnow()
         with self.db.session() as session:
-            return [queue_item(case, now) for case in session.scalars(query).unique()]
+            items = [queue_item(case, now) for case in session.scalars(query).unique()]
+            return self._annotate(session, items, now)
 
-    def queue_size(self, filters: QueueFilters | None = None) -> int:
-        query = self._queue_query(filters or QueueFilters(), "deadline")
+    def queue_size(self, filters: QueueFilters | None = None, *, reviewer: str | None = None,
+                   stage: str = "first") -> int:
+        query = self._queue_query(filters or QueueFilters(), "deadline", stage, reviewer)
         with self.db.session() as session:
             return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
-    def item(self, case_id: int) -> dict[str, Any]:
+    def stage_sizes(self, reviewer: str | None = None) -> dict[str, int]:
+        """How many cases wait for each stage of review (for this reviewer, without the ones
+        others hold or they may not take)."""
+        return {stage: self.queue_size(reviewer=reviewer, stage=stage) for stage in STAGES}
+
+    @staticmethod
+    def _annotate(session, items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+        """Add who holds each case (``claim``, ``claimed_by``) and its review stage: first
+        (waiting for its review), second, adjudication, final (reviewed)."""
+        ids = [item["case_id"] for item in items]
+        if not ids:
+            return items
+        claims = {c.case_id: c for c in session.scalars(
+            select(ReviewClaim).where(ReviewClaim.case_id.in_(ids), ReviewClaim.expires_at > now))}
+        doubles = {d.case_id: d for d in session.scalars(select(DoubleReview).where(DoubleReview.case_id.in_(ids)))}
+        for item in items:
+            claim, double = claims.get(item["case_id"]), doubles.get(item["case_id"])
+            item["claim"] = claim_view(claim)
+            item["claimed_by"] = claim.reviewer if claim else None
+            item["review_stage"] = double.stage if double else ("first" if item["labels_source"] == "model" else "final")
+            item["double_review"] = double.reason if double else None
+            item["decisions"] = []
+        return items
+
+    def item(self, case_id: int, viewer: str | None = None) -> dict[str, Any]:
+        """One case as the review screen shows it, with who holds it and its review stage.
+
+        Blind second review: while a case waits for its second review nothing here (nor in
+        :meth:`history`) shows the first decision; its labels are still the model's. Waiting
+        for adjudication, ``decisions`` lists the two reviewers' labels for the supervisor.
+        """
+        now = self.now()
         with self.db.session() as session:
             case = session.get(Case, case_id, options=[joinedload(Case.message), joinedload(Case.prediction)])
             if case is None:
                 raise NotFound(f"case {case_id} does not exist")
-            return queue_item(case)
+            item = self._annotate(session, [queue_item(case, now)], now)[0]
+            if item["review_stage"] == "adjudication":
+                item["decisions"] = [
+                    {"stage": d.stage, "reviewer": d.reviewer, "labels": {h: d.labels.get(h) for h in HEADS},
+                     "note": d.reason, "at": d.created_at.isoformat(timespec="seconds")}
+                    for d in session.scalars(select(ReviewDecision).where(
+                        ReviewDecision.case_id == case_id, ReviewDecision.stage.in_(("first", "second")),
+                        ~ReviewDecision.final).order_by(ReviewDecision.id))
+                ]
+            return item
+
+    # ----------------------------------------------------------------- claims
+
+    @property
+    def claim_minutes(self) -> float:
+        return self._setting("review_claim_minutes", 5.0)
+
+    def claim(self, case_id: int, reviewer: str) -> dict[str, Any]:
+        """Open ``case_id`` for review: hold it for ``TRIAGE_REVIEW_CLAIM_MINUTES`` (again: the
+        hold is extended). Conflict when another reviewer holds it or it is already final;
+        Forbidden when ``reviewer`` may not take its stage (the first reviewer for the second
+        review; a non-supervisor or one of the two reviewers for an adjudication)."""
+        if not reviewer:
+            raise InvalidInput("a reviewer name is required", field="reviewer")
+        item = self.item(case_id)
+        stage = item["review_stage"]
+        if stage == "final":
+            raise Conflict(f"case {case_id} is already reviewed; nothing to claim")
+        self._check_may_decide(case_id, stage, reviewer)
+        now = self.now()
+        if not self.claims.take(case_id, reviewer, stage, now, self.claim_minutes):
+            raise self._held_conflict(case_id, now)
+        return self.item(case_id, viewer=reviewer)
+
+    def claim_next(self, reviewer: str, filters: QueueFilters | None = None, order: str = "deadline",
+                   stage: str = "any") -> dict[str, Any] | None:
+        """Claim and return the next case for ``reviewer`` (the queue's head that nobody else
+        holds), or None when there is none. ``stage`` any: a case waiting for a second review
+        first, else a first review; or only ``first``, ``second`` or ``adjudication``
+        (supervisors and admins). A case the reviewer already holds comes back first, so
+        asking twice does not hold two cases. Two reviewers asking at once get different
+        cases (the claim is one atomic statement)."""
+        if not reviewer:
+            raise InvalidInput("a reviewer name is required", field="reviewer")
+        if stage not in CLAIM_STAGES:
+            raise InvalidInput(f"stage must be one of {list(CLAIM_STAGES)}, got {stage!r}", field="stage")
+        if stage == "adjudication":
+            self._require_supervisor(reviewer)
+        filters = filters or QueueFilters()
+        now = self.now()
+        minutes = self.claim_minutes
+        held = self.claims.held_by(reviewer, now)
+        for current in (("second", "first") if stage == "any" else (stage,)):
+            query = self._ordered(self._queue_query(filters, order, current, reviewer, now), order)
+            with self.db.session() as session:
+                mine = session.scalars(query.where(Case.id.in_(held)).limit(1)).first() if held else None
+                mine_id = mine.id if mine is not None else None
+            if mine_id is not None and self.claims.take(mine_id, reviewer, current, now, minutes):
+                return self.item(mine_id, viewer=reviewer)
+            for _ in range(5):  # each round's candidates lost to other reviewers are held by them next round
+                with self.db.session() as session:
+                    candidates = [c.id for c in session.scalars(query.limit(20))]
+                if not candidates:
+                    break
+                for case_id in candidates:
+                    if not self.claims.take(case_id, reviewer, current, now, minutes):
+                        continue
+                    item = self.item(case_id, viewer=reviewer)
+                    if item["review_stage"] == current:
+                        return item
+                    self.claims.release(case_id, reviewer)  # decided meanwhile
+        return None
+
+    def release(self, case_id: int, reviewer: str) -> bool:
+        """Give a held case back (the UI's skip does this too); False if they held none."""
+        if not reviewer:
+            raise InvalidInput("a reviewer name is required", field="reviewer")
+        return self.claims.release(case_id, reviewer)
+
+    def _held_conflict(self, case_id: int, now: datetime) -> Conflict:
+        holder = self.claims.holder(case_id, now)
+        if holder is None:
+            return Conflict(f"case {case_id} could not be claimed; try again")
+        return Conflict(f"case {case_id} is held by {holder.reviewer} until "
+                        f"{holder.expires_at.isoformat(timespec='seconds')}; pick another case")
+
+    def _require_supervisor(self, reviewer: str) -> None:
+        role = self.service.active_user_role(reviewer) if self.service is not None else None
+        if role not in SUPERVISOR_ROLES:
+            raise Forbidden(f"user {reviewer!r} (role {role}) may not adjudicate; it needs the role "
+                            f"{' or '.join(SUPERVISOR_ROLES)}")
+
+    def _check_may_decide(self, case_id: int, stage: str, reviewer: str) -> None:
+        if stage not in PENDING_DOUBLE:
+            return
+        with self.db.session() as session:
+            double = session.get(DoubleReview, case_id)
+            first, second = double.first_reviewer, double.second_reviewer
+        if stage == "second" and reviewer == first:
+            raise Forbidden(f"case {case_id} needs a second review by another reviewer than the first")
+        if stage == "adjudication":
+            self._require_supervisor(reviewer)
+            if reviewer in (first, second):
+                raise Forbidden(f"case {case_id} must be adjudicated by neither of its two reviewers")
 
     # ----------------------------------------------------------------- decisions
 
@@ -185,25 +361,47 @@ class ReviewService:
         expected_version: int | None,
         labels: dict[str, Any] | None = None,
         note: str | None = None,
+        stage: str | None = None,
     ) -> dict[str, Any]:
         """Confirm the case's labels, correct some heads, or skip it; a note goes to the audit log.
 
-        Returns the case after the decision (``queue_item`` shape) plus ``"action"``.
+        The case's review stage decides what the decision does: a first review is final
+        (labels applied, as always) unless the case is picked for double review (the share
+        ``TRIAGE_REVIEW_DOUBLE_SHARE`` by a hash of its id, or a correction below
+        ``TRIAGE_REVIEW_DOUBLE_BELOW_CONFIDENCE``): then it is recorded and the case waits
+        for a second reviewer. The second review finalises when it agrees on every head, else
+        the case waits for a supervisor's adjudication, which is final. ``stage``, when
+        given, must be the case's stage (Conflict otherwise). Every decision ends the
+        reviewer's claim; a case another reviewer holds is a Conflict.
+
+        Returns the case after the decision (``item`` shape) plus ``"action"`` and
+        ``"outcome"`` (final, awaiting_second, awaiting_adjudication, skipped).
         """
         if action not in ACTIONS:
             raise InvalidInput(f"action must be one of {list(ACTIONS)}, got {action!r}", field="action")
         if not reviewer:
             raise InvalidInput("a reviewer name is required", field="reviewer")
+        if stage is not None and stage not in STAGES:
+            raise InvalidInput(f"stage must be one of {list(STAGES)}, got {stage!r}", field="stage")
         note = (note or "").strip() or None
         if note and len(note) > 2000:
             raise InvalidInput("a note may have at most 2000 characters", field="note")
+        current = self.item(case_id)
+        current_stage = current["review_stage"] if current["review_stage"] in PENDING_DOUBLE else "first"
+        if stage is not None and stage != current_stage:
+            raise Conflict(f"case {case_id} waits for its {current_stage} review, not the {stage} one; reload it")
+        now = self.now()
+        holder = self.claims.holder(case_id, now)
+        if holder is not None and holder.reviewer != reviewer:
+            raise self._held_conflict(case_id, now)
         if action == "skip":
             if note:
                 self.add_note(case_id, reviewer, note)
-            return {**self.item(case_id), "action": "skip"}
+            self.claims.release(case_id, reviewer)
+            return {**self.item(case_id, viewer=reviewer), "action": "skip", "outcome": "skipped"}
+        self._check_may_decide(case_id, current_stage, reviewer)
         if expected_version is None:
             raise InvalidInput("expected_version (the case version you reviewed) is required", field="expected_version")
-        current = self.item(case_id)
         self._check_version(current, expected_version)
         if action == "correct":
             new_labels = self._validated_labels(labels)
@@ -214,17 +412,110 @@ class ReviewService:
             if labels:
                 raise InvalidInput("confirm takes no labels; use correct to change them", field="labels")
             merged = dict(current["labels"])
-        self.service.apply_labels(
-            case_id,
-            merged,
-            actor=reviewer,
-            reason=note or action,
-            expected_version=expected_version,
-            review=True,
-        )
+        claimed_at = holder.claimed_at if holder is not None else None
+        reason = note or action
+        if current_stage == "first":
+            why = self._double_reason(case_id, action, current)
+            if why:
+                self._record_pending(case_id, reviewer, merged, reason, expected_version, claimed_at, "first", why)
+                outcome = "awaiting_second"
+            else:
+                self._apply_final(case_id, merged, reviewer, reason, expected_version, "single", claimed_at)
+                outcome = "final"
+        elif current_stage == "second":
+            first = self._first_labels(case_id)
+            if all(merged[head] == first.get(head) for head in HEADS):
+                self._apply_final(case_id, merged, reviewer, reason, expected_version, "second", claimed_at,
+                                  advance=("second", {"second_reviewer": reviewer}))
+                outcome = "final"
+            else:
+                self._record_pending(case_id, reviewer, merged, reason, expected_version, claimed_at, "second")
+                outcome = "awaiting_adjudication"
+        else:
+            self._apply_final(case_id, merged, reviewer, reason, expected_version, "adjudication", claimed_at,
+                              advance=("adjudication", {"adjudicator": reviewer}))
+            outcome = "final"
+        return {**self.item(case_id, viewer=reviewer), "action": action, "outcome": outcome}
+
+    def _double_reason(self, case_id: int, action: str, current: dict[str, Any]) -> str | None:
+        """Why this first decision needs a second review (sample, low_confidence), or None."""
+        if current["double_review"] is not None:
+            return None  # double-reviewed once already; a later re-review is a single one
+        if sampled_for_double_review(case_id, self._setting("review_double_share", 0.0)):
+            return "sample"
+        below = self._setting("review_double_below_confidence", 0.0)
+        if action == "correct" and current["confidence"] is not None and current["confidence"] < below:
+            return "low_confidence"
+        return None
+
+    def _first_labels(self, case_id: int) -> dict[str, Any]:
+        with self.db.session() as session:
+            first = session.scalars(select(ReviewDecision).where(
+                ReviewDecision.case_id == case_id, ReviewDecision.stage == "first", ~ReviewDecision.final)
+                .order_by(ReviewDecision.id.desc()).limit(1)).first()
+            return dict(first.labels) if first is not None else {}
+
+    def _apply_final(self, case_id: int, labels: dict[str, Any], reviewer: str, reason: str, expected_version: int,
+                     stage: str, claimed_at: datetime | None, advance: tuple[str, dict[str, Any]] | None = None) -> None:
+        """Make ``labels`` the case's final labels (rules re-run, audit, webhook), move its
+        double review to final and end the claim, all in one transaction."""
+        claims = self.claims
+
+        def also(session, case) -> None:
+            if advance is None:
+                if session.scalar(select(DoubleReview.stage).where(
+                        DoubleReview.case_id == case_id, DoubleReview.stage.in_(PENDING_DOUBLE))):
+                    raise Conflict(f"case {case_id} went to double review meanwhile; reload it")
+            else:
+                expected, fields = advance
+                moved = session.execute(update(DoubleReview).where(
+                    DoubleReview.case_id == case_id, DoubleReview.stage == expected,
+                ).values(stage="final", finalised_at=self.now(), **fields)).rowcount
+                if not moved:
+                    raise Conflict(f"case {case_id} was decided by someone else meanwhile; reload it")
+            claims.release(case_id, reviewer, session)
+
+        self.service.apply_labels(case_id, labels, actor=reviewer, reason=reason, expected_version=expected_version,
+                                  review=True, stage=stage, claimed_at=claimed_at, also=also)
         if self.learning is not None:
             self.learning.note_confirmations(1, actor=f"auto:{reviewer}")
-        return {**self.item(case_id), "action": action}
+
+    def _record_pending(self, case_id: int, reviewer: str, labels: dict[str, Any], reason: str,
+                        expected_version: int, claimed_at: datetime | None, stage: str, why: str | None = None) -> None:
+        """Record a first decision (the case waits for a second reviewer) or a disagreeing
+        second one (it waits for adjudication): audited, not final, the case untouched."""
+        now = self.now()
+        with self.db.session(write=True) as session:
+            query = select(Case).where(Case.id == case_id).options(joinedload(Case.prediction))
+            if self.db.is_postgres:
+                query = query.with_for_update(of=Case)
+            case = session.scalars(query).first()
+            if case is None:
+                raise NotFound(f"case {case_id} does not exist")
+            if case.version != expected_version:
+                raise Conflict(f"case {case_id} changed since version {expected_version} (now {case.version}); "
+                               "reload it and decide again")
+            previous = {**case_labels(case), "vulnerable": case.vulnerable}
+            decided = {**labels, "vulnerable": case.vulnerable}
+            if stage == "first":
+                if session.get(DoubleReview, case_id) is not None:
+                    raise Conflict(f"case {case_id} was decided by another reviewer meanwhile; reload it")
+                session.add(DoubleReview(case_id=case_id, stage="second", reason=why, first_reviewer=reviewer,
+                                         created_at=now))
+            else:
+                moved = session.execute(update(DoubleReview).where(
+                    DoubleReview.case_id == case_id, DoubleReview.stage == "second",
+                ).values(stage="adjudication", second_reviewer=reviewer)).rowcount
+                if not moved:
+                    raise Conflict(f"case {case_id} was decided by someone else meanwhile; reload it")
+            session.add(ReviewDecision(
+                case_id=case_id, message_id=case.message_id, reviewer=reviewer, labels=decided, previous=previous,
+                changed=decided != previous, reason=reason, stage=stage, final=False, claimed_at=claimed_at,
+                model_version=case.prediction.model_version if case.prediction else None, created_at=now,
+            ))
+            action = "review.first_decision" if stage == "first" else "review.disagreement"
+            self.service.audit_log.write(session, reviewer, action, "case", case_id, previous, decided, reason)
+            self.claims.release(case_id, reviewer, session)
 
     @staticmethod
     def _check_version(current: dict[str, Any], expected_version: int) -> None:
@@ -264,30 +555,40 @@ class ReviewService:
     ) -> dict[str, Any]:
         """Confirm every queued case whose model confidence is at least ``min_confidence``.
 
-        Cases another reviewer decides meanwhile are counted as conflicts and left alone.
+        Cases another reviewer holds or decides meanwhile are counted as conflicts and left
+        alone; cases picked for double review wait for a second reviewer (``awaiting_second``,
+        also listed in ``confirmed``).
         """
         if not 0.0 <= min_confidence <= 1.0:
             raise InvalidInput(f"min_confidence must be between 0 and 1, got {min_confidence}", field="min_confidence")
-        query = self._queue_query(filters or QueueFilters(), "deadline").where(Prediction.confidence >= min_confidence)
+        query = self._queue_query(filters or QueueFilters(), "deadline", "first", reviewer)
+        query = query.where(Prediction.confidence >= min_confidence)
         with self.db.session() as session:
             targets = [(c.id, c.version) for c in session.scalars(query.order_by(Case.id).limit(limit))]
-        confirmed, conflicts = [], []
+        confirmed, conflicts, awaiting = [], [], []
         for case_id, version in targets:
             try:
-                self.decide(case_id, "confirm", reviewer, version, note=f"bulk confirm (confidence >= {min_confidence:.2f})")
+                result = self.decide(case_id, "confirm", reviewer, version, stage="first",
+                                     note=f"bulk confirm (confidence >= {min_confidence:.2f})")
                 confirmed.append(case_id)
+                if result["outcome"] == "awaiting_second":
+                    awaiting.append(case_id)
             except Conflict:
                 conflicts.append(case_id)
-        return {"confirmed": confirmed, "conflicts": conflicts}
+        return {"confirmed": confirmed, "conflicts": conflicts, "awaiting_second": awaiting}
 
     # ----------------------------------------------------------------- history
 
     def history(self, case_id: int) -> list[dict[str, Any]]:
-        """Predictions, reviews, SLA events and audited changes of a case, oldest first."""
+        """Predictions, reviews, SLA events and audited changes of a case, oldest first.
+
+        While the case waits for its blind second review, the first decision is left out.
+        """
         with self.db.session() as session:
             case = session.get(Case, case_id)
             if case is None:
                 raise NotFound(f"case {case_id} does not exist")
+            blind = session.scalar(select(DoubleReview.stage).where(DoubleReview.case_id == case_id)) == "second"
             events: list[dict[str, Any]] = []
             for p in session.scalars(select(Prediction).where(Prediction.message_id == case.message_id)):
                 events.append({
@@ -296,10 +597,13 @@ class ReviewService:
                     f"{' / escalation' if p.escalation else ''} (confidence {p.confidence:.2f})",
                 })
             for r in session.scalars(select(ReviewDecision).where(ReviewDecision.case_id == case_id)):
+                if blind and not r.final:
+                    continue
                 changes = [f"{h}: {r.previous.get(h)} -> {r.labels.get(h)}" for h in HEADS if r.previous.get(h) != r.labels.get(h)]
                 events.append({
                     "at": r.created_at, "kind": "review", "actor": r.reviewer,
-                    "summary": ("corrected " + ", ".join(changes)) if r.changed else "confirmed",
+                    "summary": (f"{r.stage} review: " if r.stage != "single" else "")
+                    + (("corrected " + ", ".join(changes)) if r.changed else "confirmed"),
                     "note": r.reason,
                 })
             for e in session.scalars(select(SlaEvent).where(SlaEvent.case_id == case_id)):
@@ -309,6 +613,8 @@ class ReviewService:
             for a in session.scalars(
                 select(AuditEntry).where(AuditEntry.entity == "case", AuditEntry.entity_id == str(case_id))
             ):
+                if blind and a.action in BLIND_AUDIT_ACTIONS:
+                    continue
                 events.append({"at": a.at, "kind": a.action, "actor": a.actor, "summary": _audit_summary(a), "note": a.reason})
         events.sort(key=lambda e: e["at"])
         return [{**e, "at": e["at"].isoformat(timespec="seconds")} for e in events]
@@ -316,11 +622,13 @@ class ReviewService:
     # ----------------------------------------------------------------- dashboard
 
     def dashboard(self, days: int = 30, now: datetime | None = None) -> dict[str, Any]:
-        """Numbers for the dashboard: queue, reviews/day, agreement/head/day, confusion, SLA."""
+        """Numbers for the dashboard: queue, final reviews/day, model agreement/head/day,
+        confusion, SLA. Reviewers' agreement with each other is :meth:`agreement`."""
         now = now or utcnow()
         since = now - timedelta(days=days)
         with self.db.session() as session:
-            decisions = list(session.scalars(select(ReviewDecision).where(ReviewDecision.created_at >= since)))
+            decisions = list(session.scalars(select(ReviewDecision).where(ReviewDecision.created_at >= since,
+                                                                          ReviewDecision.final)))
             sla_events = list(session.scalars(select(SlaEvent).where(SlaEvent.detected_at >= since)))
             open_cases = session.execute(
                 select(Case.respond_breached, Case.resolve_breached, Case.respond_warned, Case.resolve_warned)
@@ -361,6 +669,29 @@ class ReviewService:
             "open_cases": len(open_cases),
         }
 
+    def agreement(self, days: int = 30) -> dict[str, Any]:
+        """The team's agreement report over the cases reviewed in the last ``days`` days
+        (:func:`triage.agreement.agreement_report`): inter-reviewer percentage and Cohen's
+        kappa per head, each reviewer's agreement with the final label, throughput, and
+        model-vs-final agreement per model version."""
+        if not 1 <= days <= 3660:
+            raise InvalidInput(f"days must be between 1 and 3660, got {days}", field="days")
+        since = self.now() - timedelta(days=days)
+        with self.db.session() as session:
+            recent = select(ReviewDecision.case_id).where(ReviewDecision.created_at >= since)
+            rows = list(session.scalars(select(ReviewDecision).where(ReviewDecision.case_id.in_(recent))
+                                        .order_by(ReviewDecision.id)))
+        cases: dict[int, ReviewedCase] = {}
+        for d in rows:
+            case = cases.setdefault(d.case_id, ReviewedCase(d.case_id))
+            if case.model_labels is None and d.stage in ("single", "first"):
+                case.model_labels, case.model_version = dict(d.previous), d.model_version
+            case.decisions.append({"stage": d.stage, "reviewer": d.reviewer, "labels": dict(d.labels),
+                                   "final": d.final, "claimed_at": d.claimed_at, "decided_at": d.created_at})
+        return agreement_report(list(cases.values()), since)
+
+
+BLIND_AUDIT_ACTIONS = ("review.first_decision", "review.disagreement", "case.note")
 
 SUMMARY_FIELDS = ("dispute_type", "grade", "emotion", "escalation", "tier", "respond_due_at", "resolve_due_at", "status")
 
@@ -378,7 +709,7 @@ def _audit_summary(entry: AuditEntry) -> str:
 # --------------------------------------------------------------------------- wiring
 
 
-REVIEW_ROLES = ("reviewer", "admin")  # the roles that may open the review queue
+REVIEW_ROLES = ("reviewer", "supervisor", "admin")  # the roles that may open the review queue
 
 
 class ReviewContext:
@@ -396,7 +727,8 @@ class ReviewContext:
         self.settings = settings or service.settings
         self.store = store or ModelStore(self.settings.effective_model_dir)
         self.learning = loop_for_service(service, self.store, self.settings, **loop_options)
-        self.review = ReviewService(service.db, service, self.learning)
+        self.review = getattr(service, "review", None) or ReviewService(service.db, service)
+        self.review.learning = self.learning
 
     def models_overview(self) -> dict[str, Any]:
         """Every model version (oldest first) with status, gate reason and metrics, and the

@@ -10,10 +10,12 @@ from triage.store.tables import (
     Base,
     Case,
     ConnectorRef,
+    DoubleReview,
     LoginAttempt,
     Message,
     Prediction,
     RecallIncident,
+    ReviewClaim,
     ReviewDecision,
     SlaEvent,
     SurgeAlert,
@@ -26,6 +28,7 @@ from triage.store.tables import (
 )
 
 __all__ = [
-    "ApiKey", "AuditEntry", "LoginAttempt", "UiSession", "Base", "Case", "ConnectorRef", "Database", "Message", "Prediction", "RecallIncident", "ReviewDecision",
+    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "DoubleReview", "LoginAttempt", "Message", "Prediction",
+    "RecallIncident", "ReviewClaim", "ReviewDecision", "UiSession",
     "SlaEvent", "SurgeAlert", "SurgeAlertCase", "User", "WebhookAttempt", "WebhookDelivery", "utcnow",
 ]

@@ -267,6 +267,41 @@ class ReviewDecision(Base):
     model_version: Mapped[str | None] = mapped_column(String(100))  # model whose labels were reviewed
     trained_in_version: Mapped[str | None] = mapped_column(String(100))  # set by the learning loop
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # single (the only review), first / second (double review), adjudication (a supervisor's).
+    stage: Mapped[str] = mapped_column(String(16), default="single")
+    # Whether these labels are the case's final ones: only final decisions retrain the model.
+    final: Mapped[bool] = mapped_column(Boolean, default=True)
+    claimed_at: Mapped[datetime | None]  # when the reviewer claimed the case (throughput)
+
+
+class ReviewClaim(Base):
+    """A reviewer holds a case for a few minutes; other reviewers' queues skip it. One row per
+    case (the primary key makes two claims of one case impossible); an expired row is free."""
+
+    __tablename__ = "review_claims"
+
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    stage: Mapped[str] = mapped_column(String(16))  # first | second | adjudication
+    claimed_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class DoubleReview(Base):
+    """A case picked for a second, blind review: ``stage`` second (waiting for another
+    reviewer), adjudication (the two disagreed; a supervisor decides) or final. ``reason``
+    sample | low_confidence."""
+
+    __tablename__ = "double_reviews"
+
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    first_reviewer: Mapped[str] = mapped_column(String(200))
+    second_reviewer: Mapped[str | None] = mapped_column(String(200))
+    adjudicator: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    finalised_at: Mapped[datetime | None]
 
 
 class WebhookDelivery(Base):

@@ -1,7 +1,7 @@
 """Review desk log-in: users' password hash and language, UI sessions, log-in attempts.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004 (0003 before the desk branch was merged in)
 Create Date: 2026-12-02 17:40:00
 """
 
@@ -14,7 +14,7 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TS = sa.DateTime(timezone=True)
 
 revision = '0005'
-down_revision = '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
