@@ -411,5 +411,8 @@ def test_two_reviewers_get_different_cases_and_a_disagreement_reaches_the_superv
     # the dashboard's agreement section counts the double review and the adjudication
     rita.get_by_role("tab", name="统计看板").click()
     wait_text(rita, "#agreement-summary", "主管裁定 1")
+    rita.wait_for_timeout(800)
+    rita.evaluate("document.querySelector('#agreement-summary').scrollIntoView({block: 'start'})")
+    shoot(rita, "agreement")
     for page in (sam, lin, rita):
         page.context.close()
