@@ -7,7 +7,7 @@ model changes (retrain, promote, roll back) the ``admin`` scope.
 from __future__ import annotations
 
 import threading
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
@@ -46,6 +46,20 @@ class ReviewIn(BaseModel):
     _no_nul = field_validator("note")(classmethod(lambda cls, value: refuse_nul(value)))
 
 
+class DecisionIn(ReviewIn):
+    stage: Literal["first", "second", "adjudication"] | None = Field(
+        default=None, description="the review stage you decided (409 if the case is at another one)")
+
+
+class ClaimNextIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stage: Literal["any", "first", "second", "adjudication"] = Field(
+        default="any", description="any: a second review first, else a first one; adjudication: supervisors")
+    order: Literal["deadline", "uncertainty"] = "deadline"
+    exclude: list[Annotated[StrictInt, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=500, description="case ids to pass over (those you skipped)")
+
+
 class ModelChangeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(default=None, max_length=500, json_schema_extra={"pattern": NO_NUL})
@@ -63,13 +77,59 @@ def get_queue(
     status_: Literal["open", "pending"] | None = Query(None, alias="status"),
     tier: str | None = None,
     breached: bool | None = None,
+    stage: Literal["first", "second", "adjudication"] = "first",
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_ID),
     principal: Principal = Scoped("review"),
 ):
     review = review_context(request.app).review
     filters = QueueFilters(dispute_type=type_, grade=grade, emotion=emotion, status=status_, tier=tier, breached=breached)
-    return {"total": review.queue_size(filters), "items": review.queue(filters, order, limit, offset)}
+    user = principal.user
+    return {"total": review.queue_size(filters, reviewer=user, stage=stage),
+            "items": review.queue(filters, order, limit, offset, reviewer=user, stage=stage)}
+
+
+@router.post("/review/claim/next", tags=["review"], responses=responses(*AUTHENTICATED),
+             summary="Claim the next case for you (held for TRIAGE_REVIEW_CLAIM_MINUTES); item null when none waits")
+def post_claim_next(request: Request, body: ClaimNextIn | None = None, principal: Principal = Scoped("review")):
+    body = body or ClaimNextIn()
+    item = review_context(request.app).review.claim_next(
+        principal.user, QueueFilters(exclude=list(body.exclude)), body.order, body.stage)
+    return {"item": item}
+
+
+@router.get("/review/cases/{case_id}", tags=["review"], responses=responses(*AUTHENTICATED, 404),
+            summary="A case as a reviewer sees it: who holds it, its review stage (blind in the second review)")
+def get_review_case(request: Request, case_id: RowId, principal: Principal = Scoped("review")):
+    return review_context(request.app).review.item(case_id, viewer=principal.user)
+
+
+@router.post("/review/cases/{case_id}/claim", tags=["review"], responses=responses(*AUTHENTICATED, 404, 409),
+             summary="Open a case for review and hold it; 409 if another reviewer holds it or it is final")
+def post_claim(request: Request, case_id: RowId, principal: Principal = Scoped("review")):
+    return review_context(request.app).review.claim(case_id, principal.user)
+
+
+@router.delete("/review/cases/{case_id}/claim", tags=["review"], responses=responses(*AUTHENTICATED, 404),
+               summary="Give a case you hold back without deciding it")
+def delete_claim(request: Request, case_id: RowId, principal: Principal = Scoped("review")):
+    review = review_context(request.app).review
+    review.item(case_id)  # 404 for an unknown case
+    return {"released": review.release(case_id, principal.user)}
+
+
+@router.post("/review/cases/{case_id}/decision", tags=["review"], responses=responses(*AUTHENTICATED, 404, 409),
+             summary="Decide a case at its stage (first, blind second, adjudication); outcome final or awaiting_*")
+def post_decision(request: Request, case_id: RowId, body: DecisionIn, principal: Principal = Scoped("review")):
+    review = review_context(request.app).review
+    return review.decide(case_id, body.action, principal.user, body.expected_version, body.labels, body.note,
+                         stage=body.stage)
+
+
+@router.get("/review/agreement", tags=["review"], responses=responses(*AUTHENTICATED),
+            summary="Inter-reviewer agreement and kappa per head, reviewer vs final, throughput, model vs final")
+def get_agreement(request: Request, days: int = Query(30, ge=1, le=3660), principal: Principal = Scoped("review")):
+    return review_context(request.app).review.agreement(days)
 
 
 @router.post("/cases/{case_id}/review", tags=["review"], responses=responses(*AUTHENTICATED, 404, 409),

@@ -3,8 +3,8 @@
 Thin on purpose: every handler checks the logged-in user's role, calls one function of
 :class:`triage.contexts.review.ReviewService` or :class:`models.learning.LearningLoop`, and renders
 with :mod:`review_ui.render` (which escapes all message text). Reviewers log in with user
-name and password (:mod:`review_ui.login`); only ``admin`` users who hold an admin-scope key
-may retrain, promote or roll back models.
+name and password (:mod:`review_ui.login`; roles reviewer, supervisor, admin); only ``admin``
+users who hold an admin-scope key may retrain, promote or roll back models.
 
 Every word comes from the catalogue ``review_ui/messages.toml`` (Simplified Chinese by
 default, English per user or by the browser), every time is shown in the policy's timezone,

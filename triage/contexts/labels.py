@@ -17,7 +17,7 @@ from triage.contexts.core import ServiceCore
 from triage.errors import Conflict, InvalidInput
 from triage.policy import Labels
 from triage.store.queries import insert_returning_ids
-from triage.store.tables import Case, Message, Prediction as PredictionRow, ReviewDecision
+from triage.store.tables import Case, DoubleReview, Message, Prediction as PredictionRow, ReviewDecision
 from triage.taxonomy import HEADS, validate_label
 
 
@@ -103,7 +103,8 @@ class LabelChanges:
             return case_view(case)
 
     def regrade_open_cases(self, triager, actor: str, batch: int = 200) -> int:
-        """Re-predict open/pending cases no reviewer has confirmed (after a new model is promoted).
+        """Re-predict open/pending cases no reviewer has confirmed or is double-reviewing (after
+        a new model is promoted).
 
         Every re-scored case gets the new model's prediction (probabilities, confidence,
         version), so the uncertainty-ordered review queue ranks by the serving model; only
@@ -112,13 +113,17 @@ class LabelChanges:
         """
         changed = 0
         last_id = 0
+        # A case waiting for its second review or adjudication keeps the labels its first
+        # reviewer saw, so both reviewers judge the same prediction.
+        in_double_review = select(DoubleReview.case_id).where(DoubleReview.stage.in_(("second", "adjudication")))
         while True:
             with self.core.db.session() as session:
                 rows = session.execute(
                     select(Case.id, Message.text_masked, Case.dispute_type, Case.grade, Case.emotion, Case.escalation,
                            Case.vulnerable)
                     .join(Case.message)
-                    .where(Case.id > last_id, Case.status.in_(("open", "pending")), Case.labels_source == "model")
+                    .where(Case.id > last_id, Case.status.in_(("open", "pending")), Case.labels_source == "model",
+                           Case.id.not_in(in_double_review))
                     .order_by(Case.id).limit(batch)
                 ).all()
             if not rows:

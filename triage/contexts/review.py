@@ -140,7 +140,7 @@ class ReviewService:
     # ----------------------------------------------------------------- queue
 
     def _queue_query(self, filters: QueueFilters, order: str, stage: str = "first", reviewer: str | None = None,
-                     now: datetime | None = None):
+                     now: datetime | None = None, include_held: bool = False):
         """Cases waiting for a ``stage`` review (first: the only or first review; second: a
         blind second review by someone else than the first reviewer; adjudication: by
         neither of the two), without those another reviewer holds (anyone, without
@@ -175,6 +175,8 @@ class ReviewService:
             query = query.where(breached if filters.breached else ~breached)
         if filters.exclude:
             query = query.where(Case.id.not_in(filters.exclude))
+        if include_held:
+            return query
         return query.where(Case.id.not_in(ReviewClaims.held_by_others(reviewer, now or self.now())))
 
     @staticmethod
@@ -202,11 +204,13 @@ class ReviewService:
         query = query.options(joinedload(Case.message), joinedload(Case.prediction)).limit(limit).offset(offset)
         with self.db.session() as session:
             items = [queue_item(case, now) for case in session.scalars(query).unique()]
-            return self._annotate(session, items, now)
+            return self._annotate(session, items, now, reviewer)
 
     def queue_size(self, filters: QueueFilters | None = None, *, reviewer: str | None = None,
-                   stage: str = "first") -> int:
-        query = self._queue_query(filters or QueueFilters(), "deadline", stage, reviewer)
+                   stage: str = "first", include_held: bool = False) -> int:
+        """How many cases :meth:`queue` has for ``reviewer``; with ``include_held`` also those
+        someone holds (the dashboard's count of waiting work)."""
+        query = self._queue_query(filters or QueueFilters(), "deadline", stage, reviewer, include_held=include_held)
         with self.db.session() as session:
             return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
@@ -216,9 +220,11 @@ class ReviewService:
         return {stage: self.queue_size(reviewer=reviewer, stage=stage) for stage in STAGES}
 
     @staticmethod
-    def _annotate(session, items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    def _annotate(session, items: list[dict[str, Any]], now: datetime, viewer: str | None = None) -> list[dict[str, Any]]:
         """Add who holds each case (``claim``, ``claimed_by``) and its review stage: first
-        (waiting for its review), second, adjudication, final (reviewed)."""
+        (waiting for its review), second, adjudication, final (reviewed). Why a case is double
+        reviewed (sample, low_confidence: the first reviewer corrected it) stays hidden from
+        all but the first reviewer while it waits for the blind second review."""
         ids = [item["case_id"] for item in items]
         if not ids:
             return items
@@ -230,7 +236,8 @@ class ReviewService:
             item["claim"] = claim_view(claim)
             item["claimed_by"] = claim.reviewer if claim else None
             item["review_stage"] = double.stage if double else ("first" if item["labels_source"] == "model" else "final")
-            item["double_review"] = double.reason if double else None
+            blind = double is not None and double.stage == "second" and viewer != double.first_reviewer
+            item["double_review"] = ("yes" if blind else double.reason) if double else None
             item["decisions"] = []
         return items
 
@@ -246,7 +253,7 @@ class ReviewService:
             case = session.get(Case, case_id, options=[joinedload(Case.message), joinedload(Case.prediction)])
             if case is None:
                 raise NotFound(f"case {case_id} does not exist")
-            item = self._annotate(session, [queue_item(case, now)], now)[0]
+            item = self._annotate(session, [queue_item(case, now)], now, viewer)[0]
             if item["review_stage"] == "adjudication":
                 item["decisions"] = [
                     {"stage": d.stage, "reviewer": d.reviewer, "labels": {h: d.labels.get(h) for h in HEADS},
@@ -297,14 +304,17 @@ class ReviewService:
         filters = filters or QueueFilters()
         now = self.now()
         minutes = self.claim_minutes
+        stages = ("second", "first") if stage == "any" else (stage,)
+        queries = {current: self._ordered(self._queue_query(filters, order, current, reviewer, now), order)
+                   for current in stages}
         held = self.claims.held_by(reviewer, now)
-        for current in (("second", "first") if stage == "any" else (stage,)):
-            query = self._ordered(self._queue_query(filters, order, current, reviewer, now), order)
+        for current, query in queries.items() if held else ():
             with self.db.session() as session:
-                mine = session.scalars(query.where(Case.id.in_(held)).limit(1)).first() if held else None
+                mine = session.scalars(query.where(Case.id.in_(held)).limit(1)).first()
                 mine_id = mine.id if mine is not None else None
             if mine_id is not None and self.claims.take(mine_id, reviewer, current, now, minutes):
                 return self.item(mine_id, viewer=reviewer)
+        for current, query in queries.items():
             for _ in range(5):  # each round's candidates lost to other reviewers are held by them next round
                 with self.db.session() as session:
                     candidates = [c.id for c in session.scalars(query.limit(20))]
@@ -649,7 +659,7 @@ class ReviewService:
         for e in sla_events:
             sla_per_day[e.detected_at.date().isoformat()][e.kind] += 1
         return {
-            "queue_size": self.queue_size(),
+            "queue_size": self.queue_size(include_held=True),
             "reviews_total": len(decisions),
             "reviews_per_day": dict(sorted(reviews_per_day.items())),
             "agreement": {
@@ -741,7 +751,7 @@ class ReviewContext:
         }
 
     def require_reviewer(self, name: str | None, admin: bool = False) -> str:
-        """``name`` if that user may review (roles reviewer, admin) or, with ``admin``, change
+        """``name`` if that user may review (roles reviewer, supervisor, admin) or, with ``admin``, change
         models; else Unauthorized/Forbidden.
 
         A review UI session (password log-in, :meth:`Accounts.desk_session`) has no key, so
