@@ -26,9 +26,11 @@ run: model
 checkpoint: install
 	@test -f var/checkpoints/m3e-small/config.json || $(VENV)/bin/triage fetch-checkpoint m3e-small --out var/checkpoints/m3e-small
 
-# Debian's chromium for the browser tests; Playwright never downloads a browser here.
+# Debian's chromium for the browser tests (and a Chinese font for the desk and its charts);
+# Playwright never downloads a browser here.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@{ command -v chromium >/dev/null 2>&1 && fc-list | grep -qi "WenQuanYi Micro Hei"; } || \
+		{ apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; }
 
 test: install browser
 	$(PY) -m pytest -q

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from review_ui.guideline import HEAD_TITLES, definition
+from review_ui.messages import Translator
 
+ZH = Translator()  # the desk's default: Simplified Chinese, Beijing time
 HEAD_COLOURS = {"dispute_type": "#fde68a", "urgency": "#fecaca", "emotion": "#bfdbfe", "escalation": "#ddd6fe"}
 
 
@@ -70,27 +71,34 @@ def highlight(text: str, words: Mapping[str, str]) -> str:
     return '<div class="message-text" style="white-space:pre-wrap;font-size:1.1em;line-height:1.7">' + "".join(out) + "</div>"
 
 
-def label_table(predicted: Mapping[str, Any], scores: Mapping[str, Mapping[str, float]] | None) -> str:
+def label_table(predicted: Mapping[str, Any], scores: Mapping[str, Mapping[str, float]] | None,
+                tr: Translator = ZH) -> str:
     """Each head: predicted label, its probability, the runner-up."""
     rows = []
-    for head, title in HEAD_TITLES.items():
+    for head in HEAD_COLOURS:
         label = predicted.get(head)
         head_scores = dict((scores or {}).get(head, {}) or {})
         ranked = sorted(head_scores.items(), key=lambda kv: kv[1], reverse=True)
         prob = head_scores.get(score_key(label))
-        others = ", ".join(f"{esc(k)} {v:.0%}" for k, v in ranked[1:3])
+        others = ", ".join(f"{esc(_label_of(tr, head, k))} {v:.0%}" for k, v in ranked[1:3])
         bar = f'<div style="background:{HEAD_COLOURS[head]};width:{(prob or 0) * 100:.0f}%;height:6px"></div>'
         prob_text = f"{prob:.0%}" if prob is not None else "–"
         rows.append(
-            f'<tr><th style="text-align:left">{esc(title)}</th><td data-head="{esc(head)}"><b>{esc(label)}</b></td>'
+            f'<tr><th style="text-align:left">{esc(tr("head." + head))}</th>'
+            f'<td data-head="{esc(head)}" data-label="{esc(score_key(label))}"><b>{esc(_label_of(tr, head, label))}</b></td>'
             f"<td>{prob_text}{bar}</td><td style='color:#6b7280'>{others}</td></tr>"
         )
     return '<table class="labels" style="width:100%">' + "".join(rows) + "</table>"
 
 
-def rules_list(rules: Sequence[Mapping[str, Any]] | None) -> str:
+def _label_of(tr: Translator, head: str, label: Any) -> str:
+    """A label's display name; anything unknown (or odd) is shown as it is, escaped by the caller."""
+    return tr.label(head, label) if isinstance(label, (str, int, bool)) else str(label)
+
+
+def rules_list(rules: Sequence[Mapping[str, Any]] | None, tr: Translator = ZH) -> str:
     if not rules:
-        return "<p><i>No rule fired.</i></p>"
+        return f"<p><i>{esc(tr('case.no_rule'))}</i></p>"
     items = []
     for rule in rules:
         matched = ", ".join(esc(m) for m in rule.get("matched", []) or [])
@@ -99,75 +107,84 @@ def rules_list(rules: Sequence[Mapping[str, Any]] | None) -> str:
     return "<ul class='rules'>" + "".join(items) + "</ul>"
 
 
-def flags(emotion: str | None, vulnerable: bool, escalation: bool) -> str:
+def flags(emotion: str | None, vulnerable: bool, escalation: bool, tr: Translator = ZH) -> str:
     badges = []
+    style = "color:white;padding:2px 8px;border-radius:8px"
     if emotion in ("upset", "angry"):
         colour = "#dc2626" if emotion == "angry" else "#f59e0b"
-        badges.append(f'<span class="flag" style="background:{colour};color:white;padding:2px 8px;border-radius:8px">{esc(emotion)}</span>')
+        badges.append(f'<span class="flag" style="background:{colour};{style}">{esc(tr.label("emotion", emotion))}</span>')
     if vulnerable:
-        badges.append('<span class="flag" style="background:#7c3aed;color:white;padding:2px 8px;border-radius:8px">vulnerable customer</span>')
+        badges.append(f'<span class="flag" style="background:#7c3aed;{style}">{esc(tr("case.flag.vulnerable"))}</span>')
     if escalation:
-        badges.append('<span class="flag" style="background:#111827;color:white;padding:2px 8px;border-radius:8px">escalation threat</span>')
-    return " ".join(badges) or '<span style="color:#6b7280">no flags</span>'
+        badges.append(f'<span class="flag" style="background:#111827;{style}">{esc(tr("case.flag.escalation"))}</span>')
+    return " ".join(badges) or f'<span style="color:#6b7280">{esc(tr("case.no_flags"))}</span>'
 
 
-def countdown(deadline: datetime | None, now: datetime) -> str:
-    """'3h 20m left' or 'breached 1h 05m ago'."""
+def countdown(deadline: datetime | None, now: datetime, tr: Translator = ZH) -> str:
+    """'剩余 3小时20分' or '已超时 1小时05分' (English: '3h 20m left', 'breached 1h 05m ago')."""
+    return tr.countdown(deadline, now)
+
+
+def deadline_cell(deadline: datetime | None, now: datetime, tr: Translator = ZH) -> str:
+    """'2026-12-02 01:32 · 剩余 3小时20分': the local time and the countdown."""
     if deadline is None:
-        return "no deadline"
-    delta: timedelta = deadline - now
-    seconds = int(abs(delta.total_seconds()))
-    hours, minutes = divmod(seconds // 60, 60)
-    days, hours = divmod(hours, 24)
-    text = (f"{days}d " if days else "") + f"{hours}h {minutes:02d}m"
-    return f"{text} left" if delta.total_seconds() >= 0 else f"breached {text} ago"
+        return tr("sla.no_deadline")
+    return f"{tr.time(deadline)} · {tr.countdown(deadline, now)}"
 
 
-def sla_block(tier: str | None, deadlines: Mapping[str, datetime | None], now: datetime) -> str:
+def sla_block(tier: str | None, deadlines: Mapping[str, datetime | None], now: datetime, tr: Translator = ZH) -> str:
     rows = "".join(
-        f"<tr><th style='text-align:left'>{esc(name)}</th><td>{esc(countdown(when, now))}</td>"
-        f"<td style='color:#6b7280'>{esc(when.isoformat(timespec='minutes') if when else '')}</td></tr>"
+        f"<tr><th style='text-align:left'>{esc(tr('sla.' + name))}</th><td class='countdown'>{esc(tr.countdown(when, now))}</td>"
+        f"<td class='local-time' style='color:#6b7280'>{esc(tr.time(when) + ' ' + tr.zone_name() if when else '')}</td></tr>"
         for name, when in deadlines.items()
     )
-    return f"<p>Tier: <b class='tier'>{esc(tier)}</b></p><table class='sla'>{rows}</table>"
+    return f"<p>{esc(tr('case.tier'))}: <b class='tier'>{esc(tier)}</b></p><table class='sla'>{rows}</table>"
 
 
-def guideline_block(predicted: Mapping[str, Any]) -> str:
+def guideline_block(predicted: Mapping[str, Any], tr: Translator = ZH) -> str:
     items = []
-    for head, title in HEAD_TITLES.items():
-        text = definition(head, predicted.get(head))
+    for head in HEAD_COLOURS:
+        label = predicted.get(head)
+        text = tr.guideline(head, label) if label is not None else ""
         if text:
-            items.append(f"<li><b>{esc(title)}</b>: {esc(text)}</li>")
+            items.append(f"<li><b>{esc(tr('head.' + head))} · {esc(_label_of(tr, head, label))}</b>: {esc(text)}</li>")
     return "<ul class='guideline'>" + "".join(items) + "</ul>"
 
 
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], titles: Sequence[str] | None = None) -> str:
+    """An escaped HTML table of ``rows`` (dicts) in ``columns`` order, headed by ``titles``."""
+    head = "".join(f"<th>{esc(c)}</th>" for c in (titles or columns))
     body = "".join("<tr>" + "".join(f"<td>{esc(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows)
     return f"<table class='grid'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def early_warning(alerts: Sequence[Any], incidents: Sequence[Any], followups: Sequence[Mapping[str, Any]] = ()) -> str:
+def early_warning(alerts: Sequence[Any], incidents: Sequence[Any], followups: Sequence[Mapping[str, Any]] = (),
+                  tr: Translator = ZH) -> str:
     """Open surge alerts and recall incidents (views of ``triage.contexts.surges``) and the
     follow-up calls per dispute type and tier (``Cases.followup_stats``) as tables."""
+    def titled(columns):
+        return [tr("dash.col." + c) for c in columns]
+
+    alert_cols = ["alert", "product", "batch", "tests", "cases", "expected", "p", "safety", "status", "last_case"]
     alert_rows = [{"alert": a.id, "product": a.product, "batch": a.batch or "", "tests": ", ".join(a.scopes),
                    "cases": len(a.case_ids), "expected": f"{a.expected:.1f}", "p": f"{a.p_value:.1e}",
                    "safety": a.safety_count, "status": a.status,
-                   "last case": a.last_case_at.strftime("%Y-%m-%d %H:%M")} for a in alerts]
+                   "last_case": tr.time(a.last_case_at)} for a in alerts]
+    incident_cols = ["incident", "product", "batch", "owner", "status", "due", "cases"]
     incident_rows = [{"incident": i.id, "product": i.product, "batch": i.batch or "", "owner": i.owner,
-                      "status": i.status, "due": i.due_at.strftime("%Y-%m-%d %H:%M") + (" (overdue)" if i.overdue else ""),
+                      "status": i.status, "due": tr.time(i.due_at) + (tr("dash.overdue") if i.overdue else ""),
                       "cases": len(i.case_ids)} for i in incidents]
-    parts = ["<h4>Surge alerts</h4>",
-             table(alert_rows, ["alert", "product", "batch", "tests", "cases", "expected", "p", "safety", "status",
-                                "last case"]) if alert_rows else "<p>No open surge alert.</p>",
-             "<h4>Recall incidents</h4>",
-             table(incident_rows, ["incident", "product", "batch", "owner", "status", "due", "cases"])
-             if incident_rows else "<p>No open recall incident.</p>",
-             "<h4>Follow-up calls</h4>"]
-    follow_rows = [{"type": f["dispute_type"], "tier": f["tier"], "due": f["due"],
-                    "on time": f"{f['on_time']} ({f['on_time'] / f['due']:.0%})" if f["due"] else "0",
+    parts = [f"<h4>{esc(tr('dash.alerts'))}</h4>",
+             table(alert_rows, alert_cols, titled(alert_cols)) if alert_rows else f"<p>{esc(tr('dash.no_alerts'))}</p>",
+             f"<h4>{esc(tr('dash.incidents'))}</h4>",
+             table(incident_rows, incident_cols, titled(incident_cols))
+             if incident_rows else f"<p>{esc(tr('dash.no_incidents'))}</p>",
+             f"<h4>{esc(tr('dash.followups'))}</h4>"]
+    follow_cols = ["type", "tier", "due", "on_time", "missed", "satisfaction"]
+    follow_rows = [{"type": tr.label("dispute_type", f["dispute_type"]), "tier": f["tier"], "due": f["due"],
+                    "on_time": f"{f['on_time']} ({f['on_time'] / f['due']:.0%})" if f["due"] else "0",
                     "missed": f["missed"], "satisfaction": "" if f["satisfaction"] is None else f["satisfaction"]}
                    for f in followups]
-    parts.append(table(follow_rows, ["type", "tier", "due", "on time", "missed", "satisfaction"])
-                 if follow_rows else "<p>No follow-up call due yet.</p>")
+    parts.append(table(follow_rows, follow_cols, titled(follow_cols))
+                 if follow_rows else f"<p>{esc(tr('dash.no_followups'))}</p>")
     return "".join(parts)

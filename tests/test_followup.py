@@ -142,6 +142,10 @@ def test_follow_up_compliance_and_satisfaction_per_type_and_tier(make_service, c
     [called] = [g for g in stats if g["due"] == 2]
     assert (called["on_time"], called["missed"], called["satisfaction"]) == (1, 0, 4.0)
     html = render.early_warning([], [], stats)
+    assert "回访" in html and "暂无到期回访" not in html  # the desk's default language
+    from review_ui.messages import Translator
+
+    html = render.early_warning([], [], stats, Translator("en"))
     assert "Follow-up calls" in html and "No follow-up call due yet" not in html
 
 

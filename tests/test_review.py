@@ -366,9 +366,15 @@ def test_rendering_escapes_message_text_and_highlights_driving_words():
     table = render.label_table({"dispute_type": "<b>x</b>", "urgency": 1, "emotion": "calm", "escalation": True},
                                {"escalation": {"true": 0.9, "false": 0.1}, "urgency": {"1": 0.6, "2": 0.4}})
     assert "&lt;b&gt;x&lt;/b&gt;" in table and "90%" in table and "60%" in table
-    assert "breached" in render.countdown(utcnow() - timedelta(hours=1), utcnow())
-    assert render.countdown(utcnow() + timedelta(hours=2, minutes=5), utcnow()).endswith("left")
+    from review_ui.messages import Translator
+
+    en = Translator("en")
+    assert "breached" in render.countdown(utcnow() - timedelta(hours=1), utcnow(), en)
+    assert render.countdown(utcnow() + timedelta(hours=2, minutes=5), utcnow(), en).endswith("left")
+    assert render.countdown(utcnow() + timedelta(hours=2, minutes=5), utcnow()).startswith("剩余 2小时")  # Chinese by default
+    assert "已超时" in render.countdown(utcnow() - timedelta(hours=1), utcnow())
     assert "12315" in render.guideline_block({"escalation": True}) and "质量问题" in render.guideline_block({"dispute_type": "quality"})
+    assert "Quality" in render.guideline_block({"dispute_type": "quality"}, en)
 
 
 # ------------------------------------------------------------------ re-grading after a promotion

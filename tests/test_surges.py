@@ -377,12 +377,15 @@ def test_dismiss_with_reason(surge_client):
 def test_review_dashboard_lists_open_alerts_and_incidents(surge_client):
     from review_ui import render
 
+    from review_ui.messages import Translator
+
     client, service, keys = surge_client
     alert = service.list_alerts()[0]
-    html = render.early_warning(service.list_alerts(), service.list_incidents())
+    en = Translator("en")
+    html = render.early_warning(service.list_alerts(), service.list_incidents(), tr=en)
     assert "SND-X5" in html and "No open recall incident" in html
     service.alert_event(alert.id, "open_recall", "li", owner="<b>王</b>")
-    html = render.early_warning(service.list_alerts(), service.list_incidents())
+    html = render.early_warning(service.list_alerts(), service.list_incidents(), tr=en)
     assert "&lt;b&gt;王&lt;/b&gt;" in html and "<b>王</b>" not in html and "No open recall incident" not in html
 
 
@@ -417,11 +420,15 @@ def test_daily_series_counts_per_policy_day_and_carries_the_alert(make_service, 
     assert service.daily_series("SND-X5", days=3, until=T0 + 5 * DAY).alerts == []
     assert service.daily_series("MIC-LAV2").alerts == []
     # the chart marks the alert: a band over its days and a labelled triangle on the day it was raised
-    fig = charts.daily_complaints([series, service.daily_series("MIC-LAV2", days=12)])
+    from review_ui.messages import Translator
+
+    fig = charts.daily_complaints([series, service.daily_series("MIC-LAV2", days=12)], Translator("en"))
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.texts] == [f"alert {alert.id}"] and len(ax.patches) == 1
+    zh = charts.daily_complaints([series], Translator("zh"))  # the desk's default language
+    assert [t.get_text() for t in zh.axes[0].texts] == [f"预警 {alert.id}"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SND-X5", "MIC-LAV2"]
-    assert charts.daily_complaints([]).axes[0].texts[0].get_text().startswith("no product")
+    assert charts.daily_complaints([], Translator("en")).axes[0].texts[0].get_text().startswith("no product")
 
 
 def test_daily_series_api_and_bad_input(surge_client):

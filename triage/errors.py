@@ -44,3 +44,11 @@ class PolicyError(TriageError):
 
 class Unavailable(TriageError):
     """A dependency (database) is down; the request may be retried safely."""
+
+
+class TooManyAttempts(Unauthorized):
+    """Too many failed log-ins for this user name or address: wait ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -221,6 +221,11 @@ class Decision:
 class Policy:
     """A validated policy file with the operations the service needs."""
 
+    @property
+    def timezone(self) -> str:
+        """The IANA timezone of the working clock: the one people see times in (review desk)."""
+        return self.spec.clock.timezone
+
     def __init__(self, spec: PolicySpec, source: str = "<memory>"):
         self.spec = spec
         self.source = source

@@ -88,12 +88,16 @@ class TriageService:
         self.list_users = self.accounts.list_users
         self.active_user_role = self.accounts.active_user_role
         self.user_holds_scope = self.accounts.user_holds_scope
-        self.key_still_grants = self.accounts.key_still_grants
         self.set_user_active = self.accounts.set_user_active
         self.create_api_key = self.accounts.create_api_key
         self.list_api_keys = self.accounts.list_api_keys
         self.revoke_api_key = self.accounts.revoke_api_key
         self.authenticate = self.accounts.authenticate
+        self.set_password = self.accounts.set_password
+        self.password_login = self.accounts.password_login
+        self.desk_session = self.accounts.desk_session
+        self.logout = self.accounts.logout
+        self.set_language = self.accounts.set_language
         self.authenticate_cached = self.accounts.authenticate_cached
         self.scan_surges = self.surges.scan
         self.list_alerts = self.surges.list_alerts

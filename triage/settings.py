@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     secret_key: str = "change-me-in-production"  # signs review UI sessions
+    # Review desk log-in (user name + password): a session ends this long after log-in; after
+    # this many failed attempts within the window (per user name, and per client address) each
+    # further attempt waits, doubling from login_delay_s up to login_delay_max_s.
+    review_session_minutes: int = Field(default=480, ge=1)
+    login_free_failures: int = Field(default=3, ge=0)
+    login_failure_window_minutes: int = Field(default=15, ge=1)
+    login_delay_s: float = Field(default=2.0, gt=0)
+    login_delay_max_s: float = Field(default=300.0, gt=0)
     webhook_url: str | None = None
     webhook_secret: str = "change-me-webhook-secret"
     sla_warning_share: float = 0.75

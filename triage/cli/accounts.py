@@ -8,6 +8,7 @@ is stored.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Optional
 
 import typer
@@ -60,6 +61,24 @@ def users_deactivate(name: str):
 def users_activate(name: str):
     """Re-activate a user."""
     _set_active(name, True)
+
+
+@users_app.command("set-password")
+def users_set_password(name: str = typer.Argument(..., help="the user who logs in to the review desk")):
+    """Set the user's review desk password, read from stdin (first line); ends their open sessions."""
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            raise fail("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        open_service().set_password(name, password, actor="cli")
+    except TriageError as exc:
+        raise fail(exc) from None
+    err(f"password of {name!r} set; they log in at /review")
 
 
 @keys_app.command("create")

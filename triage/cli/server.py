@@ -31,6 +31,7 @@ def serve(
         if not service.list_users():
             err("no users yet; create the first ones, e.g.\n"
                 "  triage users add lead --role admin && triage keys create lead --scope admin --scope review\n"
+                "  triage users set-password lead   (the review desk log-in)\n"
                 "  triage users add zendesk --role integration && triage keys create zendesk --scope ingest")
         service.db.dispose()
         if workers > 1:

@@ -10,19 +10,22 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from triage.clock import iso
 from triage.contexts.audit import AuditLog
 from triage.contexts.core import ServiceCore
-from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
-from triage.store.tables import ApiKey, User
+from triage.contexts.review import REVIEW_ROLES
+from triage.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthorized
+from triage.store.tables import ApiKey, LoginAttempt, UiSession, User
 
 SCOPES = ("ingest", "review", "admin")
 ROLES = ("agent", "reviewer", "supervisor", "team_leader", "admin", "integration")
@@ -30,6 +33,20 @@ KEY_PREFIX = "tri_"
 # A verified key is trusted this long without a database read; revoking a key or deactivating
 # a user clears this process's cache at once, other server processes follow within this time.
 AUTH_CACHE_S = 5.0
+LANGUAGES = ("zh", "en")  # review desk languages (review_ui/messages.toml)
+MIN_PASSWORD_CHARS = 10
+_HASHER = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) parameters
+# Verified against when the user does not exist, so an unknown name costs as long as a wrong password.
+_DUMMY_HASH = _HASHER.hash("no user has this password")
+
+
+class DeskSession(BaseModel):
+    """A logged-in review desk session."""
+
+    user: str
+    role: str
+    language: str | None
+    expires_at: datetime
 
 
 class UserView(BaseModel):
@@ -120,19 +137,6 @@ class Accounts:
             ).all()
         return any(scope in scopes or "admin" in scopes for scopes in held)
 
-    def key_still_grants(self, name: str, key_ids: Iterable[int], scope: str) -> bool:
-        """Whether one of ``key_ids`` is still an unrevoked key of the active user ``name``
-        with ``scope`` (``admin`` implies all): what a UI session opened with those keys needs."""
-        key_ids = list(key_ids)
-        if not key_ids:
-            return False
-        with self.core.db.session() as session:
-            held = session.scalars(
-                select(ApiKey.scopes).join(User, ApiKey.user_id == User.id)
-                .where(User.name == name, User.active, ApiKey.revoked_at.is_(None), ApiKey.id.in_(key_ids))
-            ).all()
-        return any(scope in scopes or "admin" in scopes for scopes in held)
-
     def set_user_active(self, name: str, active: bool, actor: str = "cli") -> UserView:
         with self.core.db.session(write=True) as session:
             user = session.scalars(select(User).where(User.name == name)).first()
@@ -145,6 +149,132 @@ class Accounts:
             view = UserView.model_validate(user, from_attributes=True)
         self._auth_cache.clear()  # after the commit, so no request re-caches the old row
         return view
+
+    # ------------------------------------------------------------------ passwords and desk sessions
+
+    def set_password(self, name: str, password: str, actor: str = "cli") -> UserView:
+        """Set the review desk password of ``name`` (argon2id hash); ends the user's open sessions."""
+        if len(password or "") < MIN_PASSWORD_CHARS:
+            raise InvalidInput(f"a password needs at least {MIN_PASSWORD_CHARS} characters", field="password")
+        digest = _HASHER.hash(password)
+        with self.core.db.session(write=True) as session:
+            user = session.scalars(select(User).where(User.name == name)).first()
+            if user is None:
+                raise NotFound(f"user {name!r} does not exist; create it with `triage users add`")
+            user.password_hash = digest
+            session.execute(update(UiSession).where(UiSession.user_id == user.id, UiSession.ended_at.is_(None))
+                            .values(ended_at=self.core.now()))
+            self.audit.write(session, actor, "user.password_set", "user", user.id, None, {"name": name})
+            return UserView.model_validate(user, from_attributes=True)
+
+    def login_delay(self, name: str, ip: str) -> float:
+        """Seconds the next log-in attempt for ``name`` or from ``ip`` must still wait (0: none).
+
+        Failed attempts since the last success, within the window, count per user name and per
+        address; after ``login_free_failures`` of them each attempt waits ``login_delay_s``,
+        doubled per further failure up to ``login_delay_max_s``, counted from the last failure.
+        """
+        settings = self.core.settings
+        now = self.core.now()
+        since = now - timedelta(minutes=settings.login_failure_window_minutes)
+        waits = [0.0]
+        with self.core.db.session() as session:
+            for column, value in ((LoginAttempt.user_name, name), (LoginAttempt.ip, ip)):
+                last_ok = session.scalar(select(func.max(LoginAttempt.at)).where(column == value, LoginAttempt.ok))
+                start = max(since, last_ok) if last_ok else since
+                failures, last = session.execute(
+                    select(func.count(), func.max(LoginAttempt.at))
+                    .where(column == value, ~LoginAttempt.ok, LoginAttempt.at > start)
+                ).one()
+                if failures >= settings.login_free_failures and last is not None:
+                    delay = min(settings.login_delay_max_s,
+                                settings.login_delay_s * 2 ** (failures - settings.login_free_failures))
+                    waits.append(delay - (now - last).total_seconds())
+        return max(waits)
+
+    def password_login(self, name: str, password: str, ip: str = "-") -> tuple[str, DeskSession]:
+        """Check ``name``'s password and open a desk session: (cookie token, session).
+
+        Refused (:class:`TooManyAttempts`) while the backoff runs, without looking at the
+        password; every attempt is recorded, every failure audited. Only active users with a
+        password and the role reviewer, supervisor or admin get in.
+        """
+        name = (name or "").strip()[:200]
+        ip = (ip or "-")[:64]
+        wait = self.login_delay(name, ip)
+        if wait > 0:
+            with self.core.db.session(write=True) as session:
+                self.audit.write(session, f"login:{ip}", "user.login_throttled", "user", name, None,
+                                 {"name": name, "ip": ip, "retry_after_s": round(wait, 1)})
+            raise TooManyAttempts(f"too many failed log-ins; try again in {wait:.0f} s", retry_after=wait)
+        with self.core.db.session() as session:
+            user = session.scalars(select(User).where(User.name == name)).first()
+            stored = user.password_hash if user is not None else None
+            role, active, user_id = (user.role, user.active, user.id) if user is not None else (None, False, None)
+        try:
+            ok = _HASHER.verify(stored or _DUMMY_HASH, password or "") and stored is not None
+        except (VerificationError, InvalidHashError):
+            ok = False
+        reason = None if ok else "wrong user name or password"
+        if ok and not active:
+            reason = "user is deactivated"
+        elif ok and role not in REVIEW_ROLES:
+            reason = f"role {role} may not review"
+        now = self.core.now()
+        with self.core.db.session(write=True) as session:
+            session.add(LoginAttempt(user_name=name, ip=ip, at=now, ok=reason is None))
+            # the backoff reads only the window; older attempts live on in the audit log
+            keep = timedelta(minutes=max(self.core.settings.login_failure_window_minutes, 24 * 60))
+            session.execute(LoginAttempt.__table__.delete().where(LoginAttempt.at < now - keep))
+            if reason is not None:
+                self.audit.write(session, f"login:{ip}", "user.login_failed", "user", user_id or name, None,
+                                 {"name": name, "ip": ip}, reason=reason)
+                failed = True
+            else:
+                failed = False
+                if _HASHER.check_needs_rehash(stored):
+                    session.execute(update(User).where(User.id == user_id).values(password_hash=_HASHER.hash(password)))
+                token = secrets.token_urlsafe(32)
+                expires = now + timedelta(minutes=self.core.settings.review_session_minutes)
+                session.add(UiSession(token_hash=hash_key(token), user_id=user_id, created_at=now, expires_at=expires))
+                self.audit.write(session, name, "user.login", "user", user_id, None, {"ip": ip})
+        if failed:
+            raise Unauthorized(reason)
+        view = self.desk_session(token)
+        assert view is not None
+        return token, view
+
+    def desk_session(self, token: str | None) -> DeskSession | None:
+        """The open, unexpired session of an active user with a review role behind ``token``."""
+        if not token:
+            return None
+        with self.core.db.session() as session:
+            row = session.execute(
+                select(User.name, User.role, User.language, UiSession.expires_at)
+                .join(User, UiSession.user_id == User.id)
+                .where(UiSession.token_hash == hash_key(token), UiSession.ended_at.is_(None), User.active)
+            ).first()
+        if row is None or row.expires_at <= self.core.now() or row.role not in REVIEW_ROLES:
+            return None
+        return DeskSession(user=row.name, role=row.role, language=row.language, expires_at=row.expires_at)
+
+    def logout(self, token: str | None) -> None:
+        """End the session behind ``token`` (nothing if there is none)."""
+        if not token:
+            return
+        with self.core.db.session(write=True) as session:
+            row = session.scalars(select(UiSession).where(UiSession.token_hash == hash_key(token))).first()
+            if row is not None and row.ended_at is None:
+                row.ended_at = self.core.now()
+                self.audit.write(session, row.user.name, "user.logout", "user", row.user_id)
+
+    def set_language(self, name: str, language: str | None) -> None:
+        """Store the review desk language of ``name`` (None: follow the browser)."""
+        if language is not None and language not in LANGUAGES:
+            raise InvalidInput(f"language must be one of {list(LANGUAGES)}, got {language!r}", field="language")
+        with self.core.db.session(write=True) as session:
+            if not session.execute(update(User).where(User.name == name).values(language=language)).rowcount:
+                raise NotFound(f"user {name!r} does not exist")
 
     # ------------------------------------------------------------------ API keys
 

@@ -10,8 +10,6 @@ silently overwriting the other decision.
 
 from __future__ import annotations
 
-import threading
-
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -755,16 +753,6 @@ class ReviewContext:
         self.learning = loop_for_service(service, self.store, self.settings, **loop_options)
         self.review = getattr(service, "review", None) or ReviewService(service.db, service)
         self.review.learning = self.learning
-        # review UI sessions: user -> ids of the API keys they logged in with (this process)
-        self._session_keys: dict[str, set[int]] = {}
-        self._session_lock = threading.Lock()
-
-    def remember_login(self, principal) -> None:
-        """A review UI log-in with ``principal``'s key: the sessions of that user stay open only
-        while one of the keys they logged in with is unrevoked and still grants review."""
-        if principal.key_id is not None:
-            with self._session_lock:
-                self._session_keys.setdefault(principal.user, set()).add(principal.key_id)
 
     def models_overview(self) -> dict[str, Any]:
         """Every model version (oldest first) with status, gate reason and metrics, and the
@@ -780,9 +768,9 @@ class ReviewContext:
         """``name`` if that user may review (roles reviewer, supervisor, admin) or, with ``admin``, change
         models; else Unauthorized/Forbidden.
 
-        A review UI session knows its user, not the key that opened it, so model changes
-        there need the admin role and an unrevoked key with the admin scope: the same scope
-        the API asks of the request's key for promote, rollback and retrain.
+        A review UI session (password log-in, :meth:`Accounts.desk_session`) has no key, so
+        model changes there need the admin role and an unrevoked key with the admin scope: the
+        same scope the API asks of the request's key for promote, rollback and retrain.
         """
         if not name:
             raise Unauthorized("log in first")
@@ -790,11 +778,6 @@ class ReviewContext:
         allowed = ("admin",) if admin else REVIEW_ROLES
         if role not in allowed:
             raise Forbidden(f"user {name!r} (role {role}) may not do this; it needs the role {' or '.join(allowed)}")
-        with self._session_lock:
-            session_keys = set(self._session_keys.get(name, ()))
-        if session_keys and not self.service.key_still_grants(name, session_keys, "review"):
-            raise Unauthorized(f"the API key user {name!r} logged in with was revoked or lost the review scope; "
-                               "log in again with a valid key")
         if admin and not self.service.user_holds_scope(name, "admin"):
             raise Forbidden(f"user {name!r} holds no active API key with the admin scope; "
                             f"create one with `triage keys create {name} --scope admin`")

@@ -11,6 +11,7 @@ from triage.store.tables import (
     Case,
     ConnectorRef,
     DoubleReview,
+    LoginAttempt,
     Message,
     Prediction,
     RecallIncident,
@@ -19,6 +20,7 @@ from triage.store.tables import (
     SlaEvent,
     SurgeAlert,
     SurgeAlertCase,
+    UiSession,
     User,
     WebhookAttempt,
     WebhookDelivery,
@@ -26,7 +28,7 @@ from triage.store.tables import (
 )
 
 __all__ = [
-    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "DoubleReview", "Message", "Prediction", "RecallIncident", "ReviewClaim",
-    "ReviewDecision",
+    "ApiKey", "AuditEntry", "Base", "Case", "ConnectorRef", "Database", "DoubleReview", "LoginAttempt", "Message", "Prediction",
+    "RecallIncident", "ReviewClaim", "ReviewDecision", "UiSession",
     "SlaEvent", "SurgeAlert", "SurgeAlertCase", "User", "WebhookAttempt", "WebhookDelivery", "utcnow",
 ]

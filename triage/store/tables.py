@@ -396,6 +396,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(32), default="agent")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Review desk log-in (argon2 hash; None: the user cannot log in to the review UI) and
+    # the language the user chose there ("zh", "en"; None: the browser's Accept-Language).
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(8))
 
     api_keys: Mapped[list["ApiKey"]] = relationship(back_populates="user")
 
@@ -416,6 +420,34 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship(back_populates="api_keys")
+
+
+class UiSession(Base):
+    """A review desk log-in: the cookie holds the token, the table only its SHA-256."""
+
+    __tablename__ = "ui_sessions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()
+
+
+class LoginAttempt(Base):
+    """Every review desk log-in attempt (for the per-user and per-address backoff)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_user_at", "user_name", "at"), Index("ix_login_attempts_ip_at", "ip", "at"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(200))
+    ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean)
 
 
 class AuditEntry(Base):
