@@ -493,18 +493,15 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                     details_html = gr.HTML(elem_id="item-details")
                     guideline_html = gr.HTML(elem_id="item-guideline")
                 with gr.Column(scale=2):
-                    c_type = L(gr.Dropdown(_choices(zh, "dispute_type"), label=zh("head.dispute_type") + " (1-5)",
-                                           elem_id="label-type"),
-                               lambda t: {"label": t("head.dispute_type") + " (1-5)", "choices": _choices(t, "dispute_type")})
-                    c_grade = L(gr.Dropdown(_choices(zh, "urgency"), label=zh("head.urgency") + " (g 1-3)",
-                                            elem_id="label-grade"),
-                                lambda t: {"label": t("head.urgency") + " (g 1-3)", "choices": _choices(t, "urgency")})
-                    c_emotion = L(gr.Dropdown(_choices(zh, "emotion"), label=zh("head.emotion") + " (e 1-3)",
-                                              elem_id="label-emotion"),
-                                  lambda t: {"label": t("head.emotion") + " (e 1-3)", "choices": _choices(t, "emotion")})
-                    c_escalation = L(gr.Dropdown(_choices(zh, "escalation"), label=zh("head.escalation") + " (x)",
-                                                 elem_id="label-escalation"),
-                                     lambda t: {"label": t("head.escalation") + " (x)", "choices": _choices(t, "escalation")})
+                    def head_picker(head: str, keys: str, elem_id: str):
+                        """One head's label dropdown, its keyboard keys in the label, in the catalogue's language."""
+                        return L(gr.Dropdown(_choices(zh, head), label=f"{zh('head.' + head)} ({keys})", elem_id=elem_id),
+                                 lambda t: {"label": f"{t('head.' + head)} ({keys})", "choices": _choices(t, head)})
+
+                    c_type = head_picker("dispute_type", "1-5", "label-type")
+                    c_grade = head_picker("urgency", "g 1-3", "label-grade")
+                    c_emotion = head_picker("emotion", "e 1-3", "label-emotion")
+                    c_escalation = head_picker("escalation", "x", "label-escalation")
                     note = L(gr.Textbox(label=zh("case.note"), lines=2, elem_id="note"), lambda t: {"label": t("case.note")})
                     key_box = gr.Textbox(elem_id="key-command", elem_classes=["hidden-box"], show_label=False)
                     with gr.Row():
