@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     store_raw_text: bool = False
     host: str = "127.0.0.1"
     port: int = 8000
-    secret_key: str = "change-me-in-production"  # signs review UI sessions
+    secret_key: str = "change-me-in-production"  # unused: desk sessions are random tokens stored hashed in the database; kept so existing configurations load
     # Review desk log-in (user name + password): a session ends this long after log-in; after
     # this many failed attempts within the window (per user name, and per client address) each
     # further attempt waits, doubling from login_delay_s up to login_delay_max_s.
