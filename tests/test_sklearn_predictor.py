@@ -154,7 +154,10 @@ def test_triage_is_the_same_through_either(tiny_store, monkeypatch):
         assert fast.scores.keys() == ref.scores.keys()
         for head in HEADS:
             assert fast.scores[head].keys() == ref.scores[head].keys()
-            assert all(abs(fast.scores[head][k] - ref.scores[head][k]) <= 1e-4 for k in ref.scores[head])
+            # Scores are rounded to 4 decimals: two probabilities a hair apart on either side of a
+            # rounding boundary differ by one unit (0.9433 / 0.9434), which in floats is a hair over 1e-4.
+            diffs = {k: abs(fast.scores[head][k] - ref.scores[head][k]) for k in ref.scores[head]}
+            assert max(diffs.values()) <= 1e-4 + 1e-9, (head, fast.scores[head], ref.scores[head])
 
 
 def test_predicting_imports_neither_scikit_learn_nor_scipy(tiny_store):
