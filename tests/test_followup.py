@@ -25,6 +25,15 @@ def new_case(service, external_id="m1"):
     return service.ingest({"source": "shop", "external_id": external_id, "text": "X5声卡没有声音了"}).case
 
 
+def resolved_case(service, clock):
+    """A case 小王 answered first (and so owns) and resolved at T0 + 1 h: its follow-up is due at T0 + 25 h."""
+    case = new_case(service)
+    clock.moment = T0 + H
+    service.record_case_event(case.id, "first_response", "api:desk", agent="小王")
+    service.record_case_event(case.id, "resolved", "api:desk")
+    return case
+
+
 def test_first_responder_owns_and_transfer_is_audited(make_service, clock):
     service = make_service()
     case = new_case(service)
@@ -79,10 +88,7 @@ def test_resolved_due_in_24h_low_satisfaction_reopens_to_the_owner(make_service,
 
 def test_missed_follow_up_warns_then_breaches(make_service, clock):
     service = make_service()
-    case = new_case(service)
-    clock.moment = T0 + H
-    service.record_case_event(case.id, "first_response", "api:desk", agent="小王")
-    service.record_case_event(case.id, "resolved", "api:desk")
+    case = resolved_case(service, clock)
     monitor = SlaMonitor(service)
     clock.moment = T0 + H + 17 * H
     assert monitor.run_once().events == 0
@@ -181,10 +187,7 @@ def test_breach_and_reopening_notify_the_owner_and_the_next_tier(make_service, c
 def test_follow_up_breaches_again_after_a_reopening(make_service, clock):
     """Each resolution starts a follow-up round: a missed call after a reopening breaches again."""
     service = make_service()
-    case = new_case(service)
-    clock.moment = T0 + H
-    service.record_case_event(case.id, "first_response", "api:desk", agent="小王")
-    service.record_case_event(case.id, "resolved", "api:desk")
+    case = resolved_case(service, clock)
     monitor = SlaMonitor(service)
     clock.moment = T0 + 26 * H
     assert monitor.run_once().breaches == [(case.id, "followup")]
