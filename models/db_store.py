@@ -24,19 +24,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
 from models.store import BACKEND_DIR, MANIFEST, SIGNATURE, STORE_FORMAT, ModelStore
 from triage.errors import InvalidInput, ModelError, NotFound
 
 _ENGINES: dict[str, Any] = {}
 
 
+def text(sql: str):
+    """SQLAlchemy's ``text``, imported on first use: a process on the folder store (``triage
+    predict``) imports this module for :func:`open_store` and should not pay for SQLAlchemy."""
+    from sqlalchemy import text as sql_text
+
+    return sql_text(sql)
+
+
 def _engine(url: str):
     """One small engine per URL and process (the store is opened by several components)."""
     engine = _ENGINES.get(url)
     if engine is None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
@@ -56,6 +64,8 @@ class DbModelStore(ModelStore):
         self.engine = _engine(url)
 
     def __repr__(self) -> str:
+        from sqlalchemy.engine import make_url
+
         return f"DbModelStore({make_url(self.url).render_as_string(hide_password=True)})"
 
     # ------------------------------------------------------------------ rows
