@@ -262,8 +262,14 @@ _LEAD_VERBS = {"改成", "换成", "写成", "寄回", "发回", "送回", "退�
 
 # What every street address holds (see _is_street_address): a strong detail (a number,
 # group, building, unit, room or 12-3-502, each a digit, numeral, letter or 东西南北中区/院
-# right before its marker, or 3 digits) or a village. A text without one has no address.
-_STREET_HINT = re.compile(r"[\d零〇一二三四五六七八九十百两A-Za-z区院](?:号|弄|巷|支巷|组|队|社|栋|幢|楼栋|单元|座|塔|室|房)|村|\d{3}")
+# right before its marker) or a village, or a bare room number of 3 digits. A bare room
+# counts only right after a floor or a compound (3楼502, 幸福小区502, 二期502, 小区 502) and
+# a 12-3-502 holds -502, so its 3 digits follow a floor or compound suffix, a space or a
+# hyphen (prices such as 200元 do not). A text without a hint has no address.
+_ROOM_BEFORE = "楼层区园寓厦场城庄馆舍院心际镇街庭府苑湾号期村 \\-－"
+_STREET_HINT = re.compile(
+    rf"[\d零〇一二三四五六七八九十百两A-Za-z区院](?:号|弄|巷|支巷|组|队|社|栋|幢|楼栋|单元|座|塔|室|房)|村|(?<=[{_ROOM_BEFORE}])\d{{3}}"
+)
 
 
 # No address part holds any other character, so no chain crosses one.
@@ -569,6 +575,8 @@ class _Taken:
 def _resolve(spans: list[Span], taken: list[Span] = ()) -> list[Span]:
     """``taken`` plus those of ``spans`` that overlap nothing kept before them: longer first,
     ties to the more specific kind (numbers before addresses before names)."""
+    if not spans:  # most messages: nothing found
+        return sorted(taken)
     kept = _Taken(taken)
     for s in sorted(spans, key=lambda s: (-(s.end - s.start), _PRIORITY[s.kind], s.start)):
         if kept.free(s):
@@ -589,7 +597,9 @@ def find_personal_data(text: str, names: str = "cues") -> list[Span]:
     spans = _resolve(spans)
     name_spans = []
     if names in ("cues", "both"):
-        name_spans += _name_spans(text) + _contact_block_names(text, spans)
+        name_spans += _name_spans(text)
+        if spans:
+            name_spans += _contact_block_names(text, spans)
     if names in ("jieba", "both"):
         name_spans += jieba_person_spans(text)
     return _resolve(name_spans, taken=spans)  # a name never overrides a number or an address
@@ -597,6 +607,8 @@ def find_personal_data(text: str, names: str = "cues") -> list[Span]:
 
 def mask_spans(text: str, spans: list[Span]) -> MaskedText:
     """Replace ``spans`` (non-overlapping) of ``text`` by their placeholders."""
+    if not spans:
+        return MaskedText(text, {})
     counts: Counter[str] = Counter()
     out, pos = [], 0
     for s in spans:
