@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -221,7 +221,33 @@ class SklearnPredictor:
     def _index_words(self, terms: list[str], idf: np.ndarray) -> None:
         self.n_words = len(terms)
         self.word_idf = np.asarray(idf, dtype=np.float64)
-        self._grams = _GramCodes({t: i for i, t in enumerate(terms)}, hashed=self.sentiment is not None)
+        self._token_ids: dict[str, int] | None = None
+        if tuple(self.params["word_ngram"]) == (1, 2) and self.sentiment is None:
+            self._index_word_pairs(terms)
+        if self._token_ids is None:  # the n-gram strings path
+            self._grams = _GramCodes({t: i for i, t in enumerate(terms)}, hashed=self.sentiment is not None)
+
+    def _index_word_pairs(self, terms: list[str]) -> None:
+        """The default word n-grams (1, 2) as numbers: an id per token of the vocabulary, the
+        column of each token that is a unigram term, and the bigram terms as sorted codes
+        ``id(a) * n_ids + id(b)``, so a batch's bigrams are found without building their strings."""
+        spaces = np.fromiter(map(str.count, terms, repeat(" ")), dtype=np.int64, count=len(terms))
+        if len(terms) == 0 or spaces.max() > 1:
+            return  # not a (1, 2) vocabulary after all: the string path reads it
+        parts = " ".join(terms).split(" ")  # in C: a start-up cost of milliseconds, not a loop per term
+        ids = {part: i for i, part in enumerate(dict.fromkeys(parts))}
+        part_ids = np.fromiter(map(ids.__getitem__, parts), dtype=np.int64, count=len(parts))
+        first = np.cumsum(spaces + 1) - (spaces + 1)  # index in ``parts`` of each term's first token
+        self._n_ids = max(len(ids), 1)
+        self._unigram_cols = np.full(self._n_ids + 1, -1, dtype=np.int64)  # the last slot: unknown token
+        unigram = np.flatnonzero(spaces == 0)
+        self._unigram_cols[part_ids[first[unigram]]] = unigram
+        bigram = np.flatnonzero(spaces == 1)
+        codes = part_ids[first[bigram]] * self._n_ids + part_ids[first[bigram] + 1]
+        order = np.argsort(codes, kind="stable")
+        self._pair_codes = codes[order]
+        self._pair_cols = bigram[order]
+        self._token_ids = ids
 
     def _index_chars(self, terms: list[str], idf: np.ndarray) -> None:
         """Per n-gram length, the packed code points of the vocabulary's terms, sorted, and their columns."""
@@ -290,6 +316,8 @@ class SklearnPredictor:
         # The vectorizers' tokens of " ".join(p.tokens): feature tokens never hold whitespace.
         token_lists = [p.tokens for p in prepared]
         docs = np.arange(n)
+        if self._token_ids is not None:  # the default (1, 2) without the sentiment hash: by numbers
+            return self._word_pairs_block(token_lists, n), None
         if (lo, hi) == (1, 2):  # the default, in two flat passes over the batch
             grams = [t for tokens in token_lists for t in tokens]
             grams += [a + " " + b for tokens in token_lists for a, b in zip(tokens, tokens[1:])]
@@ -315,6 +343,27 @@ class SklearnPredictor:
                 )
         known = cols >= 0
         return _tfidf(rows[known], cols[known], n, self.n_words, self.word_idf), hashed
+
+    def _word_pairs_block(self, token_lists: list[list[str]], n: int):
+        """Word uni- and bigram TF-IDF through token ids (see :meth:`_index_word_pairs`)."""
+        flat = [t for tokens in token_lists for t in tokens]
+        unknown = self._n_ids
+        ids = np.fromiter(map(self._token_ids.get, flat, repeat(unknown)), dtype=np.int64, count=len(flat))
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=n)
+        doc_of = np.repeat(np.arange(n), lengths)
+        cols = self._unigram_cols[ids]
+        known = cols >= 0
+        rows, cols = doc_of[known], cols[known]
+        if len(ids) > 1 and len(self._pair_codes):
+            first, second = ids[:-1], ids[1:]
+            pair = (doc_of[:-1] == doc_of[1:]) & (first != unknown) & (second != unknown)
+            codes = first[pair] * self._n_ids + second[pair]
+            at = np.searchsorted(self._pair_codes, codes)
+            at[at == len(self._pair_codes)] = 0
+            hit = self._pair_codes[at] == codes
+            rows = np.concatenate([rows, doc_of[:-1][pair][hit]])
+            cols = np.concatenate([cols, self._pair_cols[at[hit]]])
+        return _tfidf(rows, cols, n, self.n_words, self.word_idf)
 
     def _char_block(self, prepared: list[PreparedText]):
         """Character n-grams of the lower-cased text without '!' (SklearnBackend._char_input)."""
@@ -375,25 +424,33 @@ class SklearnPredictor:
 
     # ------------------------------------------------------------------ prediction
 
-    def _gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Per head, its weight rows at the matrix's columns, (classes, nonzeros): one gather for all heads."""
-        G = self._stacked_weights[:, indices]
-        return {head: G[start:stop] for head, (start, stop) in self._head_rows.items()}
+    def _gather(self, indices: np.ndarray) -> np.ndarray:
+        """Every live head's weight rows at the matrix's columns, (all classes, nonzeros): one gather."""
+        return self._stacked_weights[:, indices]
 
-    def _proba(self, X, gathered: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def _proba(self, X, gathered: np.ndarray | None = None) -> dict[str, np.ndarray]:
         data, indices, indptr, rows = X
         n = len(indptr) - 1
         gathered = gathered if gathered is not None else self._gather(indices)
         out = {}
+        # X @ W.T for every head at once: the products per nonzero, summed over each row's run
+        # of nonzeros (rows are contiguous), in order, as bincount did; an empty row scores 0.
+        nonempty = np.flatnonzero(indptr[1:] > indptr[:-1])
+        sums = None
+        if len(data) and len(nonempty) and self._head_rows:
+            products = (gathered * data).astype(np.float64)
+            sums = np.zeros((products.shape[0], n))
+            sums[:, nonempty] = np.add.reduceat(products, indptr[:-1][nonempty], axis=1)
         for head, model in self.heads.items():
             if model is None:
                 out[head] = np.ones((n, 1))
                 continue
             b = model[1]
-            k = len(b)
-            contrib = (gathered[head] * data).astype(np.float64)  # (k, nnz); X @ W.T summed per row below
-            slots = (np.arange(k)[:, None] * n + rows).ravel()
-            scores = np.bincount(slots, weights=contrib.ravel(), minlength=k * n).reshape(k, n).T
+            if sums is None:
+                scores = np.zeros((n, len(b)))
+            else:
+                start, stop = self._head_rows[head]
+                scores = sums[start:stop].T
             out[head] = _softmax((scores + b) / self.temperatures[head])
         return out
 
@@ -401,13 +458,15 @@ class SklearnPredictor:
         return self._proba(self.featurize(texts))
 
     def predict_explained(
-        self, texts, top_k: int = 5, labels: dict[str, Sequence[Any]] | None = None
+        self, texts, top_k: int = 5, labels: dict[str, Sequence[Any]] | Callable[..., dict[str, Sequence[Any]]] | None = None
     ) -> tuple[dict[str, np.ndarray], list[dict[str, list[tuple[str, float]]]]]:
         """SklearnBackend.predict_explained: probabilities and the top features behind each head's label."""
         X = self.featurize(texts)
         data, indices, indptr, rows = X
         gathered = self._gather(indices)
         proba = self._proba(X, gathered)
+        if callable(labels):  # labels decided from these probabilities (the triager's operating point)
+            labels = labels(proba)
         n = len(indptr) - 1
         explainable_at = {False: self._explainable[indices], True: self._explainable_words[indices]}
         per_head: dict[str, list[list]] = {}
