@@ -9,7 +9,7 @@ labels a member never saw count as probability 0 for that member.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ class EnsembleBackend(ClassifierBackend):
         return result
 
     def predict_explained(
-        self, texts: Sequence[Any], top_k: int = 5, labels: dict[str, Sequence[Any]] | None = None
+        self, texts: Sequence[Any], top_k: int = 5, labels: dict[str, Sequence[Any]] | Callable[..., dict[str, Sequence[Any]]] | None = None
     ) -> tuple[dict[str, np.ndarray], list[dict[str, list[tuple[str, float]]]]]:
         """Ensemble probabilities, and per text the members' words behind the ensemble's label.
 
@@ -95,6 +95,8 @@ class EnsembleBackend(ClassifierBackend):
         """
         texts = list(texts)
         proba = self.predict_proba(texts)
+        if callable(labels):  # labels decided from the ensemble's probabilities
+            labels = labels(proba)
         if labels is None:
             labels = {h: [c[i] for i in proba[h].argmax(1)] for h, c in self.classes_.items()}
         for head, wanted in labels.items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -360,15 +360,19 @@ class SklearnBackend(ClassifierBackend):
         return self._proba_from_matrix(self.featurize(texts))
 
     def predict_explained(
-        self, texts, top_k: int = 5, labels: dict[str, Sequence[Any]] | None = None
+        self, texts, top_k: int = 5, labels: dict[str, Sequence[Any]] | Callable[..., dict[str, Sequence[Any]]] | None = None
     ) -> tuple[dict[str, np.ndarray], list[dict[str, list[tuple[str, float]]]]]:
         """Probabilities and, per text, the top features behind each head's top label.
 
         One featurisation for both, which is what makes batch triage fast. ``labels``
-        (head -> label per text) explains other labels than the argmax.
+        (head -> label per text) explains other labels than the argmax; it may also be a
+        function of the probabilities that returns such a dict (the triager's 一级 operating
+        point), so the labels it decides are explained without a second featurisation.
         """
         X = self.featurize(texts)
         proba = self._proba_from_matrix(X)
+        if callable(labels):
+            labels = labels(proba)
         n = X.shape[0]
         explanations: list[dict[str, list[tuple[str, float]]]] = [{} for _ in range(n)]
         rows = np.repeat(np.arange(n), np.diff(X.indptr))

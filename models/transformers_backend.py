@@ -26,7 +26,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -420,7 +420,7 @@ class TransformersBackend(ClassifierBackend):
         self,
         texts: Sequence[str | PreparedText],
         top_k: int = 5,
-        labels: dict[str, Sequence[Any]] | None = None,
+        labels: dict[str, Sequence[Any]] | Callable[..., dict[str, Sequence[Any]]] | None = None,
     ) -> tuple[dict[str, np.ndarray], list[dict[str, list[tuple[str, float]]]]]:
         """Probabilities and, per text, the words behind each head's top label (or ``labels``).
 
@@ -429,6 +429,8 @@ class TransformersBackend(ClassifierBackend):
         """
         self._require_fitted()
         texts = _prepare_all(texts)
+        if callable(labels):  # labels decided from the probabilities: one more forward pass
+            labels = labels(self.predict_proba(texts)) if texts else None
         for head, wanted in (labels or {}).items():
             self._check_label(head, None)
             bad = [v for v in wanted if v not in self.classes_[head]]

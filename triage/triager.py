@@ -130,67 +130,68 @@ class Triager:
     def predict_prepared(self, prepared: list[PreparedText]) -> list[Prediction]:
         """Triage texts already through :func:`triage.text.prepare` (the trainer's CV uses this)."""
         explain = getattr(self.backend, "predict_explained", None)
+        classes = self.backend.classes_
+        threshold = self.urgent_threshold
+
+        def graded(proba) -> list[int]:
+            return grade_at_operating_point(np.asarray(proba["urgency"]), classes["urgency"], threshold)
+
+        def decide(proba) -> dict[str, list]:  # explain the grade given, not the argmax's
+            return {"urgency": [classes["urgency"][k] for k in graded(proba)]}
+
         if explain is not None:
-            proba, explanations = explain(prepared, top_k=self.top_k)
+            proba, explanations = explain(prepared, top_k=self.top_k, labels=decide if threshold is not None else None)
         else:
             proba = self.backend.predict_proba([p.text for p in prepared])
             explanations = None
-        classes = self.backend.classes_
         top = {h: np.asarray(proba[h]).argmax(axis=1).tolist() for h in HEADS}
-        if self.urgent_threshold is not None:
-            top["urgency"] = grade_at_operating_point(np.asarray(proba["urgency"]), classes["urgency"], self.urgent_threshold)
-            moved = [i for i, k in enumerate(np.asarray(proba["urgency"]).argmax(axis=1).tolist()) if k != top["urgency"][i]]
-            if moved and explanations is not None:  # the words behind the grade given, not the argmax's
-                grades = [classes["urgency"][top["urgency"][i]] for i in moved]
-                _, again = explain([prepared[i] for i in moved], top_k=self.top_k, labels={"urgency": grades})
-                for i, e in zip(moved, again):
-                    explanations[i]["urgency"] = e["urgency"]
+        if threshold is not None:
+            top["urgency"] = graded(proba)
         keys = {h: [_label_str(c) for c in classes[h]] for h in HEADS}
         rounded = {h: np.round(np.asarray(proba[h], dtype=float), 4).tolist() for h in HEADS}
+        # Per head, the model's label and its probability, per text.
+        model_labels = {h: [classes[h][k] for k in top[h]] for h in HEADS}
+        model_probs = {h: [row[k] for row, k in zip(rounded[h], top[h])] for h in HEADS}
+        true_col = keys["escalation"].index("true") if "true" in keys["escalation"] else None
+        escalation_p = [row[true_col] for row in rounded["escalation"]] if true_col is not None else [0.0] * len(prepared)
+        lexicons, escalation_threshold, top_k, version = self.lexicons, self.escalation_threshold, self.top_k, self.version
         out = []
         for i, p in enumerate(prepared):
-            labels = {h: classes[h][top[h][i]] for h in HEADS}
             scores = {h: dict(zip(keys[h], rounded[h][i])) for h in HEADS}
-            model_escalation = scores["escalation"].get("true", 0.0) >= self.escalation_threshold
-            outcome = apply_rules(
-                p.text, int(labels["urgency"]), model_escalation, lexicons=self.lexicons,
-                dispute_type=str(labels["dispute_type"]),
-            )
-            final = {
-                "dispute_type": outcome.dispute_type,
-                "urgency": outcome.urgency,
-                "emotion": str(labels["emotion"]),
-                "escalation": outcome.escalation,
-            }
+            model_escalation = escalation_p[i] >= escalation_threshold
+            model_urgency = int(model_labels["urgency"][i])
+            model_type = str(model_labels["dispute_type"][i])
+            outcome = apply_rules(p.text, model_urgency, model_escalation, lexicons=lexicons, dispute_type=model_type)
             # Confidence: the lowest probability the model gave to a final label; a label a rule
             # decided against the model is certain by rule (the rule says why).
-            confidences = []
-            for h in HEADS:
-                label = _label_str(final[h])
-                ruled = (
-                    (h == "urgency" and final[h] != labels["urgency"])
-                    or (h == "escalation" and final[h] != model_escalation)
-                    or (h == "dispute_type" and final[h] != labels["dispute_type"])
-                )
-                confidences.append(1.0 if ruled else scores[h].get(label, 0.0))
+            confidence = min(
+                1.0 if outcome.dispute_type != model_labels["dispute_type"][i] else model_probs["dispute_type"][i],
+                1.0 if outcome.urgency != model_labels["urgency"][i] else model_probs["urgency"][i],
+                model_probs["emotion"][i],
+                1.0 if outcome.escalation != model_escalation else scores["escalation"].get(_label_str(outcome.escalation), 0.0),
+            )
             if explanations is not None:
-                expl: dict[str, Any] = {h: _as_lists(explanations[i].get(h, [])) for h in HEADS}
+                e = explanations[i]
+                expl: dict[str, Any] = {h: _as_lists(e.get(h, [])) for h in HEADS}
             else:
                 expl = {
-                    h: [[w, s] for w, s in self.backend.explain(p.text, h, labels[h], self.top_k)] for h in HEADS
+                    h: [[w, s] for w, s in self.backend.explain(p.text, h, model_labels[h][i], top_k)] for h in HEADS
                 }
             expl["rules"] = [hit.model_dump() for hit in outcome.hits]
             if p.masked:
                 expl["masked"] = dict(p.masked)
             out.append(
                 Prediction(
-                    **final,
+                    dispute_type=outcome.dispute_type,
+                    urgency=outcome.urgency,
+                    emotion=str(model_labels["emotion"][i]),
+                    escalation=outcome.escalation,
                     vulnerable=outcome.vulnerable,
-                    confidence=round(min(confidences), 4),
+                    confidence=round(confidence, 4),
                     scores=scores,
                     explanation=expl,
                     rules=outcome.hits,
-                    model_version=self.version,
+                    model_version=version,
                 )
             )
         return out
