@@ -54,10 +54,11 @@ def normalise_with_stats(text: str) -> tuple[str, PunctStats]:
     text = _WHITESPACE.sub(" ", text).strip()
     stats = PunctStats(exclamations=text.count("!"), questions=text.count("?"))
     longest = 1 if (stats.exclamations or stats.questions) else 0
-    for match in _PUNCT_RUN.finditer(text):
-        longest = max(longest, len(match.group(0)))
+    if _PUNCT_RUN.search(text) is not None:  # most messages repeat no punctuation mark
+        for match in _PUNCT_RUN.finditer(text):
+            longest = max(longest, len(match.group(0)))
+        text = _PUNCT_RUN.sub(r"\1", text)
     stats.longest_run = longest
-    text = _PUNCT_RUN.sub(r"\1", text)
     return text, stats
 
 
@@ -424,8 +425,14 @@ def prepare(text: str, lexicon_dir: Path | str | None = None) -> PreparedText:
     """Normalise, mask and segment ``text`` in one pass (the triager's and trainer's entry)."""
     norm, stats = normalise_with_stats(text)
     masked = mask_personal_data(norm)
-    words = segment(masked.text, lexicon_dir=lexicon_dir)
-    return PreparedText(masked.text, feature_tokens(words, lexicon_dir), masked.counts, stats)
+    clean = masked.text
+    if clean and "<" not in clean and " " not in clean and clean.isprintable():
+        # The common case of segment() (one piece, nothing to drop) fused with feature_tokens().
+        cut = _cutter(lexicon_dir, None)[1]
+        tokens = list(filter(None, map(_feature_token_table(lexicon_dir).__getitem__, cut(clean))))
+    else:
+        tokens = feature_tokens(segment(clean, lexicon_dir=lexicon_dir), lexicon_dir)
+    return PreparedText(clean, tokens, masked.counts, stats)
 
 
 @lru_cache(maxsize=1)
