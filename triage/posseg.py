@@ -127,6 +127,96 @@ def _hmm_tables():
             parts["prob_emit"].P)
 
 
+MIN_FLOAT = -3.14e100  # jieba.posseg.viterbi's missing emission
+
+
+class _ArrayViterbi:
+    """jieba.posseg's ``viterbi`` over numpy arrays: the same sums in the same order, and ties
+    decided as its ``max`` over ``(probability, state)`` tuples does (the larger state wins),
+    so the same route; about ten times faster on the short runs masking tags.
+
+    Per step, jieba takes the states the character can have among those the previous states
+    can reach (else all reachable states), and for each the best previous state by
+    ``V[prev] + trans[prev][state] + emit[state][char]``; missing transitions are -inf,
+    missing emissions -3.14e100.
+    """
+
+    CACHE_LIMIT = 50_000  # characters whose emission column is kept
+
+    def __init__(self, states, start_p, trans_p, emit_p):
+        import numpy as np
+
+        self.np = np
+        self.names = sorted(trans_p)  # index order = tuple order: the larger index wins a tie
+        index = {s: i for i, s in enumerate(self.names)}
+        n = len(self.names)
+        self.trans = np.full((n, n), -np.inf)
+        self.reach = np.zeros((n, n), dtype=bool)  # which states each state's table names
+        for s0, row in trans_p.items():
+            for s1, p in row.items():
+                self.trans[index[s0], index[s1]] = p
+                self.reach[index[s0], index[s1]] = True
+        self.leaves = self.reach.any(axis=1)  # states with any next state
+        self.start = np.array([start_p.get(s, np.nan) for s in self.names])
+        self.index, self.states, self.emit_p = index, states, emit_p
+        self._emit: dict[str, object] = {}
+        self._char_states: dict[str, object] = {}
+        self.all = np.arange(n)
+
+    def _column(self, char: str):
+        col = self._emit.get(char)
+        if col is None:
+            if len(self._emit) >= self.CACHE_LIMIT:
+                self._emit.clear()
+                self._char_states.clear()
+            col = self._emit[char] = self.np.array([self.emit_p[s].get(char, MIN_FLOAT) for s in self.names])
+            own = self.states.get(char)
+            self._char_states[char] = None if own is None else self.np.array(sorted(self.index[s] for s in own))
+        return col
+
+    def __call__(self, obs: str):
+        np = self.np
+        n = len(self.names)
+        emit = self._column(obs[0])
+        first = self._char_states[obs[0]]
+        active = self.all if first is None else first
+        if np.isnan(self.start[active]).any():
+            return None  # a state without a start probability: jieba's own code raises; let it
+        V = np.full(n, -np.inf)
+        V[active] = self.start[active] + emit[active]
+        back = []
+        for t in range(1, len(obs)):
+            prev = active[self.leaves[active]]
+            if not len(prev):
+                return None  # jieba's max() of nothing: let its own code decide
+            reachable = self.reach[prev].any(axis=0)
+            emit = self._column(obs[t])
+            own = self._char_states[obs[t]]
+            if own is None:
+                cand = np.flatnonzero(reachable)
+            else:
+                cand = own[reachable[own]]
+                if not len(cand):
+                    cand = np.flatnonzero(reachable)
+            if not len(cand):
+                cand = self.all
+            scores = (V[prev][:, None] + self.trans[np.ix_(prev, cand)]) + emit[cand][None, :]
+            last = len(prev) - 1 - np.argmax(scores[::-1], axis=0)  # ties: the larger state
+            V = np.full(n, -np.inf)
+            V[cand] = scores[last, np.arange(len(cand))]
+            back.append(dict(zip(cand.tolist(), prev[last].tolist())))
+            active = cand
+        final = active[len(active) - 1 - int(np.argmax(V[active][::-1]))]
+        prob = float(V[final])
+        route = [0] * len(obs)
+        state = int(final)
+        for i in range(len(obs) - 1, -1, -1):
+            route[i] = self.names[state]
+            if i:
+                state = back[i - 1][state]
+        return prob, route
+
+
 class PosTagger:
     """``jieba.posseg.cut(text, HMM=True)`` as a list of (word, tag), dictionary fetched by character.
 
@@ -146,6 +236,7 @@ class PosTagger:
         self.word_tag_tab: dict[str, str] = {}
         self._groups: dict[str, dict[str, bytes]] = {}  # first character -> second (or "") -> its group
         self._viterbi, self._states, self._start, self._trans, self._emit = _hmm_tables()
+        self._fast_viterbi = _ArrayViterbi(self._states, self._start, self._trans, self._emit)
 
     def _open(self) -> None:
         for attempt in range(2):
@@ -206,7 +297,10 @@ class PosTagger:
 
     def _cut_hmm(self, sentence: str, out: list) -> None:
         """POSTokenizer.__cut."""
-        _, pos_list = self._viterbi(sentence, self._states, self._start, self._trans, self._emit)
+        found = self._fast_viterbi(sentence)
+        if found is None:
+            found = self._viterbi(sentence, self._states, self._start, self._trans, self._emit)
+        _, pos_list = found
         begin, nexti = 0, 0
         for i, char in enumerate(sentence):
             pos = pos_list[i][0]
