@@ -68,6 +68,13 @@ def test_labeled_set_is_large_and_varied():
         ("人民南路二段18号", "<ADDRESS>"),
         ("寄到河南省周口市郸城县汲冢镇王楼村三组", "寄到<ADDRESS>"),
         ("地址:锦绣江南18栋五单元1201室", "地址:<ADDRESS>"),
+        # A bare room number after a compound, a floor or a space, and a 12-3-502 (the only
+        # street hints these hold are three digits right after such a part).
+        ("寄到阳光花园502,谢谢", "寄到<ADDRESS>,谢谢"),
+        ("国贸大厦3楼1201", "<ADDRESS>"),
+        ("阳光花园 502", "<ADDRESS>"),
+        ("锦绣江南12-3-502", "<ADDRESS>"),
+        ("双11花了200元,618还买了300个", "双11花了200元,618还买了300个"),
         ("我姓周,麦克风坏了", "我姓<NAME>,麦克风坏了"),
         ("收件人:王小明", "收件人:<NAME>"),
         ("联系人欧阳娜娜,罗技C920没有声音", "联系人<NAME>,罗技C920没有声音"),

@@ -88,3 +88,24 @@ def test_a_malformed_dictionary_line_is_reported(tmp_path):
     write_dictionary(dictionary, ["王 100 nr", "坏行 5"])
     with pytest.raises(ValueError, match="Line 2"):
         PosTagger(dictionary, cache_dir=tmp_path)
+
+
+def test_the_array_viterbi_gives_jiebas_probability_and_route(tmp_path):
+    """The numpy viterbi must reproduce jieba.posseg's exactly (the same float sums, the same
+    tie rule): every run of Han characters of the seed data, and overlapping windows of it."""
+    import json
+    import re
+    from pathlib import Path
+
+    tagger = PosTagger(cache_dir=tmp_path)
+    seed = Path(__file__).resolve().parent.parent / "datasets" / "seed"
+    runs = []
+    for path in sorted(seed.glob("*.jsonl"))[:3]:
+        for line in path.read_text(encoding="utf-8").splitlines()[:150]:
+            for run in re.findall(r"[\u4e00-\u9fff]{2,}", json.loads(line)["text"]):
+                runs += [run, run[1:9], run[-5:]]
+    runs += ["好好好好好", "王小明", "欧阳娜娜说", "一"]
+    assert len(runs) > 500
+    for run in runs:
+        expected = tagger._viterbi(run, tagger._states, tagger._start, tagger._trans, tagger._emit)
+        assert tagger._fast_viterbi(run) == expected, run
