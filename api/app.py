@@ -203,9 +203,10 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
     app.state.dispatcher = dispatcher
     app.state.task_queue = task_queue
     app.state.model_watch = model_watch
-    metrics = Metrics(app)
+    metrics = Metrics(app, monitor_in_process=not task_queue.remote)
     app.state.metrics = metrics
-    monitor.on_breach = lambda case_id, deadline: metrics.breaches.labels(deadline).inc()
+    if metrics.breaches is not None:
+        monitor.on_breach = lambda case_id, deadline: metrics.breaches.labels(deadline).inc()
     metrics.install(app)
     errors.install(app)
     app.include_router(router)

@@ -71,7 +71,12 @@ class LatencyMiddleware:
 
 
 class Metrics:
-    def __init__(self, app: FastAPI):
+    """``monitor_in_process``: this process runs the SLA monitor (no task queue), so it also
+    counts the breaches it detects. With a task queue the workers detect them; every process
+    then reports the database's total (``triage_sla_breaches``) and no per-process counter
+    that would stay at zero."""
+
+    def __init__(self, app: FastAPI, monitor_in_process: bool = True):
         self.registry = CollectorRegistry()
         self.latency = Histogram(
             "triage_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
@@ -80,8 +85,11 @@ class Metrics:
         )
         self.triaged = Counter("triage_messages_triaged_total", "Messages triaged, per head and label",
                                ["head", "label"], registry=self.registry)
-        self.breaches = Counter("triage_sla_breaches_detected_total",
-                                "SLA breaches this process's monitor detected", ["deadline"], registry=self.registry)
+        self.breaches = (
+            Counter("triage_sla_breaches_detected_total", "SLA breaches this process's monitor detected",
+                    ["deadline"], registry=self.registry)
+            if monitor_in_process else None
+        )
         self.registry.register(_DatabaseCollector(app))
 
     def count_triaged(self, case) -> None:

@@ -158,17 +158,17 @@ def _change_model(request: Request, action: str, version: str, body: ModelChange
                   default_reason: str) -> dict:
     context = review_context(request.app)
     change = context.learning.promote if action == "promote" else context.learning.rollback
-    regraded = change(version, f"api:{user}", (body.reason if body else None) or default_reason)
-    return {"current": context.store.current_version(), "regraded": regraded}
+    job = change(version, f"api:{user}", (body.reason if body else None) or default_reason, background=True)
+    return {"current": context.store.current_version(), "regrade": job.as_dict()}
 
 
-@router.post("/models/{version}/promote", tags=["models"], responses=responses(*AUTHENTICATED, 404, 409), summary="Make any saved version current")
+@router.post("/models/{version}/promote", tags=["models"], responses=responses(*AUTHENTICATED, 404, 409), summary="Make any saved version current; open cases are re-graded in the background (poll GET /v1/models)")
 def post_promote(request: Request, version: str, body: ModelChangeIn | None = None,
                  principal: Principal = Scoped("admin")):
     return _change_model(request, "promote", version, body, principal.user, "promoted through the API")
 
 
-@router.post("/models/{version}/rollback", tags=["models"], responses=responses(*AUTHENTICATED, 404, 409), summary="Return to an earlier version")
+@router.post("/models/{version}/rollback", tags=["models"], responses=responses(*AUTHENTICATED, 404, 409), summary="Return to an earlier version; open cases are re-graded in the background (poll GET /v1/models)")
 def post_rollback(request: Request, version: str, body: ModelChangeIn | None = None,
                   principal: Principal = Scoped("admin")):
     return _change_model(request, "rollback", version, body, principal.user, "rolled back through the API")

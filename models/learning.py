@@ -252,6 +252,26 @@ class RetrainJob:
 
 
 @dataclass
+class RegradeJob:
+    """The re-grade of open cases after a promotion or rollback made by hand: it runs after
+    the switch (in the background, or on a worker with a task queue), so the call answers at
+    once. ``regraded``: cases whose labels changed, once done; ``superseded`` when another
+    version was made current before it ran (that version's own re-grade covers the cases)."""
+
+    id: str
+    version: str
+    actor: str
+    state: str = "queued"  # queued | running | done | failed | superseded
+    regraded: int | None = None
+    error: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class RetrainOutcome:
     version: str
     promoted: bool
@@ -290,6 +310,7 @@ class MemoryLedger:
         self._pending = 0
         self._claimed = 0
         self._open: str | None = None
+        self._outcomes: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def note(self, count: int) -> None:
@@ -314,6 +335,13 @@ class MemoryLedger:
         with self._lock:
             if self._open == job:
                 self._open = None
+            self._outcomes[("retrain", job)] = {"job": job, **outcome, "finished_at": _now()}
+
+    def end_regrade(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
+        self._outcomes[("regrade", job)] = {"job": job, **outcome, "finished_at": _now()}
+
+    def outcome(self, kind: str, job: str) -> dict[str, Any] | None:
+        return self._outcomes.get((kind, job))
 
 
 class ServiceLedger:
@@ -334,6 +362,13 @@ class ServiceLedger:
 
     def end(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
         self.service.end_retrain(job, actor, outcome)
+
+    def end_regrade(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
+        self.service.end_regrade(job, actor, outcome)
+
+    def outcome(self, kind: str, job: str) -> dict[str, Any] | None:
+        """How a retrain or re-grade ended, whichever process ran it (the audit log)."""
+        return self.service.job_outcome(kind, job)
 
 
 RetrainLedger = MemoryLedger | ServiceLedger
@@ -404,6 +439,8 @@ class LearningLoop:
         self._activate_lock = threading.Lock()  # one promotion/rollback at a time
         self._jobs: dict[str, RetrainJob] = {}
         self._running: RetrainJob | None = None
+        self._regrades: dict[str, RegradeJob] = {}
+        self._last_regrade: RegradeJob | None = None
         self.runner = runner
         self._task: JobHandle | None = None
         self.ledger = self.hooks.ledger or MemoryLedger()
@@ -497,7 +534,8 @@ class LearningLoop:
         except BaseException as exc:
             self.ledger.end(job, actor, {"state": "failed", "error": f"{type(exc).__name__}: {exc}"})
             raise
-        self.ledger.end(job, actor, {"state": "done", "version": outcome.version, "promoted": outcome.promoted})
+        self.ledger.end(job, actor, {"state": "done", "version": outcome.version, "promoted": outcome.promoted,
+                                     "reason": outcome.reason, "regraded": outcome.regraded})
         return outcome
 
     def _retrain(self, actor: str, progress: Progress | None, trigger: str, cutoff: int | None) -> RetrainOutcome:
@@ -579,24 +617,96 @@ class LearningLoop:
 
     # ----------------------------------------------------------------- promote / rollback
 
-    def promote(self, version: str, actor: str, reason: str = "promoted by hand") -> int:
-        """Make any saved version (also a rejected one) current; returns re-graded cases."""
+    def promote(self, version: str, actor: str, reason: str = "promoted by hand",
+                background: bool = False) -> RegradeJob:
+        """Make any saved version (also a rejected one) current, then re-grade the open cases:
+        at once (``background=False``: the command line without a task queue) or as a
+        background job (a thread, or a worker's ``models.regrade`` task with a task queue)."""
         self._manifest(version)  # NotFound for unknown versions
         if self.store.current_version() == version:
             raise Conflict(f"model version {version} is already the current one")
-        return self._activate(version, actor, "model.promoted", reason)
+        return self._change(version, actor, "model.promoted", reason, background)
 
-    def rollback(self, version: str, actor: str, reason: str = "rolled back by hand") -> int:
-        """Return to an earlier version; refuses versions created after the current one."""
+    def rollback(self, version: str, actor: str, reason: str = "rolled back by hand",
+                 background: bool = False) -> RegradeJob:
+        """Return to an earlier version (refuses versions created after the current one); the
+        open cases are re-graded as :meth:`promote` says."""
         target = self._manifest(version)
         current = self.store.current_version()
         if current == version:
             raise Conflict(f"model version {version} is already the current one")
         if current is not None and str(target.get("created", "")) > str(self._manifest(current).get("created", "")):
             raise Conflict(f"{version} is newer than the current {current}; promote it instead of rolling back")
-        return self._activate(version, actor, "model.rolled_back", reason)
+        return self._change(version, actor, "model.rolled_back", reason, background)
+
+    def _change(self, version: str, actor: str, action: str, reason: str, background: bool) -> RegradeJob:
+        triager = self._switch(version, actor, action, reason)
+        job = RegradeJob(id=uuid.uuid4().hex[:12], version=version, actor=actor, started_at=_now())
+        self._regrades[job.id] = job
+        self._last_regrade = job
+        if self.hooks.regrade is None:
+            job.state, job.regraded, job.finished_at = "done", 0, _now()
+            return job
+        if not background:
+            self._run_regrade(job, triager)
+        elif getattr(self.runner, "remote", False):  # a worker runs it (models.regrade task)
+            try:
+                self.runner.enqueue("models.regrade", job=job.id, version=version, actor=actor)
+            except Exception as exc:  # broker down: the switch stands; re-grade here instead
+                print(f"[models] could not queue the re-grade ({exc}); re-grading in this process", file=sys.stderr)
+                DEFAULT_RUNNER.submit(f"regrade-{job.id}", lambda: self._run_regrade(job, triager))
+        else:
+            self.runner.submit(f"regrade-{job.id}", lambda: self._run_regrade(job, triager))
+        return job
+
+    def run_queued_regrade(self, job: str, version: str, actor: str) -> RegradeJob:
+        """The ``models.regrade`` task of a worker: re-grade the open cases with ``version``
+        unless another version became current meanwhile (its own re-grade covers them)."""
+        record = RegradeJob(id=job, version=version, actor=actor, started_at=_now())
+        if self.store.current_version() != version:
+            record.state, record.finished_at = "superseded", _now()
+            self.ledger.end_regrade(job, actor, {"state": "superseded", "version": version})
+            return record
+        self._run_regrade(record, self._load_triager(self.store, version))
+        return record
+
+    def _run_regrade(self, job: RegradeJob, triager) -> None:
+        job.state = "running"
+        try:
+            job.regraded = self.hooks.regrade(triager, f"model:{job.version}")
+            job.state = "done"
+            outcome = {"state": "done", "version": job.version, "regraded": job.regraded}
+        except Exception as exc:  # the switch stands; the cases keep their labels until the next re-grade
+            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            outcome = {"state": "failed", "version": job.version, "error": job.error}
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            job.finished_at = _now()
+        self.ledger.end_regrade(job.id, job.actor, outcome)
+
+    def regrade_job(self, job_id: str | None = None) -> RegradeJob | None:
+        """A re-grade by id (or the latest one this process started), with its outcome read
+        from the ledger when another process (a worker) ran it."""
+        job = self._last_regrade if job_id is None else self._regrades.get(job_id)
+        if job_id is not None and job is None:
+            raise NotFound(f"re-grade job {job_id!r} does not exist")
+        if job is not None and job.state in ("queued", "running"):
+            ended = self.ledger.outcome("regrade", job.id)
+            if ended is not None:
+                job.state = ended.get("state", job.state)
+                job.regraded, job.error = ended.get("regraded"), ended.get("error", "")
+                job.finished_at = ended.get("finished_at", "")
+        return job
 
     def _activate(self, version: str, actor: str, action: str, reason: str) -> int:
+        """Switch to ``version`` and re-grade the open cases now (a retrain's promotion, which
+        already runs in the background); returns the cases re-graded."""
+        triager = self._switch(version, actor, action, reason)
+        if self.hooks.regrade is None:
+            return 0
+        return self.hooks.regrade(triager, f"model:{version}")
+
+    def _switch(self, version: str, actor: str, action: str, reason: str):
         with self._activate_lock:
             previous = self.store.current_version()
             triager = self._load_triager(self.store, version)  # load first: a broken version never goes live
@@ -604,10 +714,7 @@ class LearningLoop:
             self.store.update_manifest(version, status="promoted")
             self.holder.swap(triager)
         self._audit(action, actor, {"version": version, "previous": previous, "reason": reason})
-        regraded = 0
-        if self.hooks.regrade is not None:
-            regraded = self.hooks.regrade(triager, f"model:{version}")
-        return regraded
+        return triager
 
     def _audit(self, action: str, actor: str, details: dict) -> None:
         if self.hooks.audit is not None:
@@ -664,13 +771,25 @@ class LearningLoop:
         return self._run_claimed(job, cutoff, actor, _stderr_progress, trigger)
 
     def job(self, job_id: str | None = None) -> RetrainJob | None:
-        """A job by id, or the latest one (None if none ran)."""
+        """A job by id, or the latest one (None if none ran). A job queued for a worker shows
+        the outcome the worker recorded in the ledger once it ended."""
         if job_id is None:
-            return self._running
-        try:
-            return self._jobs[job_id]
-        except KeyError:
-            raise NotFound(f"retrain job {job_id!r} does not exist") from None
+            job = self._running
+        else:
+            try:
+                job = self._jobs[job_id]
+            except KeyError:
+                raise NotFound(f"retrain job {job_id!r} does not exist") from None
+        if job is not None and job.state in ("queued", "running") and getattr(self.runner, "remote", False):
+            ended = self.ledger.outcome("retrain", job.id)
+            if ended is not None:
+                job.state = "failed" if ended.get("state") == "failed" else "done"
+                job.stage = "done" if job.state == "done" else "failed"
+                job.progress = 1.0 if job.state == "done" else job.progress
+                job.version, job.promoted = ended.get("version"), ended.get("promoted")
+                job.reason, job.error = ended.get("reason", ""), ended.get("error", "")
+                job.finished_at = ended.get("finished_at", "")
+        return job
 
     def wait(self, timeout: float | None = None) -> RetrainJob | None:
         """Block until the running job ends (tests, CLI)."""

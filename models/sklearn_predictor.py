@@ -429,7 +429,7 @@ class SklearnPredictor:
         return self._stacked_weights[:, indices]
 
     def _proba(self, X, gathered: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        data, indices, indptr, rows = X
+        data, indices, indptr, _rows = X
         n = len(indptr) - 1
         gathered = gathered if gathered is not None else self._gather(indices)
         out = {}

@@ -389,6 +389,13 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
         verdict = tr("models.promoted" if job["promoted"] else "models.rejected")
         return tr("models.job_done", id=job["id"], version=job["version"], verdict=verdict, reason=job["reason"])
 
+    def regrade_text(job: dict[str, Any] | None, tr: Translator) -> str:
+        if not job:
+            return ""
+        key = {"done": "models.regrade_done", "failed": "models.regrade_failed",
+               "superseded": "models.regrade_superseded"}.get(job["state"], "models.regrade_running")
+        return tr(key, id=job["id"], version=job["version"], count=job.get("regraded"), error=job.get("error", ""))
+
     def load_models(lang, request: gr.Request):
         tr = tr_of(lang)
         try:
@@ -397,7 +404,8 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
         except TriageError as exc:
             return _error(tr, exc), gr.update(), ""
         choices = [v["version"] for v in reversed(overview["versions"]) if v.get("status") != "foreign"]
-        return versions_html(overview, tr), gr.update(choices=choices), job_text(overview["retrain"], tr)
+        status = "\n\n".join(t for t in (job_text(overview["retrain"], tr), regrade_text(overview.get("regrade"), tr)) if t)
+        return versions_html(overview, tr), gr.update(choices=choices), status
 
     def model_action(action: str):
         def handler(version, lang, request: gr.Request):
@@ -411,10 +419,10 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                 if not version:
                     return tr("models.pick_version")
                 change = learning.promote if action == "promote" else learning.rollback
-                regraded = change(version, f"ui:{admin}", f"{action} from the review UI")
+                job = change(version, f"ui:{admin}", f"{action} from the review UI", background=True)
             except TriageError as exc:
                 return _error(tr, exc)
-            return tr("models.changed", version=version, count=regraded)
+            return tr("models.changed_regrading", version=version, id=job.id)
         return handler
 
     def poll_job(last_state, lang, request: gr.Request):

@@ -186,6 +186,10 @@ def test_api_with_a_dead_broker_keeps_ingesting(database_url, tiny_triager, tmp_
         r = c.post("/v1/messages", json={"source": "shop", "external_id": "b1", "text": "耳机坏了，要求退款"},
                    headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 201, r.text
+        metrics = c.get("/metrics").text
+        # Workers detect breaches: this process reports the database's total, no counter stuck at 0.
+        assert 'triage_sla_breaches{deadline="respond"} 0.0' in metrics
+        assert "triage_sla_breaches_detected_total" not in metrics
     with service.db.session() as s:
         assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
         assert s.scalar(select(func.count()).select_from(Message)) == 1
@@ -228,6 +232,39 @@ def test_with_a_broker_a_retrain_is_queued_and_run_by_the_worker_task():
     job = loop.start_retrain("alice")
     assert job.state == "failed" and "could not queue" in job.error
     assert loop.start_retrain("alice").state == "failed"  # the claim was released: no Conflict
+
+
+def test_with_a_broker_a_promotion_queues_its_regrade_and_the_worker_task_runs_it_once():
+    from test_learning import make_loop
+
+    queue = RecordingQueue()
+    loop, store, _, regraded = make_loop(runner=queue)
+    first = loop.retrain("alice").version
+    second = loop.retrain("alice").version
+    regraded.clear()
+    job = loop.rollback(first, "admin", background=True)
+    assert store.current == first and job.state == "queued" and not regraded  # the call only switched
+    [(_, kwargs)] = [sent for sent in queue.sent if sent[0] == "models.regrade"]
+    assert kwargs == {"job": job.id, "version": first, "actor": "admin"}
+    loop.run_queued_regrade(**kwargs)  # what the worker's task does
+    assert [actor for _, actor in regraded] == [f"model:{first}"]
+    assert loop.regrade_job().state == "done" and loop.regrade_job().regraded == 3  # read back from the ledger
+    # A queued re-grade whose version is no longer current does nothing: the newer one covers it.
+    stale = loop.promote(second, "admin", background=True)
+    loop.rollback(first, "admin", background=True)
+    assert loop.run_queued_regrade(job=stale.id, version=second, actor="admin").state == "superseded"
+    assert len(regraded) == 1
+
+    down = RecordingQueue(broken=True)
+    loop, store, _, regraded = make_loop(runner=down)
+    first = loop.retrain("alice").version
+    loop.retrain("alice")
+    regraded.clear()
+    job = loop.rollback(first, "admin", background=True)  # the broker is down: re-graded here instead
+    deadline = time.monotonic() + 10
+    while job.state in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.state == "done" and [actor for _, actor in regraded] == [f"model:{first}"]
 
 
 def test_a_webhook_task_lost_with_the_broker_is_dispatched_again(make_service, database, clock):

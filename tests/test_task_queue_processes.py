@@ -261,3 +261,53 @@ def test_broker_down_ingestion_answers_and_work_resumes_from_the_database(deploy
         receiver.close()
         redis_proc.kill()
         redis_proc.wait(10)
+
+
+def test_a_promotion_and_a_retrain_through_the_api_finish_on_a_worker_and_the_api_shows_how(
+        deployment, tiny_store, tiny_backend):
+    """With a broker, a promotion made through one API process answers at once; a worker
+    re-grades the open cases (once: one outcome in the audit log) and GET /v1/models on the API
+    shows the re-grade's outcome, as it shows a queued retrain's once the worker ends it."""
+    from triage.store.tables import AuditEntry, Prediction
+
+    d = deployment(history_limit=0)
+    second = tiny_store.save(tiny_backend, {"data_hash": "sha256:second"})
+    d.service.create_user("boss", "admin")
+    admin = {"Authorization": f"Bearer {d.service.create_api_key('boss', ['admin', 'review'])[1]}"}
+    api = d.serve()
+    for i, complaint in enumerate(["耳机左边没有声音了", "客服三天不回复", "降价了不给保价，要求退差价"]):
+        r = httpx.post(f"{api}/v1/messages", headers={"Authorization": f"Bearer {d.token}"}, timeout=30,
+                       json={"source": "shop", "external_id": f"p{i}", "text": complaint})
+        assert r.status_code == 201, r.text
+
+    promoted = httpx.post(f"{api}/v1/models/{second}/promote", headers=admin, timeout=30)
+    assert promoted.status_code == 200, promoted.text
+    body = promoted.json()
+    assert body["current"] == second and body["regrade"]["state"] == "queued"  # nothing ran in the request
+    job = body["regrade"]["id"]
+    d.worker("--threads", "2")
+
+    def regrade_state():
+        state = httpx.get(f"{api}/v1/models", headers=admin, timeout=30).json()["regrade"]
+        return state if state["state"] not in ("queued", "running") else None
+
+    state = d.wait(regrade_state, 90, "the worker's re-grade to end")
+    assert state["id"] == job and state["state"] == "done" and state["regraded"] == 0, state  # same labels
+    on_second = select(func.count()).select_from(Prediction).where(Prediction.model_version == second)
+    assert d.scalar(on_second) == 3  # every open case re-scored by the promoted version
+    time.sleep(2)
+    with d.service.db.session() as s:
+        ended = [a.after for a in s.scalars(select(AuditEntry).where(AuditEntry.action == "model.regrade_ended"))]
+    assert [e["job"] for e in ended] == [job]  # re-graded once
+
+    started = httpx.post(f"{api}/v1/models/retrain", headers=admin, timeout=30)
+    assert started.status_code == 202, started.text
+    retrain_id = started.json()["job"]["id"]
+
+    def retrain_state():
+        state = httpx.get(f"{api}/v1/models", headers=admin, timeout=30).json()["retrain"]
+        return state if state["state"] not in ("queued", "running") else None
+
+    state = d.wait(retrain_state, 240, "the worker's retrain to end")
+    assert state["id"] == retrain_id and state["state"] == "done", state
+    assert state["version"] and state["promoted"] in (True, False) and state["finished_at"]

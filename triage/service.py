@@ -84,6 +84,8 @@ class TriageService:
         self.confirmations_since_retrain = self.retraining.confirmations_since_retrain
         self.claim_retrain = self.retraining.claim_retrain
         self.end_retrain = self.retraining.end_retrain
+        self.end_regrade = self.retraining.end_regrade
+        self.job_outcome = self.retraining.job_outcome
         self.create_user = self.accounts.create_user
         self.list_users = self.accounts.list_users
         self.active_user_role = self.accounts.active_user_role

@@ -31,7 +31,12 @@ def _context():
     if store.current_version() is not None:
         holder.swap(Triager.from_store(store, lexicon_dir=settings.lexicon_dir))
     service = TriageService.from_settings(settings, holder)
-    return ReviewContext(service, store, settings)
+    options = {}
+    if settings.broker_url:  # a worker re-grades after a promotion, and runs retrains
+        from triage.jobs.queue import DramatiqQueue
+
+        options["runner"] = DramatiqQueue(settings)
+    return ReviewContext(service, store, settings, **options)
 
 
 def _actor(actor: Optional[str]) -> str:
@@ -71,14 +76,18 @@ def list_models():
 
 
 def _change(kind: str, version: str, actor: Optional[str], reason: Optional[str]) -> None:
+    """With a task queue (TRIAGE_BROKER_URL) a worker re-grades the open cases; without one
+    this command does, before it returns."""
     try:
-        learning = _context().learning
+        context = _context()
+        learning = context.learning
         change = learning.promote if kind == "promote" else learning.rollback
-        regraded = change(version, _actor(actor), reason or f"{kind} from the command line")
+        queued = getattr(learning.runner, "remote", False)
+        job = change(version, _actor(actor), reason or f"{kind} from the command line", background=queued)
     except TriageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    _print({"current": version, "action": kind, "regraded": regraded})
+    _print({"current": version, "action": kind, "regraded": job.regraded, "regrade": job.as_dict()})
 
 
 @models_app.command()

@@ -1,8 +1,10 @@
-"""The retrain ledger: the confirmed examples a retrain learns from, and the claims that
-make sure one retrain runs at a time across every server process.
+"""The retrain ledger: the confirmed examples a retrain learns from, the claims that
+make sure one retrain runs at a time across every server process, and how background model
+jobs (a retrain, the re-grade after a promotion) ended.
 
-Claims live in the audit log, so every process and every restart counts the same
-confirmations since the latest retrain.
+Claims and outcomes live in the audit log, so every process and every restart counts the
+same confirmations since the latest retrain, and an API process shows the outcome of a job
+that a worker ran.
 """
 
 from __future__ import annotations
@@ -110,3 +112,22 @@ class Retraining:
     def end_retrain(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
         """Close the claim of ``job`` (done or failed), so the next retrain may start."""
         self.audit.record("model.retrain_ended", actor, {"job": job, **outcome}, entity="model", entity_id="retrain")
+
+    def job_outcome(self, kind: str, job: str) -> dict[str, Any] | None:
+        """How background model job ``job`` ended (``kind``: ``retrain`` or ``regrade``), as
+        recorded by whichever process ran it, with ``finished_at``; None while it has not."""
+        with self.core.db.session() as session:
+            rows = session.execute(
+                select(AuditEntry.at, AuditEntry.after)
+                .where(AuditEntry.entity == "model", AuditEntry.entity_id == kind,
+                       AuditEntry.action == f"model.{kind}_ended")
+                .order_by(AuditEntry.id.desc()).limit(500)
+            ).all()
+        for at, after in rows:
+            if (after or {}).get("job") == job:
+                return {**after, "finished_at": as_utc(at).isoformat(timespec="seconds")}
+        return None
+
+    def end_regrade(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
+        """Record how the re-grade ``job`` after a promotion or rollback ended."""
+        self.audit.record("model.regrade_ended", actor, {"job": job, **outcome}, entity="model", entity_id="regrade")

@@ -755,13 +755,16 @@ class ReviewContext:
         self.review.learning = self.learning
 
     def models_overview(self) -> dict[str, Any]:
-        """Every model version (oldest first) with status, gate reason and metrics, and the
-        latest retrain job."""
+        """Every model version (oldest first) with status, gate reason and metrics, the latest
+        retrain job and the latest re-grade after a promotion or rollback (their outcomes as
+        recorded by whichever process ran them)."""
         job = self.learning.job()
+        regrade = self.learning.regrade_job()
         return {
             "current": self.store.current_version(),
             "versions": self.store.list_versions(),
             "retrain": job.as_dict() if job else None,
+            "regrade": regrade.as_dict() if regrade else None,
         }
 
     def require_reviewer(self, name: str | None, admin: bool = False) -> str:

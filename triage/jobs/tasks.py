@@ -125,6 +125,14 @@ def retrain(ctx: TaskContext, job: str, cutoff: int | None, actor: str, trigger:
     ctx.review().learning.run_queued(job, cutoff, actor, trigger)
 
 
+@task("models.regrade", queue="retrain", time_limit_s=6 * 3600)
+def models_regrade(ctx: TaskContext, job: str, version: str, actor: str) -> int | None:
+    """The re-grade of open cases after a promotion or rollback made by hand (through any API
+    process, the review desk or the command line); skipped when another version became
+    current meanwhile. Its outcome goes to the audit log, where every API process reads it."""
+    return ctx.review().learning.run_queued_regrade(job, version, actor).regraded
+
+
 @task("backfill.chunk", max_retries=3, time_limit_s=1800)
 def backfill_chunk(ctx: TaskContext, job_id: int, seq: int) -> bool:
     return ctx.service.backfills.run_chunk(job_id, seq)
