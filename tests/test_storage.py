@@ -503,3 +503,36 @@ def test_processes_opening_a_new_sqlite_file_together(tmp_path):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
     probe.dispose()
+
+
+def test_breaches_since_page_exactly_as_a_plain_filter_would(make_service, clock):
+    """``list_breaches(since=...)`` starts its id-ordered scan at the first breach in the window
+    (found through the occurred_at index); breaches recorded out of time order and paging by
+    ``after_id`` must still give exactly what filtering every breach would."""
+    import random
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from triage.clock import as_utc
+    from triage.store.tables import SlaEvent
+
+    service = make_service()
+    case = service.ingest({"source": "shop", "external_id": "b1", "text": "耳机没声音", "received_at": clock()})
+    base = clock()
+    rng = random.Random(7)
+    offsets = [rng.randint(0, 240) for _ in range(80)]  # hours; ids are not in time order
+    with service.db.session(write=True) as s:
+        s.execute(insert(SlaEvent), [
+            {"case_id": case.case.id, "kind": "breach" if i % 5 else "warning", "deadline": "respond",
+             "due_at": base + timedelta(minutes=i), "occurred_at": base + timedelta(hours=h),
+             "detected_at": base + timedelta(hours=h)}
+            for i, h in enumerate(offsets)])
+        every = [(e.id, e.occurred_at) for e in s.query(SlaEvent).filter(SlaEvent.kind == "breach").order_by(SlaEvent.id)]
+    for since_h in (0, 50, 120, 239, 300):
+        since = base + timedelta(hours=since_h)
+        expected = [i for i, at in every if as_utc(at) >= since]
+        for after in (0, expected[len(expected) // 2] if expected else 0):
+            for limit in (1, 7, 100):
+                got = [b.id for b in service.list_breaches(since=since, after_id=after, limit=limit)]
+                assert got == [i for i in expected if i > after][:limit], (since_h, after, limit)

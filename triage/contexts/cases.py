@@ -392,12 +392,24 @@ class Cases:
         """Breach events, oldest first (the deadline that passed, when it was noticed, tiers)."""
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000", field="limit")
-        query = select(SlaEvent).where(SlaEvent.kind == "breach", SlaEvent.id > after_id)
-        if since is not None:
-            if since.tzinfo is None:
-                raise InvalidInput("since needs a timezone offset", field="since")
-            query = query.where(SlaEvent.occurred_at >= as_utc(since))
+        if since is not None and since.tzinfo is None:
+            raise InvalidInput("since needs a timezone offset", field="since")
         with self.core.db.session() as session:
+            after = after_id
+            if since is not None:
+                # The first breach on or after ``since``, found through the (kind, occurred_at)
+                # index, so the id-ordered scan starts there instead of walking all history (one
+                # lower bound on id: SQLite uses only one for the range). OFFSET 0 keeps
+                # PostgreSQL from turning min(id) into a walk of the primary key.
+                window = (select(SlaEvent.id).where(SlaEvent.kind == "breach", SlaEvent.occurred_at >= as_utc(since))
+                          .offset(0).subquery())
+                first = session.scalar(select(func.min(window.c.id)))
+                if first is None:
+                    return []
+                after = max(after_id, first - 1)
+            query = select(SlaEvent).where(SlaEvent.kind == "breach", SlaEvent.id > after)
+            if since is not None:
+                query = query.where(SlaEvent.occurred_at >= as_utc(since))
             rows = session.scalars(query.order_by(SlaEvent.id).limit(limit)).all()
             return [SlaEventView.model_validate(r, from_attributes=True) for r in rows]
 
