@@ -17,8 +17,27 @@ from review_ui.messages import Translator  # noqa: E402
 from triage.taxonomy import HEAD_LABELS, HEADS  # noqa: E402
 
 # System fonts that cover Chinese first; matplotlib falls back along the list per glyph.
-matplotlib.rcParams["font.sans-serif"] = ["WenQuanYi Micro Hei", "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei",
-                                          "Source Han Sans SC", "DejaVu Sans"]
+CJK_FONTS = ["WenQuanYi Micro Hei", "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", "Source Han Sans SC"]
+matplotlib.rcParams["font.sans-serif"] = [*CJK_FONTS, "DejaVu Sans"]
+
+
+def _register_cjk_fonts() -> None:
+    """Make a CJK font installed after matplotlib built its font cache (``~/.cache/matplotlib``)
+    known to it: the cache is not rebuilt on its own, and the charts would draw empty boxes."""
+    from matplotlib import font_manager
+
+    if {f.name for f in font_manager.fontManager.ttflist} & set(CJK_FONTS):
+        return
+    for path in font_manager.findSystemFonts():
+        name = path.lower()
+        if any(k in name for k in ("wqy", "wenquanyi", "notosanscjk", "sourcehansans", "msyh", "pingfang")):
+            try:
+                font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue  # an unreadable font file: the next one may do
+
+
+_register_cjk_fonts()
 matplotlib.rcParams["font.family"] = "sans-serif"
 matplotlib.rcParams["axes.unicode_minus"] = False
 ZH = Translator()
