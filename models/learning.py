@@ -596,7 +596,8 @@ class LearningLoop:
         self._audit("model.trained", actor, {"version": version, "promoted": decision.promote, "reason": decision.reason})
         regraded = 0
         if decision.promote:
-            regraded = self._activate(version, actor, "model.promoted", reason=f"quality gate: {decision.reason}")
+            regraded = self._change(version, actor, "model.promoted", f"quality gate: {decision.reason}",
+                                    background=False).regraded or 0
         report(f"{'promoted' if decision.promote else 'rejected'} {version}: {decision.reason}", 1.0)
         self._prepared = {}
         return RetrainOutcome(version, decision.promote, decision.reason, metrics, regraded)
@@ -697,14 +698,6 @@ class LearningLoop:
                 job.regraded, job.error = ended.get("regraded"), ended.get("error", "")
                 job.finished_at = ended.get("finished_at", "")
         return job
-
-    def _activate(self, version: str, actor: str, action: str, reason: str) -> int:
-        """Switch to ``version`` and re-grade the open cases now (a retrain's promotion, which
-        already runs in the background); returns the cases re-graded."""
-        triager = self._switch(version, actor, action, reason)
-        if self.hooks.regrade is None:
-            return 0
-        return self.hooks.regrade(triager, f"model:{version}")
 
     def _switch(self, version: str, actor: str, action: str, reason: str):
         with self._activate_lock:

@@ -10,6 +10,7 @@ import json
 import os
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
@@ -325,3 +326,39 @@ def test_backfill_command_in_process_resumes_and_reports(tmp_path, tiny_store, m
         assert bad.exit_code == 1 and ".jsonl or .csv" in bad.output
     finally:
         get_settings.cache_clear()
+
+
+def test_a_regrade_lost_with_the_broker_is_queued_again_once(make_service, clock):
+    """The audit log says which version is current since when and which re-grades ended: a
+    version switched over ten minutes ago with no re-grade since is re-queued by the sweep,
+    at most once per lease, and not at all once a re-grade with it has ended."""
+    from types import SimpleNamespace
+
+    from triage.jobs.tasks import models_regrade_sweep
+
+    service = make_service()
+    service.audit("model.promoted", "api:boss", {"version": "v2", "previous": "v1"}, entity="model", entity_id="v2")
+
+    class Queue(RecordingQueue):
+        def __init__(self):
+            super().__init__()
+            self.claims: set[str] = set()
+
+        def claim_tick(self, name: str, interval_s: float) -> bool:
+            fresh = name not in self.claims
+            self.claims.add(name)
+            return fresh
+
+    queue = Queue()
+    ctx = SimpleNamespace(remote=True, queue=queue, service=service,
+                          review=lambda: SimpleNamespace(store=SimpleNamespace(current_version=lambda: "v2")))
+    assert models_regrade_sweep(ctx) == 0  # just switched: its queued re-grade may still run
+    clock.advance(minutes=11)
+    assert models_regrade_sweep(ctx) == 1 and queue.sent[0][0] == "models.regrade"
+    assert queue.sent[0][1]["version"] == "v2"
+    assert models_regrade_sweep(ctx) == 0 and len(queue.sent) == 1  # one re-queue per lease
+    service.end_regrade("j1", "worker", {"state": "done", "version": "v2", "regraded": 4})
+    queue.claims.clear()
+    assert not service.regrade_missing("v2", timedelta(minutes=10))
+    assert models_regrade_sweep(ctx) == 0
+    assert models_regrade_sweep(SimpleNamespace(remote=False)) == 0  # in-process: nothing to sweep

@@ -86,6 +86,7 @@ class TriageService:
         self.end_retrain = self.retraining.end_retrain
         self.end_regrade = self.retraining.end_regrade
         self.job_outcome = self.retraining.job_outcome
+        self.regrade_missing = self.retraining.regrade_missing
         self.create_user = self.accounts.create_user
         self.list_users = self.accounts.list_users
         self.active_user_role = self.accounts.active_user_role

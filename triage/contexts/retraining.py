@@ -128,6 +128,24 @@ class Retraining:
                 return {**after, "finished_at": as_utc(at).isoformat(timespec="seconds")}
         return None
 
+    def regrade_missing(self, version: str, grace: timedelta) -> bool:
+        """Whether ``version`` was made current (promoted or rolled back to) more than ``grace``
+        ago and no re-grade with it has ended since: its task was lost (a broker restarted
+        empty), so the open cases still carry the previous version's labels."""
+        with self.core.db.session() as session:
+            switched = session.scalar(
+                select(AuditEntry.at).where(AuditEntry.entity == "model", AuditEntry.entity_id == version,
+                                            AuditEntry.action.in_(("model.promoted", "model.rolled_back")))
+                .order_by(AuditEntry.id.desc()).limit(1))
+            if switched is None or as_utc(switched) > as_utc(self.core.now() - grace):
+                return False
+            ended = session.execute(
+                select(AuditEntry.at, AuditEntry.after)
+                .where(AuditEntry.entity == "model", AuditEntry.entity_id == "regrade",
+                       AuditEntry.action == "model.regrade_ended", AuditEntry.at >= switched)
+                .order_by(AuditEntry.id.desc()).limit(200)).all()
+        return not any((after or {}).get("version") == version for _, after in ended)
+
     def end_regrade(self, job: str, actor: str, outcome: dict[str, Any]) -> None:
         """Record how the re-grade ``job`` after a promotion or rollback ended."""
         self.audit.record("model.regrade_ended", actor, {"job": job, **outcome}, entity="model", entity_id="regrade")

@@ -22,8 +22,10 @@ import logging
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from triage.jobs.helpdesk import HelpdeskAccess
@@ -131,6 +133,27 @@ def models_regrade(ctx: TaskContext, job: str, version: str, actor: str) -> int 
     process, the review desk or the command line); skipped when another version became
     current meanwhile. Its outcome goes to the audit log, where every API process reads it."""
     return ctx.review().learning.run_queued_regrade(job, version, actor).regraded
+
+
+REGRADE_GRACE_S = 600.0  # a queued re-grade not ended after this long is taken as lost
+REGRADE_RETRY_S = 3600.0  # at most one re-queue per version in this time (a long re-grade may still run)
+
+
+@task("models.regrade_sweep", every=lambda s: 60.0, time_limit_s=60)
+def models_regrade_sweep(ctx: TaskContext) -> int:
+    """With a task queue: queue the current version's re-grade again when it was lost (made
+    current over ten minutes ago, no re-grade with it ended since; see
+    ``Retraining.regrade_missing``). Without one the re-grade is a thread of the process that
+    switched, so there is nothing to sweep."""
+    if not ctx.remote:
+        return 0
+    version = ctx.review().store.current_version()
+    if version is None or not ctx.service.regrade_missing(version, timedelta(seconds=REGRADE_GRACE_S)):
+        return 0
+    if not ctx.queue.claim_tick(f"regrade-sweep:{version}", REGRADE_RETRY_S):
+        return 0
+    ctx.queue.enqueue("models.regrade", job=uuid.uuid4().hex[:12], version=version, actor="system:regrade-sweep")
+    return 1
 
 
 @task("backfill.chunk", max_retries=3, time_limit_s=1800)
