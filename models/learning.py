@@ -816,23 +816,32 @@ def wait_for_job(loop: "LearningLoop", timeout: float = 600.0) -> RetrainJob | N
     return loop.job()
 
 
-def backend_fitter(backend: str = "sklearn", **params: Any):
+def backend_fitter(backend: str = "sklearn", sentiment: Callable[[], Any] | None = None, **params: Any):
     """``(fit, fit_quick)`` for a registered backend.
 
     ``fit_quick`` is used only for the gate's seed cross-validation: for the sklearn backend
     it skips probability calibration, which rescales scores but never changes the argmax,
     so the macro-F1 it measures is that of the full recipe at a quarter of the cost.
+    ``sentiment()`` gives the weak sentiment signal (or None) for backends that take one.
     """
     from models.base import get_backend_class
 
     backend_cls = get_backend_class(backend)
 
+    def build(options):
+        model = backend_cls(**options)
+        signal = sentiment() if sentiment is not None else None
+        for part in getattr(model, "members", [model]):  # an ensemble passes it to its members
+            if signal is not None and hasattr(part, "sentiment"):
+                part.sentiment = signal
+        return model
+
     def fit(texts, labels, weights, progress=None):
-        return backend_cls(**params).fit(texts, labels, sample_weight=weights, progress=progress)
+        return build(params).fit(texts, labels, sample_weight=weights, progress=progress)
 
     def fit_quick(texts, labels, weights, progress=None):
         quick = {**params, "calibration_folds": 0} if backend == "sklearn" else params
-        return backend_cls(**quick).fit(texts, labels, sample_weight=weights, progress=progress)
+        return build(quick).fit(texts, labels, sample_weight=weights, progress=progress)
 
     return fit, fit_quick
 
@@ -857,6 +866,7 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
     cases through ``service.regrade_open_cases`` and are audited with ``service.audit``;
     the service's model holder is the one that gets swapped.
     """
+    from models.public_reviews import cached_public_reviews
     from triage.text import prepare
     from triage.triager import Triager
 
@@ -876,7 +886,20 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
     if holder is None:
         holder = ModelHolder(service.models.triager if service.models.loaded else None)
         service.models = holder
-    fit, fit_quick = backend_fitter(settings.backend)
+    # The public reviews the default trains on (models/public_reviews.py) take part in every
+    # retrain the same way: unlabeled text beside the stored messages, and the sentiment signal.
+    public = cached_public_reviews(settings.public_reviews)
+
+    def sentiment():
+        reviews = public()
+        return reviews.sentiment() if reviews else None
+
+    fit, fit_quick = backend_fitter(settings.backend, sentiment=sentiment)
+
+    def history() -> list[str]:
+        reviews = public()
+        return service.message_history(settings.history_limit) + (reviews.texts if reviews else [])
+
     options = {
         "fit": fit,
         "fit_quick": fit_quick,
@@ -892,7 +915,7 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
         seed_examples=seed_examples_from([settings.seed_dir]),
         hooks=LearningHooks(confirmed_examples=confirmed, regrade=service.regrade_open_cases, audit=audit,
                             ledger=ServiceLedger(service),
-                            message_history=lambda: service.message_history(settings.history_limit)),
+                            message_history=history),
         holder=holder,
         **options,
     )

@@ -162,7 +162,7 @@ class SentimentModel:
         )
 
     def fit(self, texts: Sequence[str], negative: Sequence[int], C: float = 1.0) -> "SentimentModel":
-        X = self.vectorizer().transform([prepare(t).feature_string for t in texts])
+        X = self.vectorizer().transform([p.feature_string for p in _as_prepared(texts)])
         model = LogisticRegression(C=C, solver="liblinear", max_iter=1000)
         model.fit(X, np.asarray(negative, dtype=int))
         self.W = model.coef_[0].astype(np.float32)

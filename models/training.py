@@ -321,6 +321,7 @@ def train_default(
     Returns the new version id.
     """
     from models.db_store import open_store
+    from models.public_reviews import load_public_reviews
     from triage.settings import get_settings
 
     settings = settings or get_settings()
@@ -346,13 +347,18 @@ def train_default(
         history = read_unlabeled(unlabeled_paths, limit=settings.history_limit, report=say)
         say(f"{len(history)} unlabeled messages for self-training")
     labeled = records + confirmed
+    public = load_public_reviews(settings.public_reviews, report=say)
+    unlabeled = history + (public.prepared if public else [])
     sentiment = None
     if corpora is not False and settings.backend in ("sklearn", "ensemble"):
-        sentiment = fit_sentiment(corpora or None, report=say)
+        if public is not None and not corpora and default_corpora_dir() is None:
+            sentiment = public.sentiment()
+        else:
+            sentiment = fit_sentiment(corpora or None, report=say)
     say(f"training {settings.backend} on {len(labeled)} messages from {', '.join(map(str, paths))}"
         + (" and the confirmed labels" if confirmed else ""))
     backend = train_backend(labeled, settings.backend, sample_weight=weights, progress=progress,
-                            sentiment=sentiment, unlabeled=history, report=say)
+                            sentiment=sentiment, unlabeled=unlabeled, report=say)
     metrics: dict[str, Any] = {}
     if cv_folds and cv_folds > 1:
         say(f"{cv_folds}-fold cross-validation")
@@ -371,7 +377,8 @@ def train_default(
                 "skipped_lines": len(problems),
                 "paths": [str(p) for p in paths],
                 "labels": label_counts(records),
-                "sentiment_corpora": None if sentiment is None else str(corpora or default_corpora_dir()),
+                "public_reviews": public.describe() if public else None,
+                "sentiment_corpora": None if sentiment is None else str(corpora or default_corpora_dir() or public.source),
             },
         },
     )

