@@ -4,10 +4,11 @@
 predicts through scikit-learn's vectorizers and scipy's sparse matrices. Importing those
 takes seconds, which is most of a ``triage predict`` run, and their per-n-gram Python
 loops are most of the rest. :class:`SklearnPredictor` reads the same saved files and
-computes the same feature matrix (word and character TF-IDF, intensity cues, the corpus
+computes the same feature matrix (word and character TF-IDF, intensity cues, the review
 sentiment signal), probabilities and explanations with whole-batch numpy operations:
-character n-grams are looked up as packed code points in sorted arrays, word n-grams and
-their sentiment hash through one cached dictionary.
+character n-grams are looked up as packed code points in hash tables, word n-grams by
+token ids (the sentiment signal's n-grams among them); older models' hashed sentiment
+signal through one cached dictionary.
 
 It only predicts (no fit, no save). It reads exactly one backend format; a model of any
 other format or with a parameter it does not know makes :meth:`SklearnPredictor.load`
@@ -112,6 +113,72 @@ def _by_row_then_descending(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing's multiplier
+
+
+class _HashIndex:
+    """Non-negative int64 keys -> int64 values, looked up for a whole array at once: open
+    addressing with linear probing at a load of at most 1/2, in numpy. For a batch, about
+    three times faster than a binary search in a sorted array of tens of thousands of
+    n-grams; a few hundred queries (one message) still take the binary search, which costs
+    fewer numpy calls."""
+
+    SMALL = 2048  # fewer queries than this: binary search
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray):
+        keys, values = np.asarray(keys, dtype=np.int64), np.asarray(values, dtype=np.int64)
+        order = np.argsort(keys, kind="stable")
+        self._sorted_keys, self._sorted_values = keys[order], values[order]
+        bits = max(int(np.ceil(np.log2(max(len(keys), 1) * 2))), 4)
+        self._shift = np.uint64(64 - bits)
+        self._mask = (1 << bits) - 1
+        self.keys = np.full(1 << bits, -1, dtype=np.int64)
+        self.values = np.full(1 << bits, -1, dtype=np.int64)
+        slot = self._slot(keys)
+        pending = np.arange(len(keys))
+        while len(pending):  # each round places one key in every free slot asked for
+            s = slot[pending]
+            free = self.keys[s] == -1
+            taken, first = np.unique(s[free], return_index=True)
+            won = pending[free][first]
+            self.keys[taken] = keys[won]
+            self.values[taken] = values[won]
+            placed = np.zeros(len(keys), dtype=bool)
+            placed[won] = True
+            pending = pending[~placed[pending]]
+            slot[pending] = (slot[pending] + 1) & self._mask
+
+    def __len__(self) -> int:
+        return len(self._sorted_keys)
+
+    def _slot(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys.astype(np.uint64) * _GOLDEN) >> self._shift).astype(np.int64)
+
+    def get(self, queries: np.ndarray) -> np.ndarray:
+        """The value of each query, -1 where it is not a key."""
+        if len(queries) < self.SMALL:
+            keys = self._sorted_keys
+            if not len(keys):
+                return np.full(len(queries), -1, dtype=np.int64)
+            at = np.searchsorted(keys, queries)
+            at[at == len(keys)] = 0
+            return np.where(keys[at] == queries, self._sorted_values[at], -1)
+        out = np.full(len(queries), -1, dtype=np.int64)
+        slot = self._slot(queries)
+        found = self.keys[slot]
+        hit = found == queries
+        out[hit] = self.values[slot[hit]]
+        todo = np.flatnonzero(~hit & (found != -1))
+        while len(todo):
+            s = (slot[todo] + 1) & self._mask
+            slot[todo] = s
+            found = self.keys[s]
+            hit = found == queries[todo]
+            out[todo[hit]] = self.values[s[hit]]
+            todo = todo[~hit & (found != -1)]
+        return out
+
+
 class _GramCodes:
     """word n-gram -> (word column + 1) * SENTIMENT_FEATURES + sentiment hash index, cached.
 
@@ -173,6 +240,7 @@ class SklearnPredictor:
         self.temperatures: dict[str, float] = {}
         self.heads: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}  # None: a constant head
         self.sentiment: tuple[np.ndarray, float] | None = None
+        self._sentiment_terms: list[str] | None = None  # the signal's n-grams; None: hashed (older models)
 
     # ------------------------------------------------------------------ loading
 
@@ -204,8 +272,14 @@ class SklearnPredictor:
                 else (arrays[f"head_{h}_W"].astype(np.float32), arrays[f"head_{h}_b"].astype(np.float64))
                 for h in self.classes_
             }
+            self._sentiment_terms: list[str] | None = None
             if meta.get("sentiment"):
                 self.sentiment = (arrays["sentiment_W"].astype(np.float32), float(arrays["sentiment_b"][0]))
+                self._sentiment_terms = vocab.get("sentiment")  # None: the hashed signal of older models
+                if self._sentiment_terms is not None and len(self._sentiment_terms) != len(self.sentiment[0]):
+                    raise ValueError("sentiment vocabulary and weights differ in length")
+                if self._sentiment_terms is not None and not (word_ngram[0] == 1 and word_ngram[1] >= 2):
+                    raise PredictorUnsupported(f"{path}: the sentiment signal's bigrams need word n-grams from 1 to 2 or more")
             self._index_words(vocab["word"], arrays["word_idf"])
             self._index_chars(vocab["char"], arrays["char_idf"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -219,13 +293,27 @@ class SklearnPredictor:
         return self
 
     def _index_words(self, terms: list[str], idf: np.ndarray) -> None:
+        """Word n-grams are looked up among the heads' terms followed by the sentiment signal's
+        terms that are not among them (usually none): a hit's index below ``n_words`` is a
+        TF-IDF column, and ``_sentiment_of[index]`` its sentiment weight's position (-1: none)."""
         self.n_words = len(terms)
         self.word_idf = np.asarray(idf, dtype=np.float64)
         self._token_ids: dict[str, int] | None = None
-        if tuple(self.params["word_ngram"]) == (1, 2) and self.sentiment is None:
-            self._index_word_pairs(terms)
+        self._hashed = self.sentiment is not None and self._sentiment_terms is None
+        self._sentiment_of: np.ndarray | None = None
+        lookup = terms
+        if self.sentiment is not None and not self._hashed:
+            position = {t: i for i, t in enumerate(terms)}
+            extra = [t for t in self._sentiment_terms if t not in position]
+            lookup = terms + extra
+            position.update((t, self.n_words + i) for i, t in enumerate(extra))
+            self._sentiment_of = np.full(len(lookup), -1, dtype=np.int64)
+            self._sentiment_of[np.fromiter(map(position.__getitem__, self._sentiment_terms), dtype=np.int64,
+                                           count=len(self._sentiment_terms))] = np.arange(len(self._sentiment_terms))
+        if tuple(self.params["word_ngram"]) == (1, 2) and not self._hashed:
+            self._index_word_pairs(lookup)
         if self._token_ids is None:  # the n-gram strings path
-            self._grams = _GramCodes({t: i for i, t in enumerate(terms)}, hashed=self.sentiment is not None)
+            self._grams = _GramCodes({t: i for i, t in enumerate(lookup)}, hashed=self._hashed)
 
     def _index_word_pairs(self, terms: list[str]) -> None:
         """The default word n-grams (1, 2) as numbers: an id per token of the vocabulary, the
@@ -244,16 +332,14 @@ class SklearnPredictor:
         self._unigram_cols[part_ids[first[unigram]]] = unigram
         bigram = np.flatnonzero(spaces == 1)
         codes = part_ids[first[bigram]] * self._n_ids + part_ids[first[bigram] + 1]
-        order = np.argsort(codes, kind="stable")
-        self._pair_codes = codes[order]
-        self._pair_cols = bigram[order]
+        self._pairs = _HashIndex(codes, bigram)
         self._token_ids = ids
 
     def _index_chars(self, terms: list[str], idf: np.ndarray) -> None:
         """Per n-gram length, the packed code points of the vocabulary's terms, sorted, and their columns."""
         self.n_chars = len(terms)
         self.char_idf = np.asarray(idf, dtype=np.float64)
-        self._char_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._char_tables: dict[int, _HashIndex | None] = {}  # None: one code point, the dense table
         lengths = np.array([len(t) for t in terms], dtype=np.int64)
         lo, hi = self.params["char_ngram"]
         for n in range(lo, hi + 1):
@@ -263,8 +349,7 @@ class SklearnPredictor:
             text = "".join(terms[i] for i in cols)
             codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
             packed = _pack(codes, np.arange(0, len(codes), n), n)
-            order = np.argsort(packed, kind="stable")
-            self._char_tables[n] = (packed[order], cols[order])
+            self._char_tables[n] = _HashIndex(packed, cols) if n > 1 else None
             if n == 1:  # code point -> column, -1 for none; its last slot stands for every larger code point
                 self._unigram_columns = np.full(int(packed.max()) + 2, -1, dtype=np.int64)
                 self._unigram_columns[packed] = cols
@@ -283,12 +368,15 @@ class SklearnPredictor:
         self._explainable_words[len(words) + len(chars) :] = False
         live = [h for h, head in self.heads.items() if head is not None]
         self._weights = {h: self.heads[h][0] for h in live}  # the heads that explain
-        self._stacked_weights = np.vstack([self.heads[h][0] for h in live]) if live else np.zeros((0, self.width), np.float32)
+        # Column-major for the look-ups: one row per feature with every live head's class
+        # weights side by side, so a nonzero's weights are read from one place in memory.
+        stacked = np.vstack([self.heads[h][0] for h in live]) if live else np.zeros((0, self.width), np.float32)
+        self._stacked_weights = np.ascontiguousarray(stacked.T)
         bounds = np.cumsum([0] + [self.heads[h][0].shape[0] for h in live]).tolist()
         self._head_rows = {h: (bounds[i], bounds[i + 1]) for i, h in enumerate(live)}
-        self._relative = np.vstack(
+        self._relative = np.ascontiguousarray(np.vstack(
             [(self.heads[h][0] - self.heads[h][0].mean(axis=0, keepdims=True)).astype(np.float32) for h in live]
-        ) if live else self._stacked_weights
+        ).T) if live else self._stacked_weights
 
     # ------------------------------------------------------------------ features
 
@@ -296,10 +384,10 @@ class SklearnPredictor:
         """The backend's feature matrix as CSR arrays: (data, indices, indptr, row of each value)."""
         prepared = [t if isinstance(t, PreparedText) else prepare(t) for t in texts]
         n = len(prepared)
-        words, hashed = self._word_block(prepared)
+        words, sentiment = self._word_block(prepared)
         blocks = [words, self._char_block(prepared), self._intensity_block(prepared)]
         if self.sentiment is not None:
-            blocks.append(self._sentiment_block(hashed, n))
+            blocks.append(self._sentiment_features(sentiment, n))
         rows = np.concatenate([b[0] for b in blocks])
         order = np.argsort(rows, kind="stable")  # row-major; within a row the blocks (and columns) stay in order
         rows = rows[order]
@@ -310,14 +398,15 @@ class SklearnPredictor:
         return data, indices, indptr, rows
 
     def _word_block(self, prepared: list[PreparedText]):
-        """Word n-gram TF-IDF, and the (row, hash column) pairs of the sentiment signal's n-grams."""
+        """Word n-gram TF-IDF, and the sentiment signal's P(negative) per message (None without one)."""
         lo, hi = self.params["word_ngram"]
         n = len(prepared)
         # The vectorizers' tokens of " ".join(p.tokens): feature tokens never hold whitespace.
         token_lists = [p.tokens for p in prepared]
         docs = np.arange(n)
         if self._token_ids is not None:  # the default (1, 2) without the sentiment hash: by numbers
-            return self._word_pairs_block(token_lists, n), None
+            rows, cols = self._word_pair_hits(token_lists, n)
+            return self._word_tfidf(rows, cols, n), self._sentiment_from_hits(rows, cols, n)
         if (lo, hi) == (1, 2):  # the default, in two flat passes over the batch
             grams = [t for tokens in token_lists for t in tokens]
             grams += [a + " " + b for tokens in token_lists for a, b in zip(tokens, tokens[1:])]
@@ -327,9 +416,11 @@ class SklearnPredictor:
             per_doc = [_word_grams(tokens, lo, hi) for tokens in token_lists]
             grams = [g for doc_grams in per_doc for g in doc_grams]
             rows = np.repeat(docs, [len(doc_grams) for doc_grams in per_doc])
-        hashed = None
-        if self.sentiment is None:  # no hash to cache: one look-up in the vocabulary (-1: not in it)
+        if not self._hashed:  # no hash to cache: one look-up in the vocabulary (-1: not in it)
             cols = np.fromiter(map(self._grams.vocabulary.get, grams, repeat(-1)), dtype=np.int64, count=len(grams))
+            known = cols >= 0
+            rows, cols = rows[known], cols[known]
+            return self._word_tfidf(rows, cols, n), self._sentiment_from_hits(rows, cols, n)
         else:
             codes = self._grams.codes(grams)
             cols = codes // SENTIMENT_FEATURES - 1
@@ -342,10 +433,16 @@ class SklearnPredictor:
                     np.array([_hash_index(g) for doc_grams in per_doc for g in doc_grams], dtype=np.int64),
                 )
         known = cols >= 0
-        return _tfidf(rows[known], cols[known], n, self.n_words, self.word_idf), hashed
+        return _tfidf(rows[known], cols[known], n, self.n_words, self.word_idf), self._hashed_sentiment(hashed, n)
 
-    def _word_pairs_block(self, token_lists: list[list[str]], n: int):
-        """Word uni- and bigram TF-IDF through token ids (see :meth:`_index_word_pairs`)."""
+    def _word_tfidf(self, rows: np.ndarray, cols: np.ndarray, n: int):
+        if self._sentiment_of is not None and len(self._sentiment_of) > self.n_words:
+            heads = cols < self.n_words  # leave out the sentiment-only terms
+            rows, cols = rows[heads], cols[heads]
+        return _tfidf(rows, cols, n, self.n_words, self.word_idf)
+
+    def _word_pair_hits(self, token_lists: list[list[str]], n: int):
+        """(row, term) of every word uni- and bigram found, through token ids (see :meth:`_index_word_pairs`)."""
         flat = [t for tokens in token_lists for t in tokens]
         unknown = self._n_ids
         ids = np.fromiter(map(self._token_ids.get, flat, repeat(unknown)), dtype=np.int64, count=len(flat))
@@ -354,16 +451,14 @@ class SklearnPredictor:
         cols = self._unigram_cols[ids]
         known = cols >= 0
         rows, cols = doc_of[known], cols[known]
-        if len(ids) > 1 and len(self._pair_codes):
+        if len(ids) > 1 and len(self._pairs):
             first, second = ids[:-1], ids[1:]
             pair = (doc_of[:-1] == doc_of[1:]) & (first != unknown) & (second != unknown)
-            codes = first[pair] * self._n_ids + second[pair]
-            at = np.searchsorted(self._pair_codes, codes)
-            at[at == len(self._pair_codes)] = 0
-            hit = self._pair_codes[at] == codes
+            pair_cols = self._pairs.get(first[pair] * self._n_ids + second[pair])
+            hit = pair_cols >= 0
             rows = np.concatenate([rows, doc_of[:-1][pair][hit]])
-            cols = np.concatenate([cols, self._pair_cols[at[hit]]])
-        return _tfidf(rows, cols, n, self.n_words, self.word_idf)
+            cols = np.concatenate([cols, pair_cols[hit]])
+        return rows, cols
 
     def _char_block(self, prepared: list[PreparedText]):
         """Character n-grams of the lower-cased text without '!' (SklearnBackend._char_input)."""
@@ -376,8 +471,8 @@ class SklearnPredictor:
         ends = np.cumsum(lengths)[doc_of] if len(codes) else np.zeros(0, dtype=np.int64)
         positions = np.arange(len(codes))
         all_rows, all_cols = [], []
-        for gram_len, (table, table_cols) in self._char_tables.items():
-            if gram_len == 1:  # one code point: a direct look-up table
+        for gram_len, table in self._char_tables.items():
+            if table is None:  # one code point: a direct look-up table
                 dense = self._unigram_columns
                 cols = dense[np.minimum(codes, len(dense) - 1)]
                 hit = cols >= 0
@@ -387,12 +482,10 @@ class SklearnPredictor:
             starts = positions[positions + gram_len <= ends]
             if not len(starts):
                 continue
-            packed = _pack(codes, starts, gram_len)
-            at = np.searchsorted(table, packed)
-            at[at == len(table)] = 0
-            hit = table[at] == packed
+            found = table.get(_pack(codes, starts, gram_len))
+            hit = found >= 0
             all_rows.append(doc_of[starts[hit]])
-            all_cols.append(table_cols[at[hit]])
+            all_cols.append(found[hit])
         rows = np.concatenate(all_rows) if all_rows else np.zeros(0, dtype=np.int64)
         cols = np.concatenate(all_cols) if all_cols else np.zeros(0, dtype=np.int64)
         r, c, data = _tfidf(rows, cols, n, self.n_chars, self.char_idf)
@@ -403,16 +496,31 @@ class SklearnPredictor:
         r, c = np.nonzero(dense)
         return r, c + self.n_words + self.n_chars, dense[r, c]
 
-    def _sentiment_block(self, hashed: tuple[np.ndarray, np.ndarray], n: int):
-        """P(negative review) from the hashed word n-grams, and its four bins (SentimentModel.features)."""
+    def _sentiment_from_hits(self, rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray | None:
+        """P(negative review) from the sentiment signal's own terms among the n-grams found."""
+        if self.sentiment is None:
+            return None
+        at = self._sentiment_of[cols]
+        mine = at >= 0
+        return self._sentiment_proba(rows[mine], at[mine], len(self.sentiment[0]), n)
+
+    def _hashed_sentiment(self, hashed: tuple[np.ndarray, np.ndarray] | None, n: int) -> np.ndarray | None:
+        """P(negative review) from the hashed word n-grams (models saved before the vocabulary)."""
+        if hashed is None:
+            return None
+        return self._sentiment_proba(hashed[0], hashed[1], SENTIMENT_FEATURES, n)
+
+    def _sentiment_proba(self, rows: np.ndarray, idx: np.ndarray, width: int, n: int) -> np.ndarray:
         W, b = self.sentiment
-        rows, idx = hashed
-        keys, counts = np.unique(rows * SENTIMENT_FEATURES + idx, return_counts=True)
-        r, c = keys // SENTIMENT_FEATURES, keys % SENTIMENT_FEATURES
+        keys, counts = np.unique(rows * width + idx, return_counts=True)
+        r, c = keys // width, keys % width
         data = counts.astype(np.float32)
         _l2_normalise(data, r, n)
         z = (np.bincount(r, weights=(data * W[c]).astype(np.float64), minlength=n) + b).astype(np.float32)
-        p_neg = 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def _sentiment_features(self, p_neg: np.ndarray, n: int):
+        """P(negative review) and its four bins (SentimentModel.features)."""
         scale = float(self.params.get("sentiment_scale", 0.5))
         bins = np.digitize(p_neg, SENTIMENT_BINS)
         dense = np.zeros((n, 5), dtype=np.float32)
@@ -425,8 +533,8 @@ class SklearnPredictor:
     # ------------------------------------------------------------------ prediction
 
     def _gather(self, indices: np.ndarray) -> np.ndarray:
-        """Every live head's weight rows at the matrix's columns, (all classes, nonzeros): one gather."""
-        return self._stacked_weights[:, indices]
+        """Every live head's class weights at the matrix's columns, (nonzeros, all classes): one gather."""
+        return self._stacked_weights[indices]
 
     def _proba(self, X, gathered: np.ndarray | None = None) -> dict[str, np.ndarray]:
         data, indices, indptr, _rows = X
@@ -438,9 +546,9 @@ class SklearnPredictor:
         nonempty = np.flatnonzero(indptr[1:] > indptr[:-1])
         sums = None
         if len(data) and len(nonempty) and self._head_rows:
-            products = (gathered * data).astype(np.float64)
-            sums = np.zeros((products.shape[0], n))
-            sums[:, nonempty] = np.add.reduceat(products, indptr[:-1][nonempty], axis=1)
+            products = (gathered * data[:, None]).astype(np.float64)
+            sums = np.zeros((n, products.shape[1]))
+            sums[nonempty] = np.add.reduceat(products, indptr[:-1][nonempty], axis=0)
         for head, model in self.heads.items():
             if model is None:
                 out[head] = np.ones((n, 1))
@@ -450,7 +558,7 @@ class SklearnPredictor:
                 scores = np.zeros((n, len(b)))
             else:
                 start, stop = self._head_rows[head]
-                scores = sums[start:stop].T
+                scores = sums[:, start:stop]
             out[head] = _softmax((scores + b) / self.temperatures[head])
         return out
 
@@ -479,7 +587,7 @@ class SklearnPredictor:
             else:
                 target = p.argmax(axis=1)
             # The target class's weight relative to the class mean, at each nonzero.
-            contrib = data * self._relative[self._head_rows[head][0] + target[rows], indices]
+            contrib = data * self._relative[indices, self._head_rows[head][0] + target[rows]]
             cand = np.flatnonzero((contrib > 0) & explainable_at[head in WORDS_ONLY_HEADS])
             if n == 1:  # one message (the API): a stable sort by weight is the same order
                 keep = cand[np.argsort(-contrib[cand], kind="stable")[:top_k]]

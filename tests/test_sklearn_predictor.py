@@ -49,13 +49,21 @@ def real_reviews(n: int) -> list[str]:
         return [row["review"] for row in itertools.islice(csv.DictReader(f), 0, 60000, 60000 // n) if row["review"]]
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A backend with the sentiment signal, saved, and the predictor of its folder."""
-    positive = ["很好用，满意", "质量不错，推荐", "物流快，好评", "非常喜欢"] * 5
-    negative = ["太差了，垃圾", "质量很差，失望", "坏了，不推荐", "后悔买了"] * 5
-    sentiment = SentimentModel().fit(positive + negative, [0] * 20 + [1] * 20)
-    backend = train_backend(make_records(), "sklearn", sentiment=sentiment)
+@pytest.fixture(scope="module", params=["vocabulary", "self-trained", "hashed"])
+def saved(tmp_path_factory, request):
+    """A backend with the sentiment signal, saved, and the predictor of its folder: the
+    signal over its own n-grams (some of them not among the heads' terms, or all among them),
+    and the hashed signal of models saved before."""
+    positive = ["很好用，满意", "质量不错，推荐", "物流快，好评", "非常喜欢", "音质清楚，主播推荐的靠谱"] * 5
+    negative = ["太差了，垃圾", "质量很差，失望", "坏了，不推荐", "后悔买了", "麦克风滋滋响，坑人"] * 5
+    sentiment = SentimentModel().fit(positive + negative, [0] * 25 + [1] * 25, hashed=request.param == "hashed")
+    # self-trained: the signal's reviews are the heads' unlabeled text too (the default's
+    # recipe), so every n-gram of the signal is among the heads' terms
+    unlabeled = positive + negative if request.param == "self-trained" else None
+    backend = train_backend(make_records(), "sklearn", sentiment=sentiment, unlabeled=unlabeled)
+    if request.param != "hashed":
+        heads = set(backend.word_vectorizer.vocabulary_)
+        assert bool(set(sentiment.vocabulary) - heads) == (request.param == "vocabulary")
     folder = tmp_path_factory.mktemp("backend")
     backend.save(folder)
     return SklearnBackend.load(folder), SklearnPredictor.load(folder), folder
@@ -225,3 +233,18 @@ def test_the_one_sort_behind_explanations_orders_as_lexsort():
         else:
             values = rng.random(n).astype(np.float32) + np.float32(1e-6)
         assert np.array_equal(_by_row_then_descending(rows, values), np.lexsort((-values, rows)))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 2**40), max_size=300, unique=True), st.lists(st.integers(0, 2**40), max_size=300))
+def test_hash_index_finds_every_key_and_nothing_else(keys, others):
+    """Both ways of looking up (hashing for a batch, binary search for a few) agree with a dict."""
+    from models.sklearn_predictor import _HashIndex
+
+    index = _HashIndex(np.array(keys, dtype=np.int64), np.arange(len(keys)))
+    expected = {k: i for i, k in enumerate(keys)}
+    queries = np.array(keys + others, dtype=np.int64)
+    want = [expected.get(q, -1) for q in queries.tolist()]
+    assert index.get(queries).tolist() == want
+    many = np.tile(queries, _HashIndex.SMALL // max(len(queries), 1) + 1)  # past the binary-search size
+    assert index.get(many).tolist() == want * (len(many) // max(len(queries), 1)) and len(index) == len(keys)
