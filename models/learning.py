@@ -825,16 +825,12 @@ def backend_fitter(backend: str = "sklearn", sentiment: Callable[[], Any] | None
     ``sentiment()`` gives the weak sentiment signal (or None) for backends that take one.
     """
     from models.base import get_backend_class
+    from models.training import with_sentiment
 
     backend_cls = get_backend_class(backend)
 
     def build(options):
-        model = backend_cls(**options)
-        signal = sentiment() if sentiment is not None else None
-        for part in getattr(model, "members", [model]):  # an ensemble passes it to its members
-            if signal is not None and hasattr(part, "sentiment"):
-                part.sentiment = signal
-        return model
+        return with_sentiment(backend_cls(**options), sentiment() if sentiment is not None else None)
 
     def fit(texts, labels, weights, progress=None):
         return build(params).fit(texts, labels, sample_weight=weights, progress=progress)

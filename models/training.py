@@ -248,6 +248,15 @@ def fit_sentiment(folder: Path | str | None = None, limit: int = 40_000, report:
     return SentimentModel().fit(texts, negative)
 
 
+def with_sentiment(model: ClassifierBackend, sentiment) -> ClassifierBackend:
+    """``model`` with the weak sentiment signal set where it takes one (an ensemble: its members)."""
+    if sentiment is not None:
+        for part in getattr(model, "members", [model]):
+            if hasattr(part, "sentiment"):
+                part.sentiment = sentiment
+    return model
+
+
 def train_backend(
     records: Sequence[dict[str, Any]],
     backend: str = "sklearn",
@@ -278,10 +287,7 @@ def train_backend(
     backend_cls = get_backend_class(backend)
 
     def fit(inputs, labels, weights, fit_progress):
-        model = backend_cls(**params)
-        for part in getattr(model, "members", [model]):  # an ensemble passes it to its members
-            if sentiment is not None and hasattr(part, "sentiment"):
-                part.sentiment = sentiment
+        model = with_sentiment(backend_cls(**params), sentiment)
         return model.fit(inputs, labels, sample_weight=weights, progress=fit_progress)
 
     texts: list[Any] = [r["text"] for r in records]
@@ -349,12 +355,12 @@ def train_default(
     labeled = records + confirmed
     public = load_public_reviews(settings.public_reviews, report=say)
     unlabeled = history + (public.prepared if public else [])
-    sentiment = None
-    if corpora is not False and settings.backend in ("sklearn", "ensemble"):
-        if public is not None and not corpora and default_corpora_dir() is None:
-            sentiment = public.sentiment()
-        else:
+    sentiment = None  # the corpora's signal when asked for, else the public reviews'
+    if settings.backend in ("sklearn", "ensemble"):
+        if corpora or (corpora is not False and default_corpora_dir() is not None):
             sentiment = fit_sentiment(corpora or None, report=say)
+        elif public is not None:
+            sentiment = public.sentiment()
     say(f"training {settings.backend} on {len(labeled)} messages from {', '.join(map(str, paths))}"
         + (" and the confirmed labels" if confirmed else ""))
     backend = train_backend(labeled, settings.backend, sample_weight=weights, progress=progress,

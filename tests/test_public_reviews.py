@@ -101,7 +101,8 @@ def test_training_self_trains_on_public_reviews_and_records_them(tmp_path, monke
     for setting in (str(folder), "none"):
         settings = Settings(var_dir=tmp_path / setting.replace("/", "_"), public_reviews=setting)
         store = ModelStore(settings.var_dir / "models")
-        version = train_default(settings, data_paths=[seed], store=store)
+        # corpora=False (`triage train --no-corpora`) turns off the corpora's signal, not the public reviews'
+        version = train_default(settings, data_paths=[seed], store=store, corpora=False)
         backend, _ = store.load(version)
         versions[setting] = (store.read_manifest(version)["training"], backend)
     trained, backend = versions[str(folder)]

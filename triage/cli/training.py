@@ -22,7 +22,7 @@ def train(
     confirmed: Optional[list[Path]] = typer.Option(None, "--confirmed", help="labeled JSONL trained as reviewer-confirmed labels, the recipe of a retrain (repeatable)"),
     unlabeled: Optional[list[Path]] = typer.Option(None, "--unlabeled", help="your own messages, unlabeled: JSONL with 'text' or CSV with a 'review' or 'text' column, for self-training (repeatable)"),
     corpora: Optional[Path] = typer.Option(None, help="labeled review corpora folder (label,review CSVs) for the optional sentiment signal (default: TRIAGE_CORPORA_DIR, off)"),
-    no_corpora: bool = typer.Option(False, "--no-corpora", help="no sentiment signal even if TRIAGE_CORPORA_DIR is set"),
+    no_corpora: bool = typer.Option(False, "--no-corpora", help="no corpora sentiment signal even if TRIAGE_CORPORA_DIR is set (the public reviews' signal follows TRIAGE_PUBLIC_REVIEWS)"),
 ):
     """Train a model on labeled JSONL and save it as a new version in the model store."""
     from models.store import ModelStore
