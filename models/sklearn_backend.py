@@ -178,8 +178,8 @@ class SentimentModel:
         return CountVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=(1, 2), dtype=np.float32,
                                vocabulary={t: i for i, t in enumerate(self.vocabulary)})
 
-    def _features(self, prepared: list[PreparedText]) -> sp.csr_matrix:
-        X = self.vectorizer().transform([p.feature_string for p in prepared])
+    def _features(self, feature_strings: list[str]) -> sp.csr_matrix:
+        X = self.vectorizer().transform(feature_strings)
         if self.vocabulary is not None:
             from sklearn.preprocessing import normalize
 
@@ -196,7 +196,7 @@ class SentimentModel:
             counter = CountVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=(1, 2), min_df=self.MIN_DF)
             counter.fit(strings)
             self.vocabulary = [str(t) for t in counter.get_feature_names_out()]
-        X = self._features([_Segmented(s) for s in strings])
+        X = self._features(strings)
         model = LogisticRegression(C=C, solver="liblinear", max_iter=1000)
         model.fit(X, np.asarray(negative, dtype=int))
         self.W = model.coef_[0].astype(np.float32)
@@ -204,7 +204,7 @@ class SentimentModel:
         return self
 
     def negative_proba(self, prepared: list[PreparedText]) -> np.ndarray:
-        z = np.asarray(self._features(prepared) @ self.W).ravel() + self.b
+        z = np.asarray(self._features([p.feature_string for p in prepared]) @ self.W).ravel() + self.b
         return 1.0 / (1.0 + np.exp(-z))
 
     @staticmethod
@@ -214,13 +214,6 @@ class SentimentModel:
         onehot = np.zeros((len(p_neg), 4), dtype=np.float32)
         onehot[np.arange(len(p_neg)), bins] = 1.0
         return sp.csr_matrix(np.hstack([p_neg.reshape(-1, 1).astype(np.float32), onehot]) * scale)
-
-
-@dataclass(frozen=True)
-class _Segmented:
-    """Just the feature string of a prepared text (what the sentiment vectorizer reads)."""
-
-    feature_string: str
 
 
 WORDS_ONLY_HEADS = ("dispute_type", "escalation")
