@@ -272,7 +272,6 @@ class SklearnPredictor:
                 else (arrays[f"head_{h}_W"].astype(np.float32), arrays[f"head_{h}_b"].astype(np.float64))
                 for h in self.classes_
             }
-            self._sentiment_terms: list[str] | None = None
             if meta.get("sentiment"):
                 self.sentiment = (arrays["sentiment_W"].astype(np.float32), float(arrays["sentiment_b"][0]))
                 self._sentiment_terms = vocab.get("sentiment")  # None: the hashed signal of older models
