@@ -53,7 +53,7 @@ PREVIOUS_REF = os.environ.get("BENCH_PREVIOUS_REF", "09c78f7")  # the last relea
 PREVIOUS_THRESHOLD = 0.3  # its shipped 一级 operating point
 PREVIOUS_PARAMS = {"word_min_df": 1}  # its model parameters where they differ from today's
 HISTORY_SIZE = 30_000
-THRESHOLDS = (None, 0.5, 0.4, 0.3, 0.25)
+THRESHOLDS = (None, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1)
 REVIEW_THRESHOLDS = (None, 0.3, 0.2, 0.15, 0.1)  # after review the model is surer of 二级/三级: lower points matter
 # Configurations to leave out of a run (comma-separated names, e.g. "after review + history"): a
 # short run re-measures the rest; the report says which were skipped.
