@@ -190,14 +190,63 @@ def test_dispute_type_untouched_without_counterfeit():
 
 @pytest.mark.parametrize("text", [
     "麦克风有杂音", "很好用，推荐", "补光灯冒烟了", "不打12315了，算了", "是否支持假一赔十？", "订单号123156789",
-    "我妈妈七十多岁了，耽误直播，开不了机，假货", "多媒体文件打不开", "",
+    "我妈妈七十多岁了，耽误直播，开不了机，假货", "多媒体文件打不开", "", "太垃圾了", "不是垃圾",
 ])
 @pytest.mark.parametrize("model_escalation", [False, True])
 def test_skipping_the_scans_changes_nothing(text, model_escalation, monkeypatch):
     """The any-term pre-check (issue 14) gives the outcome of running every scan."""
     import triage.rules as rules
 
-    fast = apply_rules(text, urgency=3, escalation=model_escalation, dispute_type="quality")
+    fast = apply_rules(text, urgency=3, escalation=model_escalation, dispute_type="quality", emotion="calm")
     monkeypatch.setattr(rules, "mentions_a_term", lambda text, lex: True)
-    full = apply_rules(text, urgency=3, escalation=model_escalation, dispute_type="quality")
+    full = apply_rules(text, urgency=3, escalation=model_escalation, dispute_type="quality", emotion="calm")
     assert fast == full
+
+
+@pytest.mark.parametrize("text, term", [
+    ("太垃圾了，充一晚上才充到一半", "垃圾"),
+    ("用了三天就坏，再也不买这家了", "再也不买"),
+    ("大家千万别买，声卡底噪大", "千万别买"),
+    ("别装了，你们就是骗子", "骗子"),
+    ("不要坑人了，快退款", "坑人"),  # 不要 is no retraction of an insult
+    ("客服态度真是不要脸", "不要脸"),
+])
+@pytest.mark.parametrize("model_says", ["calm", "upset"])
+def test_anger_words_make_the_emotion_angry(text, term, model_says):
+    out = apply_rules(normalise(text), urgency=3, emotion=model_says)
+    assert out.emotion == "angry"
+    hit = [h for h in out.hits if h.rule == "anger_words"][0]
+    assert term in hit.matched and hit.effect == f"emotion {model_says} -> angry"
+    assert out.urgency == 3  # anger alone does not change the grade
+
+
+@pytest.mark.parametrize("text", [
+    "不是垃圾，就是有点小毛病",  # negated
+    "一点也不坑，价格公道",
+    "送的垃圾袋太薄了",  # an exclusion: no insult
+    "安装师傅装完走了，地上的垃圾一点没收拾",  # rubbish, not an insult
+    "买给爸妈的平板，字体大",  # 妈的 inside 爸妈的
+    "气死我了，又被种草买了一件哈哈",  # a joke
+    "声卡有点底噪，有点失望",  # upset words belong to the model
+    "",
+])
+@pytest.mark.parametrize("model_says", ["calm", "upset"])
+def test_no_anger_rule_without_an_affirmed_anger_word(text, model_says):
+    out = apply_rules(normalise(text), urgency=3, emotion=model_says)
+    assert out.emotion == model_says
+    assert "anger_words" not in rules_of(out)
+
+
+def test_anger_rule_never_lowers_and_leaves_emotion_alone_when_not_given():
+    assert apply_rules("垃圾", urgency=3, emotion="angry").emotion == "angry"
+    out = apply_rules("垃圾", urgency=3)  # callers that do not pass the model's emotion
+    assert out.emotion is None and rules_of(out)["anger_words"] == ["垃圾"]
+
+
+def test_a_lexicon_folder_without_anger_words_still_loads(tmp_path):
+    for path in DEFAULT_LEXICON_DIR.glob("*.txt"):
+        if path.name != "anger.txt":
+            (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    lex = load_lexicons(tmp_path)
+    assert lex.anger == ()
+    assert apply_rules("垃圾", urgency=3, emotion="calm", lexicons=lex).emotion == "calm"

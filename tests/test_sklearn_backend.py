@@ -133,6 +133,20 @@ def test_rules_appear_in_the_prediction(tiny_core_triager):
     assert {r["rule"] for r in p.explanation["rules"]} == fired
 
 
+def test_anger_words_decide_the_final_emotion(tiny_core_triager):
+    """The guideline's anger cues raise the model's emotion; the prediction says so and is
+    certain of the label the rule set (issue 16)."""
+    p = tiny_core_triager.predict("麦克风有杂音，垃圾，再也不买了")
+    assert p.emotion == "angry"
+    hit = [h for h in p.rules if h.rule == "anger_words"][0]
+    assert hit.matched == ["垃圾", "再也不买"]
+    model_emotion = max(p.scores["emotion"], key=p.scores["emotion"].get)
+    assert hit.effect == ("none (already angry)" if model_emotion == "angry" else f"emotion {model_emotion} -> angry")
+    calm = tiny_core_triager.predict("麦克风有杂音，不是垃圾")
+    assert "anger_words" not in {h.rule for h in calm.rules}
+    assert calm.emotion == max(calm.scores["emotion"], key=calm.scores["emotion"].get)
+
+
 def test_personal_data_is_masked_before_the_model(tiny_core_triager):
     p = tiny_core_triager.predict("麦克风坏了，电话13812345678")
     assert p.explanation["masked"] == {"PHONE": 1}

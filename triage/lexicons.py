@@ -24,6 +24,7 @@ VULNERABLE = "vulnerable.txt"
 COUNTERFEIT = "counterfeit.txt"
 UNUSABLE = "unusable.txt"
 LOSS = "loss.txt"
+ANGER = "anger.txt"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Lexicons:
     unusable_exclusions: tuple[str, ...] = ()
     loss: tuple[str, ...] = ()
     loss_exclusions: tuple[str, ...] = ()
+    anger: tuple[str, ...] = ()
+    anger_exclusions: tuple[str, ...] = ()
     domain_words: tuple[str, ...] = field(default=())
 
 
@@ -88,6 +91,9 @@ def load_lexicons(directory: Path | str | None = None) -> Lexicons:
     counterfeit, counterfeit_exclusions = _split_exclusions(read_entries(directory / COUNTERFEIT))
     unusable, unusable_exclusions = _split_exclusions(read_entries(directory / UNUSABLE))
     loss, loss_exclusions = _split_exclusions(read_entries(directory / LOSS))
+    # anger.txt came later than the other lists: a lexicon folder copied before it has none.
+    anger_path = directory / ANGER
+    anger, anger_exclusions = _split_exclusions(read_entries(anger_path)) if anger_path.exists() else ([], [])
     domain_words = tuple(e.split()[0] for e in read_entries(directory / USER_DICT))
     return Lexicons(
         directory=directory,
@@ -105,5 +111,7 @@ def load_lexicons(directory: Path | str | None = None) -> Lexicons:
         unusable_exclusions=_longest_first(unusable_exclusions),
         loss=_longest_first(loss),
         loss_exclusions=_longest_first(loss_exclusions),
+        anger=_longest_first(anger),
+        anger_exclusions=_longest_first(anger_exclusions),
         domain_words=domain_words,
     )

@@ -1,9 +1,9 @@
 """Domain rules on top of the classifiers: escalation threats, safety hazards, counterfeit
 goods, completely unusable products, direct economic loss (the guideline's 一级 cases), vulnerable
-customers.
+customers, and the guideline's anger words (insults, 再也不买, 千万别买: emotion angry).
 
 The lexicons live in ``datasets/lexicons/`` so after-sales staff can extend them. Rules
-only ever raise urgency (1 is the top grade), never lower it, and every rule that fired
+only ever raise urgency (1 is the top grade) and emotion (to angry), never lower them, and every rule that fired
 is reported with the words that matched and what it changed.
 
 Escalation matching is careful about the cases a bare substring search gets wrong:
@@ -56,6 +56,12 @@ _THREAT_NEXT = re.compile(r"(?:再|不|没).{0,8}就|否则|不然")
 _ROLE_TERMS = ("律师", "记者", "电视台", "市场监管局", "市场监督管理局", "工商局")
 _ROLE_CUES = ("是", "做", "当", "干", "在")
 _NEGATION_WINDOW = 6
+# Cues that take an anger word back (不是垃圾, 一点也不坑, 没有骗人). Fewer than the escalation
+# negations: 别骗人了 and 不要坑人 are angry, not a retraction.
+_ANGER_NEGATIONS = ("并不是", "不是", "并非", "不算", "算不上", "谈不上", "没有", "没", "不")
+ANGRY = "angry"
+# Laughter marks a joke (气死我了，又被种草了哈哈; 千万别买！除非你想天天追剧哈哈): its anger words do not count.
+_JOKE_CUES = ("哈哈", "嘻嘻", "hhh")
 FAKE_GOODS_REROUTED = ("quality", "service", "refund")  # guideline: fake goods -> advertising  # characters before a term searched for a negation cue
 
 
@@ -75,6 +81,7 @@ class RuleOutcome:
     vulnerable: bool = False
     hits: list[RuleHit] = field(default_factory=list)
     dispute_type: str | None = None
+    emotion: str | None = None
 
 
 def _clause_bounds(text: str, start: int, end: int) -> tuple[int, int, str]:
@@ -244,6 +251,22 @@ def find_unusable(text: str, lexicons: Lexicons | None = None) -> list[str]:
     return _find_affirmed(text, lex.unusable, lex.unusable_exclusions, lex.negations)
 
 
+def find_anger(text: str, lexicons: Lexicons | None = None) -> list[str]:
+    """The guideline's anger words in ``text`` that are not negated (不是垃圾 does not count) in a
+    message that is not a joke (laughter: 哈哈)."""
+    lex = lexicons or load_lexicons()
+    if any(cue in text for cue in _JOKE_CUES):
+        return []
+    found = []
+    for hit in _find_terms(text, lex.anger, lex.anger_exclusions):
+        # 不要坑人 / 别坑人 tell the seller to stop: an imperative, not a retraction.
+        imperative = text[max(0, hit.start - 2) : hit.start] == "不要" or text[hit.start - 1 : hit.start] == "别"
+        left, _, _ = _clause_bounds(text, hit.start, hit.start + len(hit.term))
+        if imperative or not _negated(text, hit, _ANGER_NEGATIONS, left):
+            found.append(hit.term)
+    return found
+
+
 def find_vulnerable(text: str, lexicons: Lexicons | None = None) -> list[str]:
     lex = lexicons or load_lexicons()
     return [h.term for h in _find_terms(text, lex.vulnerable, ())]
@@ -259,7 +282,7 @@ def mentions_a_term(text: str, lex: Lexicons) -> bool:
     if entry is None or entry[0] is not lex:
         if len(_ANY_TERM_BY_ID) > 64:
             _ANY_TERM_BY_ID.clear()
-        terms = (*lex.escalation, *lex.safety, *lex.counterfeit, *lex.unusable, *lex.loss, *lex.vulnerable)
+        terms = (*lex.escalation, *lex.safety, *lex.counterfeit, *lex.unusable, *lex.loss, *lex.vulnerable, *lex.anger)
         entry = _ANY_TERM_BY_ID[id(lex)] = (lex, _pattern(tuple(terms)))
     return entry[1] is not None and entry[1].search(text) is not None
 
@@ -275,6 +298,7 @@ def apply_rules(
     lexicons: Lexicons | None = None,
     lexicon_dir: Path | str | None = None,
     dispute_type: str | None = None,
+    emotion: str | None = None,
 ) -> RuleOutcome:
     """Apply the domain rules to one normalised text and the model's labels.
 
@@ -282,12 +306,14 @@ def apply_rules(
     goods -> advertising": a counterfeit suspicion routes a quality, service or refund
     complaint to advertising (``other``, not a dispute, stays).
 
+    ``emotion`` (the model's) is raised to angry by an anger word that is not negated.
+
     ``escalation`` is the model's own escalation decision. A counted lexicon term sets it;
     a term that was only negated or asked about clears it; otherwise the model's decision
     stands. Escalation always means urgency 1.
     """
     lex = lexicons or load_lexicons(lexicon_dir)
-    out = RuleOutcome(urgency=urgency, escalation=escalation, dispute_type=dispute_type)
+    out = RuleOutcome(urgency=urgency, escalation=escalation, dispute_type=dispute_type, emotion=emotion)
     scan = mentions_a_term(text, lex)
 
     counted, ignored = find_escalation(text, lex) if scan else ([], [])
@@ -335,4 +361,11 @@ def apply_rules(
     if vulnerable:
         out.vulnerable = True
         out.hits.append(RuleHit(rule="vulnerable_customer", matched=vulnerable, effect="vulnerable=true"))
+
+    anger = find_anger(text, lex) if scan else []
+    if anger:
+        effect = f"emotion {emotion} -> {ANGRY}" if emotion not in (None, ANGRY) else "none (already angry)"
+        if emotion is not None:
+            out.emotion = ANGRY
+        out.hits.append(RuleHit(rule="anger_words", matched=anger, effect=effect))
     return out

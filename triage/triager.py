@@ -161,13 +161,15 @@ class Triager:
             model_escalation = escalation_p[i] >= escalation_threshold
             model_urgency = int(model_labels["urgency"][i])
             model_type = str(model_labels["dispute_type"][i])
-            outcome = apply_rules(p.text, model_urgency, model_escalation, lexicons=lexicons, dispute_type=model_type)
+            model_emotion = str(model_labels["emotion"][i])
+            outcome = apply_rules(p.text, model_urgency, model_escalation, lexicons=lexicons, dispute_type=model_type,
+                                  emotion=model_emotion)
             # Confidence: the lowest probability the model gave to a final label; a label a rule
             # decided against the model is certain by rule (the rule says why).
             confidence = min(
                 1.0 if outcome.dispute_type != model_labels["dispute_type"][i] else model_probs["dispute_type"][i],
                 1.0 if outcome.urgency != model_labels["urgency"][i] else model_probs["urgency"][i],
-                model_probs["emotion"][i],
+                1.0 if outcome.emotion != model_emotion else model_probs["emotion"][i],
                 1.0 if outcome.escalation != model_escalation else scores["escalation"].get(_label_str(outcome.escalation), 0.0),
             )
             if explanations is not None:
@@ -184,7 +186,7 @@ class Triager:
                 Prediction(
                     dispute_type=outcome.dispute_type,
                     urgency=outcome.urgency,
-                    emotion=str(model_labels["emotion"][i]),
+                    emotion=outcome.emotion,
                     escalation=outcome.escalation,
                     vulnerable=outcome.vulnerable,
                     confidence=round(confidence, 4),
