@@ -896,10 +896,27 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
         reviews = public()
         return service.message_history(settings.history_limit) + (reviews.texts if reviews else [])
 
+    # The public reviews are the same at every retrain: prepared once for the process's life
+    # (the loop's own cache lasts one retrain, as stored messages and labels change).
+    lasting: dict[str, Any] = {}
+    public_texts: list[frozenset[str]] = []
+
+    def prepare_text(text: str):
+        found = lasting.get(text)
+        if found is not None:
+            return found
+        prepared = prepare(text, settings.lexicon_dir)
+        if not public_texts:
+            reviews = public()
+            public_texts.append(frozenset(reviews.texts) if reviews else frozenset())
+        if text in public_texts[0]:
+            lasting[text] = prepared
+        return prepared
+
     options = {
         "fit": fit,
         "fit_quick": fit_quick,
-        "prepare": lambda text: prepare(text, settings.lexicon_dir),
+        "prepare": prepare_text,
         "load_triager": lambda store, version: Triager.from_store(store, version, lexicon_dir=settings.lexicon_dir),
         "margin": settings.promotion_margin,
         "retrain_after": settings.retrain_after_confirmations,

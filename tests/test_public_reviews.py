@@ -160,3 +160,37 @@ def test_the_service_retrain_uses_the_public_reviews_too(tmp_path):
     backend, _ = store.load(outcome.version)
     assert backend.sentiment is not None and any("咕噜" in name for name in _vocabulary(backend))
     service.db.dispose()
+
+
+def test_the_service_prepares_the_public_reviews_once_for_all_its_retrains(tmp_path, monkeypatch):
+    """The public reviews do not change between retrains: the second retrain reuses their
+    prepared texts, while stored messages and labels are prepared afresh."""
+    import triage.text
+    from models.learning import LabeledExample, loop_for_service
+    from review_fixtures import make_service, make_settings, train_tiny_model
+
+    neg = [f"耳机有咕噜噜声，太差了{i}" for i in range(30)]
+    folder = _write(tmp_path / "public", neg=neg, pos=[f"声音清楚，很满意{i}" for i in range(30)])
+    settings = make_settings(tmp_path, per_type=6, public_reviews=str(folder))
+    store = train_tiny_model(settings)
+    service = make_service(settings, store)
+    service.ingest({"source": "shop", "external_id": "h1", "text": "麦克风有杂音"})
+    calls: list[str] = []
+    real_prepare = triage.text.prepare
+
+    def counting(text, *args, **kwargs):
+        calls.append(text)
+        return real_prepare(text, *args, **kwargs)
+
+    monkeypatch.setattr(triage.text, "prepare", counting)
+    loop = loop_for_service(service, store, settings)
+    labels = {"dispute_type": "quality", "urgency": 2, "emotion": "upset", "escalation": False}
+    loop.hooks.confirmed_examples = lambda: [
+        LabeledExample(key=f"case-{i}", text=f"声卡没声音{i}", labels=labels, confirmed=True) for i in range(60)]
+    loop.retrain("alice")
+    assert neg[0] in calls and "声卡没声音0" in calls
+    calls.clear()
+    loop.retrain("alice")
+    assert "声卡没声音0" in calls  # labels and stored messages: prepared again
+    assert not set(neg) & set(calls)  # the public reviews: not
+    service.db.dispose()
