@@ -49,7 +49,7 @@ def main() -> int:
     preds: list = [None] * len(seed)
     for k, (train, test) in enumerate(StratifiedKFold(5, shuffle=True, random_state=0).split(prepared, strata)):
         backend = train_backend([{**seed[i], "text": prepared[i]} for i in train], "sklearn", unlabeled=unlabeled,
-                                sentiment=sentiment)
+                                sentiment=sentiment, known_labels=public.known_labels() if public else None)
         triager = Triager(backend, f"fold-{k}", max_chars=10**9, urgent_threshold=settings.urgent_threshold,
                           escalation_threshold=settings.escalation_threshold)
         for i, p in zip(test, triager.predict_prepared([prepared[i] for i in test])):

@@ -80,7 +80,7 @@ def main() -> int:
         rows = [{**r, "text": prepared[r["text"]]} for r in [*seed, *confirmed]]
         weights = [1.0] * len(seed) + [settings.confirmed_weight] * len(confirmed)
         return train_backend(rows, "sklearn", sample_weight=weights, unlabeled=unlabeled, self_training=SelfTraining(),
-                             sentiment=sentiment)
+                             sentiment=sentiment, known_labels=public.known_labels() if public else None)
 
     def triager(model):
         return Triager(model, "bench", max_chars=10**9, urgent_threshold=settings.urgent_threshold)

@@ -14,7 +14,7 @@ installation: it is read from the local database or the given files and used in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,12 +79,16 @@ def self_train(
     config: SelfTraining = SelfTraining(),
     progress=None,
     report: Callable[[str], None] | None = None,
+    known: Mapping[str, Mapping[str, Any]] | None = None,
 ):
     """Fit on the labeled data, pseudo-label ``unlabeled``, fit again on both.
 
     ``fit(inputs, labels, weights, progress)`` trains a fresh backend (the same recipe for
     both rounds). Returns the second model, or the first when there is no history or the
-    backend cannot take partial labels.
+    backend cannot take partial labels. ``known``: labels already known for some unlabeled
+    texts (keyed by the text, or a prepared text's ``text``), head -> label; they replace
+    the model's pseudo-label of that head (a positive public review is praise, and praise
+    is ``calm``: :meth:`models.public_reviews.PublicReviews.known_labels`).
     """
     say = report or (lambda msg: None)
     first = fit(inputs, labels, weights, _scaled(progress, 0.0, 0.4))
@@ -96,8 +100,10 @@ def self_train(
     if progress:
         progress("labelling the message history", 0.45)
     pseudo = pseudo_labels(first, unlabeled, config)
+    replaced = _apply_known(pseudo, unlabeled, known, config.heads) if known else 0
     kept = {h: sum(v is not None for v in pseudo[h]) for h in config.heads}
-    say(f"history: {len(unlabeled)} messages; confident pseudo-labels " + ", ".join(f"{h} {n}" for h, n in kept.items()))
+    say(f"history: {len(unlabeled)} messages; confident pseudo-labels " + ", ".join(f"{h} {n}" for h, n in kept.items())
+        + (f"; {replaced} labels known beforehand" if replaced else ""))
     base_weights = [1.0] * len(inputs) if weights is None else list(weights)
     return fit(
         [*inputs, *unlabeled],
@@ -105,6 +111,19 @@ def self_train(
         base_weights + [config.weight] * len(unlabeled),
         _scaled(progress, 0.5, 1.0),
     )
+
+
+def _apply_known(pseudo: dict[str, list], unlabeled: Sequence[Any], known: Mapping[str, Mapping[str, Any]],
+                 heads: Sequence[str]) -> int:
+    """Put the labels known beforehand in place of the pseudo-labels; how many were set."""
+    count = 0
+    for i, item in enumerate(unlabeled):
+        fixed = known.get(getattr(item, "text", item))
+        for head, label in (fixed or {}).items():
+            if head in heads:
+                pseudo[head][i] = label
+                count += 1
+    return count
 
 
 def _scaled(progress, start: float, end: float):

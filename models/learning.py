@@ -287,6 +287,8 @@ class LearningHooks:
     confirmed_examples: every reviewer-confirmed example (masked text and four labels).
     message_history: the installation's stored messages (masked), unlabeled; the candidate
         learns from them by self-training (:mod:`models.history`) when the backend can.
+    known_labels: labels of some history texts known beforehand (text -> head -> label), in
+        place of the pseudo-labels: the public reviews' ``calm`` for praise.
     regrade: ``regrade(triager, actor) -> number of cases changed``; re-predicts open,
         unconfirmed cases and applies changed labels through the service's rules.
     audit: ``audit(action, actor, details)`` writes one audit entry.
@@ -294,6 +296,7 @@ class LearningHooks:
 
     confirmed_examples: Callable[[], list[LabeledExample]] = lambda: []
     message_history: Callable[[], list[str]] = lambda: []  # unlabeled texts for self-training
+    known_labels: Callable[[], dict[str, dict[str, Any]]] = lambda: {}
     regrade: Callable[[Any, str], int] | None = None
     audit: Callable[[str, str, dict], None] | None = None
     ledger: RetrainLedger | None = None  # None: counted in memory (MemoryLedger)
@@ -470,6 +473,7 @@ class LearningLoop:
 
         unlabeled = [self._prepare(text) for text in history]
         return self_train(self._fit, texts, labels, weights, unlabeled, self.self_training, progress=progress,
+                          known=self.hooks.known_labels(),
                           report=lambda msg: print(f"[retrain] {msg}", file=sys.stderr))
 
     def seed_cv(self, seed: Sequence[LabeledExample], confirmed: Sequence[LabeledExample], progress: Progress | None = None):
@@ -928,7 +932,8 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
         seed_examples=seed_examples_from([settings.seed_dir]),
         hooks=LearningHooks(confirmed_examples=confirmed, regrade=service.regrade_open_cases, audit=audit,
                             ledger=ServiceLedger(service),
-                            message_history=history),
+                            message_history=history,
+                            known_labels=lambda: public().known_labels() if public() else {}),
         holder=holder,
         **options,
     )

@@ -266,6 +266,7 @@ def train_backend(
     unlabeled: Sequence[str] | None = None,
     self_training=None,
     report: Callable[[str], None] | None = None,
+    known_labels=None,
     **params: Any,
 ) -> ClassifierBackend:
     """Fit a fresh backend of the registered name ``backend`` on labeled ``records``.
@@ -273,7 +274,7 @@ def train_backend(
     ``sentiment`` (a fitted SentimentModel) adds the corpora's weak signal to backends
     that support it. ``unlabeled`` texts (the installation's message history) are used by
     self-training (:mod:`models.history`, settings in ``self_training``) where the backend
-    supports it.
+    supports it; ``known_labels`` (text -> head -> label) replace pseudo-labels there.
     """
     from models.history import SelfTraining, self_train, supports_partial_labels
 
@@ -300,7 +301,7 @@ def train_backend(
 
         texts, history = ([t if isinstance(t, PreparedText) else prepare(t) for t in items] for items in (texts, history))
     return self_train(fit, texts, labels, sample_weight, history, self_training or SelfTraining(),
-                      progress=progress, report=report)
+                      progress=progress, report=report, known=known_labels)
 
 
 def train_default(
@@ -364,7 +365,8 @@ def train_default(
     say(f"training {settings.backend} on {len(labeled)} messages from {', '.join(map(str, paths))}"
         + (" and the confirmed labels" if confirmed else ""))
     backend = train_backend(labeled, settings.backend, sample_weight=weights, progress=progress,
-                            sentiment=sentiment, unlabeled=unlabeled, report=say)
+                            sentiment=sentiment, unlabeled=unlabeled, report=say,
+                            known_labels=public.known_labels() if public else None)
     metrics: dict[str, Any] = {}
     if cv_folds and cv_folds > 1:
         say(f"{cv_folds}-fold cross-validation")

@@ -68,6 +68,28 @@ def test_pseudo_labels_leave_unsure_messages_and_excluded_heads_out():
     assert out["emotion"] == [None, None] and out["escalation"] == [None, None]
 
 
+def test_labels_known_beforehand_replace_the_pseudo_labels_of_their_head_only():
+    """A positive public review is praise, so its emotion is known (calm); its other heads
+    keep the model's pseudo-labels, and a head that does not self-train takes nothing."""
+    texts, labels = _labeled_set()
+    history = ["屏幕坏了 闪屏严重", "快递太慢 揽收拖拉"]
+    seen = {}
+
+    def spying_fit(inputs, labs, weights, progress=None):
+        seen.update({h: list(v) for h, v in labs.items()})
+        return _fit(inputs, labs, weights)
+
+    known = {"屏幕坏了 闪屏严重": {"emotion": "angry", "escalation": True}}
+    config = SelfTraining(threshold=0.5, heads=("dispute_type", "emotion"))
+    self_train(spying_fit, texts, labels, None, history, config, known=known)
+    n = len(texts)
+    assert seen["emotion"][n] == "angry"  # known: in place of whatever the model said
+    assert seen["escalation"][n] is None  # escalation does not self-train here: not taken
+    assert seen["dispute_type"][n] == "quality"  # not known: the model's pseudo-label
+    plain = pseudo_labels(_fit(texts, labels, None), history, config)
+    assert seen["emotion"][n + 1] == plain["emotion"][1]  # not known: unchanged
+
+
 def test_a_backend_without_partial_labels_trains_on_the_labeled_data_only():
     class Plain:
         classes_: dict = {}

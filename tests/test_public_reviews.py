@@ -97,17 +97,18 @@ def test_training_self_trains_on_public_reviews_and_records_them(tmp_path, monke
                     pos=[f"声音清楚，很满意{i}" for i in range(30)])
     seed = tmp_path / "seed.jsonl"
     seed.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in tiny_records), encoding="utf-8")
-    versions = {}
+    versions, said = {}, []
     for setting in (str(folder), "none"):
         settings = Settings(var_dir=tmp_path / setting.replace("/", "_"), public_reviews=setting)
         store = ModelStore(settings.var_dir / "models")
         # corpora=False (`triage train --no-corpora`) turns off the corpora's signal, not the public reviews'
-        version = train_default(settings, data_paths=[seed], store=store, corpora=False)
+        version = train_default(settings, data_paths=[seed], store=store, corpora=False, report=said.append)
         backend, _ = store.load(version)
         versions[setting] = (store.read_manifest(version)["training"], backend)
     trained, backend = versions[str(folder)]
     assert trained["public_reviews"] == {"source": str(folder), "reviews": 60, "negative": 30}
     assert backend.sentiment is not None and any("咕噜" in name for name in _vocabulary(backend))
+    assert any("30 labels known beforehand" in line for line in said)  # the 30 positives: calm
     plain, backend = versions["none"]
     assert plain["public_reviews"] is None and backend.sentiment is None
     assert not any("咕噜" in name for name in _vocabulary(backend))
@@ -193,4 +194,24 @@ def test_the_service_prepares_the_public_reviews_once_for_all_its_retrains(tmp_p
     loop.retrain("alice")
     assert "声卡没声音0" in calls  # labels and stored messages: prepared again
     assert not set(neg) & set(calls)  # the public reviews: not
+    service.db.dispose()
+
+
+def test_positive_public_reviews_are_known_to_be_calm_in_training_and_retraining(tmp_path):
+    """The guideline calls praise calm: self-training takes a positive review's emotion as
+    known (the default's training and every service retrain); negatives stay pseudo-labeled."""
+    from models.learning import loop_for_service
+    from models.public_reviews import load_public_reviews
+    from review_fixtures import make_service, make_settings, train_tiny_model
+    from triage.text import prepare
+
+    neg, pos = ["耳机有咕噜噜声，太差了"], ["声音清楚，很满意"]
+    folder = _write(tmp_path / "public", neg=neg, pos=pos)
+    reviews = load_public_reviews(str(folder))
+    assert reviews.known_labels() == {prepare(pos[0]).text: {"emotion": "calm"}}
+    settings = make_settings(tmp_path, per_type=6, public_reviews=str(folder))
+    store = train_tiny_model(settings)
+    service = make_service(settings, store)
+    loop = loop_for_service(service, store, settings)
+    assert loop.hooks.known_labels() == reviews.known_labels()
     service.db.dispose()
