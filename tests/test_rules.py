@@ -239,8 +239,10 @@ def test_no_anger_rule_without_an_affirmed_anger_word(text, model_says):
 
 def test_anger_rule_never_lowers_and_leaves_emotion_alone_when_not_given():
     assert apply_rules("垃圾", urgency=3, emotion="angry").emotion == "angry"
+    assert [h.effect for h in apply_rules("垃圾", urgency=3, emotion="angry").hits] == ["none (already angry)"]
     out = apply_rules("垃圾", urgency=3)  # callers that do not pass the model's emotion
     assert out.emotion is None and rules_of(out)["anger_words"] == ["垃圾"]
+    assert out.hits[0].effect == "anger words (no emotion given)"
 
 
 def test_a_lexicon_folder_without_anger_words_still_loads(tmp_path):

@@ -3,8 +3,8 @@ goods, completely unusable products, direct economic loss (the guideline's 一�
 customers, and the guideline's anger words (insults, 再也不买, 千万别买: emotion angry).
 
 The lexicons live in ``datasets/lexicons/`` so after-sales staff can extend them. Rules
-only ever raise urgency (1 is the top grade) and emotion (to angry), never lower them, and every rule that fired
-is reported with the words that matched and what it changed.
+only ever raise urgency (1 is the top grade) and emotion (to angry), never lower them, and
+every rule that fired is reported with the words that matched and what it changed.
 
 Escalation matching is careful about the cases a bare substring search gets wrong:
 negation in the same clause (算了不打12315, 不想曝光), questions (是否支持假一赔十？),
@@ -56,8 +56,8 @@ _THREAT_NEXT = re.compile(r"(?:再|不|没).{0,8}就|否则|不然")
 _ROLE_TERMS = ("律师", "记者", "电视台", "市场监管局", "市场监督管理局", "工商局")
 _ROLE_CUES = ("是", "做", "当", "干", "在")
 _NEGATION_WINDOW = 6
-# Cues that take an anger word back (不是垃圾, 一点也不坑, 没有骗人). Fewer than the escalation
-# negations: 别骗人了 and 不要坑人 are angry, not a retraction.
+# Cues that take an anger word back (不是垃圾, 并不是骗子, 不算坑人). Fewer than the escalation
+# negations: 别坑人了 and 不要坑人 are angry, not a retraction.
 _ANGER_NEGATIONS = ("并不是", "不是", "并非", "不算", "算不上", "谈不上", "没有", "没", "不")
 ANGRY = "angry"
 # Laughter marks a joke (气死我了，又被种草了哈哈; 千万别买！除非你想天天追剧哈哈): its anger words do not count.
@@ -364,8 +364,12 @@ def apply_rules(
 
     anger = find_anger(text, lex) if scan else []
     if anger:
-        effect = f"emotion {emotion} -> {ANGRY}" if emotion not in (None, ANGRY) else "none (already angry)"
-        if emotion is not None:
+        if emotion is None:  # a caller without the model's emotion: report the words only
+            effect = "anger words (no emotion given)"
+        elif emotion == ANGRY:
+            effect = "none (already angry)"
+        else:
+            effect = f"emotion {emotion} -> {ANGRY}"
             out.emotion = ANGRY
         out.hits.append(RuleHit(rule="anger_words", matched=anger, effect=effect))
     return out
