@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -867,6 +868,7 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
     the service's model holder is the one that gets swapped.
     """
     from models.public_reviews import cached_public_reviews
+    from triage.lexicons import DEFAULT_LEXICON_DIR
     from triage.text import prepare
     from triage.triager import Triager
 
@@ -901,21 +903,21 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
         return service.message_history(settings.history_limit) + (reviews.texts if reviews else [])
 
     # The public reviews are the same at every retrain: prepared once for the process's life
-    # (the loop's own cache lasts one retrain, as stored messages and labels change).
+    # (the loop's own cache lasts one retrain, as stored messages and labels change). With the
+    # shipped lexicons, the reviews' own prepared texts (made for the sentiment signal) serve.
     lasting: dict[str, Any] = {}
-    public_texts: list[frozenset[str]] = []
+    filled: list[bool] = []
 
     def prepare_text(text: str):
-        found = lasting.get(text)
-        if found is not None:
-            return found
-        prepared = prepare(text, settings.lexicon_dir)
-        if not public_texts:
+        if not filled:
             reviews = public()
-            public_texts.append(frozenset(reviews.texts) if reviews else frozenset())
-        if text in public_texts[0]:
-            lasting[text] = prepared
-        return prepared
+            if reviews is not None:
+                same = Path(settings.lexicon_dir).resolve() == DEFAULT_LEXICON_DIR.resolve()
+                lasting.update(zip(reviews.texts, reviews.prepared if same else
+                                   (prepare(t, settings.lexicon_dir) for t in reviews.texts)))
+            filled.append(True)
+        found = lasting.get(text)
+        return found if found is not None else prepare(text, settings.lexicon_dir)
 
     options = {
         "fit": fit,
