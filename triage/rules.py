@@ -217,11 +217,13 @@ def find_escalation(text: str, lexicons: Lexicons | None = None) -> tuple[list[s
     return counted, ignored
 
 
-def _find_affirmed(text: str, terms, exclusions, negations) -> list[str]:
+def _find_affirmed(text: str, terms, exclusions, negations, unnegatable=None) -> list[str]:
+    """Terms not negated in their clause; ``unnegatable(text, hit)`` names hits that count
+    whatever cue stands before them."""
     found = []
     for hit in _find_terms(text, terms, exclusions):
         left, _, _ = _clause_bounds(text, hit.start, hit.start + len(hit.term))
-        if not _negated(text, hit, negations, left):
+        if (unnegatable is not None and unnegatable(text, hit)) or not _negated(text, hit, negations, left):
             found.append(hit.term)
     return found
 
@@ -257,14 +259,12 @@ def find_anger(text: str, lexicons: Lexicons | None = None) -> list[str]:
     lex = lexicons or load_lexicons()
     if any(cue in text for cue in _JOKE_CUES):
         return []
-    found = []
-    for hit in _find_terms(text, lex.anger, lex.anger_exclusions):
-        # 不要坑人 / 别坑人 tell the seller to stop: an imperative, not a retraction.
-        imperative = text[max(0, hit.start - 2) : hit.start] == "不要" or text[hit.start - 1 : hit.start] == "别"
-        left, _, _ = _clause_bounds(text, hit.start, hit.start + len(hit.term))
-        if imperative or not _negated(text, hit, _ANGER_NEGATIONS, left):
-            found.append(hit.term)
-    return found
+    return _find_affirmed(text, lex.anger, lex.anger_exclusions, _ANGER_NEGATIONS, _imperative)
+
+
+def _imperative(text: str, hit: TermHit) -> bool:
+    """不要坑人 / 别坑人 tell the seller to stop: an imperative, not a retraction."""
+    return text[max(0, hit.start - 2) : hit.start] == "不要" or text[hit.start - 1 : hit.start] == "别"
 
 
 def find_vulnerable(text: str, lexicons: Lexicons | None = None) -> list[str]:
