@@ -55,19 +55,46 @@ def supports_partial_labels(backend_or_cls: Any) -> bool:
     return bool(getattr(backend_or_cls, "supports_partial_labels", False))
 
 
-def pseudo_labels(backend, inputs: Sequence[Any], config: SelfTraining) -> dict[str, list[Any]]:
-    """The backend's confident labels of ``inputs`` per head; ``None`` where not confident."""
+def pseudo_labels(backend, inputs: Sequence[Any], config: SelfTraining,
+                  known: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, list[Any]]:
+    """The backend's confident labels of ``inputs`` per head; ``None`` where not confident.
+
+    ``known`` (text -> head -> a set of labels) narrows a text's head to the labels it can
+    be: the most probable of those, by its probability among them, if confident (a negative
+    public review is a complaint, so its dispute type is not ``other``). Single known labels
+    are put in place afterwards (:func:`_apply_known`).
+    """
     proba = backend.predict_proba(list(inputs))
     out: dict[str, list[Any]] = {}
     for head in HEADS:
         if head not in config.heads:
             out[head] = [None] * len(inputs)
             continue
-        p = np.asarray(proba[head])
-        top, conf = p.argmax(axis=1), p.max(axis=1)
+        p = np.asarray(proba[head], dtype=float)
         classes = backend.classes_[head]
+        if known:
+            p = _narrowed(p, inputs, known, head, classes)
+        top, conf = p.argmax(axis=1), p.max(axis=1)
         out[head] = [classes[t] if c >= config.threshold else None for t, c in zip(top.tolist(), conf.tolist())]
     return out
+
+
+def _narrowed(p: np.ndarray, inputs: Sequence[Any], known: Mapping[str, Mapping[str, Any]], head: str,
+              classes: Sequence[Any]) -> np.ndarray:
+    """``p`` with the rows of texts whose ``head`` is known to be one of a set renormalised over that set."""
+    rows = []
+    for i, item in enumerate(inputs):
+        allowed = (known.get(getattr(item, "text", item)) or {}).get(head)
+        if isinstance(allowed, (set, frozenset)):
+            rows.append((i, [c in allowed for c in classes]))
+    if not rows:
+        return p
+    p = p.copy()
+    for i, mask in rows:
+        kept = p[i] * np.asarray(mask, dtype=float)
+        total = kept.sum()
+        p[i] = kept / total if total > 0 else 0.0  # none of the allowed labels: never confident
+    return p
 
 
 def self_train(
@@ -86,9 +113,11 @@ def self_train(
     ``fit(inputs, labels, weights, progress)`` trains a fresh backend (the same recipe for
     both rounds). Returns the second model, or the first when there is no history or the
     backend cannot take partial labels. ``known``: labels already known for some unlabeled
-    texts (keyed by the text, or a prepared text's ``text``), head -> label; they replace
-    the model's pseudo-label of that head (a positive public review is praise, and praise
-    is ``calm``: :meth:`models.public_reviews.PublicReviews.known_labels`).
+    texts (keyed by the text, or a prepared text's ``text``), head -> a label or a set of
+    labels. A label replaces the model's pseudo-label of that head (a positive public review
+    is praise, and praise is ``calm``); a set narrows the pseudo-label to the most probable
+    of its labels (:func:`pseudo_labels`: a negative public review is a complaint, so its
+    dispute type is not ``other``). See :meth:`models.public_reviews.PublicReviews.known_labels`.
     """
     say = report or (lambda msg: None)
     first = fit(inputs, labels, weights, _scaled(progress, 0.0, 0.4))
@@ -99,11 +128,14 @@ def self_train(
         return first
     if progress:
         progress("labelling the message history", 0.45)
-    pseudo = pseudo_labels(first, unlabeled, config)
+    pseudo = pseudo_labels(first, unlabeled, config, known)
     replaced = _apply_known(pseudo, unlabeled, known, config.heads) if known else 0
+    narrowed = sum(isinstance(v, (set, frozenset)) for k in (known or {}).values() for h, v in k.items()
+                   if h in config.heads)
     kept = {h: sum(v is not None for v in pseudo[h]) for h in config.heads}
     say(f"history: {len(unlabeled)} messages; confident pseudo-labels " + ", ".join(f"{h} {n}" for h, n in kept.items())
-        + (f"; {replaced} labels known beforehand" if replaced else ""))
+        + (f"; {replaced} labels known beforehand" if replaced else "")
+        + (f"; {narrowed} narrowed to the labels they can be" if narrowed else ""))
     base_weights = [1.0] * len(inputs) if weights is None else list(weights)
     return fit(
         [*inputs, *unlabeled],
@@ -115,12 +147,13 @@ def self_train(
 
 def _apply_known(pseudo: dict[str, list], unlabeled: Sequence[Any], known: Mapping[str, Mapping[str, Any]],
                  heads: Sequence[str]) -> int:
-    """Put the labels known beforehand in place of the pseudo-labels; how many were set."""
+    """Put the single labels known beforehand in place of the pseudo-labels (sets of labels
+    were used by :func:`pseudo_labels`); how many were set."""
     count = 0
     for i, item in enumerate(unlabeled):
         fixed = known.get(getattr(item, "text", item))
         for head, label in (fixed or {}).items():
-            if head in heads:
+            if head in heads and not isinstance(label, (set, frozenset)):
                 pseudo[head][i] = label
                 count += 1
     return count

@@ -90,6 +90,37 @@ def test_labels_known_beforehand_replace_the_pseudo_labels_of_their_head_only():
     assert seen["emotion"][n + 1] == plain["emotion"][1]  # not known: unchanged
 
 
+def test_a_set_of_known_labels_narrows_the_pseudo_label_to_the_most_probable_of_them():
+    """A negative public review is a complaint: its dispute type is one of the disputes, so
+    the pseudo-label is the most probable of those (by its probability among them, against
+    the same threshold), never a label outside the set; texts without a set are unchanged."""
+    texts, labels = _labeled_set()
+    model = _fit(texts, labels, None)
+    history = [HISTORY["quality"], HISTORY["service"]]
+    config = SelfTraining(threshold=0.9, heads=("dispute_type",))
+    plain = pseudo_labels(model, history, config)
+    assert plain["dispute_type"] == ["quality", "service"]
+    known = {HISTORY["quality"]: {"dispute_type": frozenset({"service"})}}
+    narrowed = pseudo_labels(model, history, config, known)
+    assert narrowed["dispute_type"] == ["service", "service"]  # the only label it can be: certain
+    p = model.predict_proba([HISTORY["quality"]])["dispute_type"][0]
+    assert p[model.classes_["dispute_type"].index("service")] < 0.5  # which the model alone doubted
+    # A set of labels the head does not have: never confident, left out.
+    gone = pseudo_labels(model, history, config, {HISTORY["quality"]: {"dispute_type": frozenset({"refund"})}})
+    assert gone["dispute_type"] == [None, "service"]
+    # Through self_train: the set is used for pseudo-labels and never put in as a label.
+    seen = {}
+
+    def spying_fit(inputs, labs, weights, progress=None):
+        seen.update({h: list(v) for h, v in labs.items()})
+        return _fit(inputs, labs, weights)
+
+    said = []
+    self_train(spying_fit, texts, labels, None, history, config, known=known, report=said.append)
+    assert seen["dispute_type"][len(texts):] == ["service", "service"]
+    assert "1 narrowed to the labels they can be" in said[0]
+
+
 def test_a_backend_without_partial_labels_trains_on_the_labeled_data_only():
     class Plain:
         classes_: dict = {}

@@ -197,9 +197,10 @@ def test_the_service_prepares_the_public_reviews_once_for_all_its_retrains(tmp_p
     service.db.dispose()
 
 
-def test_positive_public_reviews_are_known_to_be_calm_in_training_and_retraining(tmp_path):
+def test_public_reviews_labels_known_in_training_and_retraining(tmp_path):
     """The guideline calls praise calm: self-training takes a positive review's emotion as
-    known (the default's training and every service retrain); negatives stay pseudo-labeled."""
+    known; a negative review is a complaint, so its dispute type is one of the disputes, not
+    ``other`` (the default's training and every service retrain)."""
     from models.learning import loop_for_service
     from models.public_reviews import load_public_reviews
     from review_fixtures import make_service, make_settings, train_tiny_model
@@ -208,7 +209,10 @@ def test_positive_public_reviews_are_known_to_be_calm_in_training_and_retraining
     neg, pos = ["耳机有咕噜噜声，太差了"], ["声音清楚，很满意"]
     folder = _write(tmp_path / "public", neg=neg, pos=pos)
     reviews = load_public_reviews(str(folder))
-    assert reviews.known_labels() == {prepare(pos[0]).text: {"emotion": "calm"}}
+    assert reviews.known_labels() == {
+        prepare(pos[0]).text: {"emotion": "calm"},
+        prepare(neg[0]).text: {"dispute_type": frozenset({"quality", "service", "advertising", "refund"})},
+    }
     settings = make_settings(tmp_path, per_type=6, public_reviews=str(folder))
     store = train_tiny_model(settings)
     service = make_service(settings, store)
