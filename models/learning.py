@@ -24,6 +24,7 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import threading
@@ -905,18 +906,17 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
     # The public reviews are the same at every retrain: prepared once for the process's life
     # (the loop's own cache lasts one retrain, as stored messages and labels change). With the
     # shipped lexicons, the reviews' own prepared texts (made for the sentiment signal) serve.
-    lasting: dict[str, Any] = {}
-    filled: list[bool] = []
+    @functools.cache
+    def public_prepared() -> dict[str, Any]:
+        reviews = public()
+        if reviews is None:
+            return {}
+        same = Path(settings.lexicon_dir).resolve() == DEFAULT_LEXICON_DIR.resolve()
+        return dict(zip(reviews.texts, reviews.prepared if same else
+                        (prepare(t, settings.lexicon_dir) for t in reviews.texts)))
 
     def prepare_text(text: str):
-        if not filled:
-            reviews = public()
-            if reviews is not None:
-                same = Path(settings.lexicon_dir).resolve() == DEFAULT_LEXICON_DIR.resolve()
-                lasting.update(zip(reviews.texts, reviews.prepared if same else
-                                   (prepare(t, settings.lexicon_dir) for t in reviews.texts)))
-            filled.append(True)
-        found = lasting.get(text)
+        found = public_prepared().get(text)
         return found if found is not None else prepare(text, settings.lexicon_dir)
 
     options = {
