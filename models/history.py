@@ -84,8 +84,8 @@ def _narrowed(p: np.ndarray, inputs: Sequence[Any], known: Mapping[str, Mapping[
     """``p`` with the rows of texts whose ``head`` is known to be one of a set renormalised over that set."""
     rows = []
     for i, item in enumerate(inputs):
-        allowed = (known.get(getattr(item, "text", item)) or {}).get(head)
-        if isinstance(allowed, (set, frozenset)):
+        allowed = _known_of(item, known).get(head)
+        if _is_set(allowed):
             rows.append((i, [c in allowed for c in classes]))
     if not rows:
         return p
@@ -130,7 +130,7 @@ def self_train(
         progress("labelling the message history", 0.45)
     pseudo = pseudo_labels(first, unlabeled, config, known)
     replaced = _apply_known(pseudo, unlabeled, known, config.heads) if known else 0
-    narrowed = sum(isinstance(v, (set, frozenset)) for k in (known or {}).values() for h, v in k.items()
+    narrowed = sum(_is_set(v) for item in unlabeled for h, v in _known_of(item, known or {}).items()
                    if h in config.heads)
     kept = {h: sum(v is not None for v in pseudo[h]) for h in config.heads}
     say(f"history: {len(unlabeled)} messages; confident pseudo-labels " + ", ".join(f"{h} {n}" for h, n in kept.items())
@@ -151,12 +151,20 @@ def _apply_known(pseudo: dict[str, list], unlabeled: Sequence[Any], known: Mappi
     were used by :func:`pseudo_labels`); how many were set."""
     count = 0
     for i, item in enumerate(unlabeled):
-        fixed = known.get(getattr(item, "text", item))
-        for head, label in (fixed or {}).items():
-            if head in heads and not isinstance(label, (set, frozenset)):
+        for head, label in _known_of(item, known).items():
+            if head in heads and not _is_set(label):
                 pseudo[head][i] = label
                 count += 1
     return count
+
+
+def _known_of(item: Any, known: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+    """What is known of one unlabeled text (a string or a prepared text), head -> label or set."""
+    return known.get(getattr(item, "text", item)) or {}
+
+
+def _is_set(value: Any) -> bool:
+    return isinstance(value, (set, frozenset))
 
 
 def _scaled(progress, start: float, end: float):
