@@ -44,12 +44,11 @@ def main() -> int:
     prepared = [prepare(r["text"]) for r in seed]
     # The shipped recipe: the public reviews as self-training text and sentiment signal.
     public = load_public_reviews(settings.public_reviews)
-    unlabeled, sentiment = (public.prepared, public.sentiment()) if public else (None, None)
+    recipe = public.training_inputs() if public else {}
     strata = [f"{r.get('source')}|{r['escalation']}" for r in seed]
     preds: list = [None] * len(seed)
     for k, (train, test) in enumerate(StratifiedKFold(5, shuffle=True, random_state=0).split(prepared, strata)):
-        backend = train_backend([{**seed[i], "text": prepared[i]} for i in train], "sklearn", unlabeled=unlabeled,
-                                sentiment=sentiment, known_labels=public.known_labels() if public else None)
+        backend = train_backend([{**seed[i], "text": prepared[i]} for i in train], "sklearn", **recipe)
         triager = Triager(backend, f"fold-{k}", max_chars=10**9, urgent_threshold=settings.urgent_threshold,
                           escalation_threshold=settings.escalation_threshold)
         for i, p in zip(test, triager.predict_prepared([prepared[i] for i in test])):

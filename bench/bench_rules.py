@@ -72,15 +72,13 @@ def main() -> int:
     folds = list(repeated_folds(tune, 5, 3))
     seed, _ = load_labeled(ROOT / "datasets" / "seed")
     public = load_public_reviews(settings.public_reviews, report=log)
-    unlabeled = public.prepared if public else None
-    sentiment = public.sentiment() if public else None
+    recipe = public.training_inputs() if public else {}  # the shipped recipe
     prepared = {r["text"]: prepare(r["text"]) for r in seed + tune}
 
     def fit(confirmed=()):
         rows = [{**r, "text": prepared[r["text"]]} for r in [*seed, *confirmed]]
         weights = [1.0] * len(seed) + [settings.confirmed_weight] * len(confirmed)
-        return train_backend(rows, "sklearn", sample_weight=weights, unlabeled=unlabeled, self_training=SelfTraining(),
-                             sentiment=sentiment, known_labels=public.known_labels() if public else None)
+        return train_backend(rows, "sklearn", sample_weight=weights, self_training=SelfTraining(), **recipe)
 
     def triager(model):
         return Triager(model, "bench", max_chars=10**9, urgent_threshold=settings.urgent_threshold)

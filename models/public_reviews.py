@@ -83,6 +83,11 @@ class PublicReviews:
         return {p.text: ({"dispute_type": disputes} if negative else {"emotion": "calm", "urgency": not_urgent})
                 for p, negative in zip(self.prepared, self.negative)}
 
+    def training_inputs(self) -> dict[str, Any]:
+        """What a training takes from the reviews, as :func:`models.training.train_backend`
+        keywords: self-training text, the sentiment signal and the labels known of them."""
+        return {"unlabeled": self.prepared, "sentiment": self.sentiment(), "known_labels": self.known_labels()}
+
     def sentiment(self):
         """The weak sentiment signal (:class:`models.sklearn_backend.SentimentModel`) fitted on
         the negative/positive split (once per load)."""

@@ -220,3 +220,14 @@ def test_public_reviews_labels_known_in_training_and_retraining(tmp_path):
     loop = loop_for_service(service, store, settings)
     assert loop.hooks.known_labels() == reviews.known_labels()
     service.db.dispose()
+
+
+def test_training_inputs_are_the_shipped_recipe(tmp_path, monkeypatch):
+    """The benchmarks train with the same three things as the default: the reviews as
+    self-training text, their sentiment signal and the labels known of them."""
+    from models.public_reviews import PublicReviews
+
+    reviews = load_public_reviews(str(_write(tmp_path / "public")))
+    monkeypatch.setattr(PublicReviews, "sentiment", lambda self: "the signal")  # too few lines to fit one here
+    assert reviews.training_inputs() == {"unlabeled": reviews.prepared, "sentiment": "the signal",
+                                         "known_labels": reviews.known_labels()}
