@@ -32,8 +32,10 @@ from triage.text import PreparedText, prepare
 
 # What this predictor reproduces of models/sklearn_backend.py; any change there needs the same here.
 FORMAT = "sklearn-tfidf-logreg/3"
+# Parameters of the saved backend this predictor reproduces; C, calibration_folds and
+# ordinal_heads shape training only (an ordinal head is saved as ordinary class weights).
 KNOWN_PARAMS = {"word_ngram", "char_ngram", "word_min_df", "char_min_df", "char_max_features", "C",
-                "calibration_folds", "sentiment_scale"}
+                "calibration_folds", "sentiment_scale", "ordinal_heads"}
 INTENSITY_NAMES = ["<!!>", "<!!!>", "<??>", "<personal data>"]
 INTENSITY_SCALE = 0.3
 SENTIMENT_NAMES = ["<negative review>", "<clearly positive>", "<rather positive>", "<rather negative>", "<clearly negative>"]

@@ -104,6 +104,39 @@ def test_an_ensemble_passes_the_sentiment_signal_to_its_sklearn_member(tiny_reco
     assert ensemble.members[0].sentiment is sentiment
 
 
+def test_an_ordinal_head_sums_one_above_this_degree_question_per_step():
+    from sklearn.linear_model import LogisticRegression
+
+    from models.sklearn_backend import _fit_linear_head
+
+    rng = np.random.default_rng(0)
+    X = rng.random((120, 6))
+    y = rng.integers(0, 3, 120)  # class indices; the degrees run 2 < 0 < 1
+    order = [2, 0, 1]
+    head = _fit_linear_head(X, y, 3, 4.0, None, order)
+    assert not head.W[2].any() and head.b[2] == 0  # the mildest degree scores 0
+    steps = []
+    for j in (1, 2):  # "above degree j?" on every message, class-balanced
+        lr = LogisticRegression(C=4.0, class_weight="balanced", solver="liblinear", dual=True, max_iter=1000)
+        steps.append(lr.fit(X, np.isin(y, order[j:]).astype(int)))
+    np.testing.assert_allclose(head.W[0], steps[0].coef_[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(head.W[1], steps[0].coef_[0] + steps[1].coef_[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(head.b[1] - head.b[0], steps[1].intercept_[0], rtol=1e-4)
+    # Without an order: one-vs-rest, every class its own question.
+    assert _fit_linear_head(X, y, 3, 4.0, None).W[2].any()
+
+
+def test_emotion_is_trained_as_ordered_degrees_by_default(tiny_records):
+    ordinal = train_backend(tiny_records, "sklearn")
+    flat = train_backend(tiny_records, "sklearn", ordinal_heads=[])
+    calm = ordinal.classes_["emotion"].index("calm")
+    assert not ordinal.models["emotion"].W[calm].any()  # calm is the mildest degree
+    assert flat.models["emotion"].W[calm].any()
+    np.testing.assert_allclose(ordinal.models["dispute_type"].W, flat.models["dispute_type"].W, atol=1e-4)
+    with pytest.raises(ModelError, match="no order of degrees"):
+        SklearnBackend(ordinal_heads=["dispute_type"])
+
+
 def test_unknown_parameters_are_refused():
     with pytest.raises(ModelError, match="unknown"):
         SklearnBackend(wordngrams=(1, 3))

@@ -11,6 +11,10 @@ URGENCIES = (1, 2, 3)  # 1 一级 紧急, 2 二级 一般, 3 三级 轻微
 EMOTIONS = ("calm", "upset", "angry")
 ESCALATION = (False, True)
 
+# Heads whose labels are degrees of one thing, from the mildest to the strongest: an
+# ordinal head may be trained as "above this degree?" questions (models/sklearn_backend.py).
+INTENSITY_ORDER = {"emotion": EMOTIONS, "urgency": (3, 2, 1)}
+
 # The classification heads, in the order they are reported.
 HEADS = ("dispute_type", "urgency", "emotion", "escalation")
 HEAD_LABELS = {
