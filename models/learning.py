@@ -46,6 +46,7 @@ from triage.taxonomy import HEADS, validate_label
 CONFIRMED_WEIGHT = Settings.model_fields["confirmed_weight"].default  # one source: the settings object
 HOLDOUT_SHARE = 0.2  # share of confirmed labels kept out of training, for the gate
 CV_FOLDS = 3  # seed cross-validation folds (small: it runs on every retrain)
+GATE_CONFIDENCE = Settings.model_fields["promotion_confidence"].default
 MIN_HOLDOUT = 30  # below this many held-out labels the holdout comparison is reported, not gated:
 # on 10 labels one flipped prediction moves a head's macro-F1 by 0.1, far beyond any sane margin
 
@@ -148,6 +149,51 @@ def macro_f1_by_head(examples: Sequence[LabeledExample], predicted: dict[str, li
     return scores
 
 
+def holdout_drop_bounds(
+    examples: Sequence[LabeledExample],
+    current: dict[str, list[Any]],
+    candidate: dict[str, list[Any]],
+    confidence: float,
+    rounds: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Per head, a drop of macro-F1 (current - candidate) that the candidate's true drop
+    exceeds with ``confidence``, by a paired bootstrap over the held-out messages.
+
+    Both models' labels of the same resampled messages are scored together, so what the two
+    share (an easy or a hard message) cancels out. Macro-F1 is over the labels present in
+    each resample's reference, as :func:`macro_f1_by_head` does for the whole holdout.
+    """
+    if not 0 < confidence < 1:
+        raise InvalidInput(f"gate confidence must be in (0, 1), got {confidence}")
+    n = len(examples)
+    if n == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=rounds).astype(np.float64)  # (rounds, n)
+    bounds = {}
+    for head in HEADS:
+        if head not in current or head not in candidate:
+            continue
+        truth = np.array([_label_key(example.labels[head]) for example in examples], dtype=object)
+        scores = []
+        for predictions in (current[head], candidate[head]):
+            guess = np.array([_label_key(value) for value in predictions], dtype=object)
+            f1_sum = np.zeros(rounds)
+            present = np.zeros(rounds)
+            for label in sorted(set(truth.tolist())):
+                is_true, is_guess = truth == label, guess == label
+                support = counts @ is_true
+                both = support + counts @ is_guess
+                hits = counts @ (is_true & is_guess)
+                f1_sum += np.divide(2 * hits, both, out=np.zeros(rounds), where=both > 0)
+                present += support > 0
+            scores.append(f1_sum / np.maximum(present, 1))
+        drops = scores[0] - scores[1]
+        bounds[head] = float(np.quantile(drops, 1 - confidence))
+    return bounds
+
+
 # --------------------------------------------------------------------------- gate
 
 
@@ -163,11 +209,15 @@ def quality_gate(
     candidate: dict[str, dict[str, float]],
     margin: float,
     gated: Sequence[str] = ("holdout", "seed_cv"),
+    bounds: dict[str, dict[str, float]] | None = None,
 ) -> GateDecision:
     """Promote only if no head's macro-F1 drops by more than ``margin`` on any gated evaluation.
 
     ``current``/``candidate``: evaluation name -> head -> macro-F1. Evaluations or heads
-    missing on either side are not compared (e.g. no held-out labels yet).
+    missing on either side are not compared (e.g. no held-out labels yet). ``bounds``
+    (evaluation -> head -> a drop the true one exceeds with the gate's confidence, see
+    :func:`holdout_drop_bounds`) judge a small sample by what it can tell: there, a head
+    fails only if that bound is beyond the margin, not the drop observed on a few messages.
     """
     if margin < 0:
         raise InvalidInput(f"promotion margin must be >= 0, got {margin}")
@@ -181,16 +231,23 @@ def quality_gate(
                 continue
             drop = current[evaluation][head] - candidate[evaluation][head]
             drops.setdefault(evaluation, {})[head] = round(drop, 4)
-            if drop > margin + 1e-9:
+            bound = (bounds or {}).get(evaluation, {}).get(head)
+            if bound is None and drop > margin + 1e-9:
                 failures.append(
                     f"{head} macro-F1 on {evaluation} drops {drop:.3f} "
                     f"({current[evaluation][head]:.3f} -> {candidate[evaluation][head]:.3f}) > margin {margin:.3f}"
+                )
+            elif bound is not None and bound > margin + 1e-9:
+                failures.append(
+                    f"{head} macro-F1 on {evaluation} drops {drop:.3f} "
+                    f"({current[evaluation][head]:.3f} -> {candidate[evaluation][head]:.3f}), "
+                    f"surely more than {bound:.3f} > margin {margin:.3f}"
                 )
     if not drops:
         return GateDecision(True, "no comparable evaluation (no current model)", drops)
     if failures:
         return GateDecision(False, "; ".join(failures), drops)
-    compared = ", ".join(sorted(drops))
+    compared = ", ".join(f"{e} (beyond its noise)" if e in (bounds or {}) else e for e in sorted(drops))
     return GateDecision(True, f"no head drops more than {margin:.3f} on {compared}", drops)
 
 
@@ -402,6 +459,7 @@ class LearningLoop:
         prepare: Callable[[str], str] = lambda text: text,
         load_triager: Callable[[Any, str | None], Any],
         margin: float = 0.02,
+        confidence: float = GATE_CONFIDENCE,
         retrain_after: int = 50,
         holdout_share: float = HOLDOUT_SHARE,
         cv_folds: int = CV_FOLDS,
@@ -422,6 +480,8 @@ class LearningLoop:
             raise InvalidInput(f"cv_folds must be >= 2, got {cv_folds}")
         if not confirmed_weight > 0:
             raise InvalidInput(f"confirmed_weight must be > 0, got {confirmed_weight}")
+        if not 0 < confidence < 1:
+            raise InvalidInput(f"promotion confidence must be in (0, 1), got {confidence}")
         self.store = store
         self.seed_examples = seed_examples
         self.hooks = hooks or LearningHooks()
@@ -432,6 +492,7 @@ class LearningLoop:
         self._prepared: dict[str, Any] = {}
         self._load_triager = load_triager
         self.margin = margin
+        self.confidence = confidence
         self.retrain_after = retrain_after
         self.holdout_share = holdout_share
         self.cv_folds = cv_folds
@@ -495,8 +556,8 @@ class LearningLoop:
             ordered.extend(test)
         return macro_f1_by_head(ordered, {head: values for head, values in predictions.items() if values})
 
-    def _holdout_metrics(self, backend, holdout: Sequence[LabeledExample]) -> dict[str, float]:
-        return macro_f1_by_head(holdout, predict_labels(backend, [self._prepare(example.text) for example in holdout]))
+    def _holdout_labels(self, backend, holdout: Sequence[LabeledExample]) -> dict[str, list[Any]]:
+        return predict_labels(backend, [self._prepare(example.text) for example in holdout])
 
     def _current_seed_cv(self, current_version: str, seed, progress: Progress | None):
         """The current model's recipe scored by seed CV, cached in its manifest.
@@ -566,12 +627,15 @@ class LearningLoop:
         candidate_metrics: dict[str, dict[str, float]] = {}
         current_metrics: dict[str, dict[str, float]] = {}
         gated = ["seed_cv"]
+        bounds: dict[str, dict[str, float]] = {}
         if holdout:
             report(f"scoring on {len(holdout)} held-out confirmed labels", 0.32)
-            candidate_metrics["holdout"] = self._holdout_metrics(candidate, holdout)
+            candidate_labels = self._holdout_labels(candidate, holdout)
+            candidate_metrics["holdout"] = macro_f1_by_head(holdout, candidate_labels)
             if current_version is not None:
-                current_backend = self._current_backend(current_version)
-                current_metrics["holdout"] = self._holdout_metrics(current_backend, holdout)
+                current_labels = self._holdout_labels(self._current_backend(current_version), holdout)
+                current_metrics["holdout"] = macro_f1_by_head(holdout, current_labels)
+                bounds["holdout"] = holdout_drop_bounds(holdout, current_labels, candidate_labels, self.confidence)
             if len(holdout) >= self.min_holdout:
                 gated.append("holdout")
         cv_progress = lambda stage, f: report(f"candidate {stage}", 0.35 + 0.3 * f)  # noqa: E731
@@ -580,7 +644,7 @@ class LearningLoop:
             current_metrics["seed_cv"] = self._current_seed_cv(
                 current_version, seed, lambda stage, f: report(f"current model {stage}", 0.65 + 0.25 * f)
             )
-        decision = quality_gate(current_metrics, candidate_metrics, self.margin, gated)
+        decision = quality_gate(current_metrics, candidate_metrics, self.margin, gated, bounds)
 
         metrics = {
             "learning": {
@@ -589,6 +653,8 @@ class LearningLoop:
                 "compared_with": current_version,
                 "current": current_metrics,
                 "drops": decision.drops,
+                "drop_bounds": {e: {h: round(v, 4) for h, v in b.items()} for e, b in bounds.items()},
+                "confidence": self.confidence,
                 "gated": gated,
                 "seed_examples": len(seed),
                 "confirmed_train": len(train_confirmed),
@@ -925,6 +991,7 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
         "prepare": prepare_text,
         "load_triager": lambda store, version: Triager.from_store(store, version, lexicon_dir=settings.lexicon_dir),
         "margin": settings.promotion_margin,
+        "confidence": settings.promotion_confidence,
         "retrain_after": settings.retrain_after_confirmations,
         "confirmed_weight": settings.confirmed_weight,
         **kwargs,

@@ -15,6 +15,7 @@ from models.learning import (
     LearningLoop,
     ModelHolder,
     fold_of,
+    holdout_drop_bounds,
     is_holdout,
     macro_f1_by_head,
     quality_gate,
@@ -189,6 +190,45 @@ def test_gate_rejects_a_drop_beyond_the_margin_and_names_it():
         quality_gate(current, current, -0.1)
 
 
+def _holdout(n, wrong_current, wrong_candidate):
+    """n held-out quality/service messages; each model gets the given indices wrong."""
+    examples = [example(f"h{i}", f"t{i}", "quality" if i % 2 else "service", confirmed=True) for i in range(n)]
+    flip = {"quality": "service", "service": "quality"}
+
+    def labels(wrong):
+        return {"dispute_type": [flip[e.labels["dispute_type"]] if i in wrong else e.labels["dispute_type"]
+                                 for i, e in enumerate(examples)]}
+    return examples, labels(set(wrong_current)), labels(set(wrong_candidate))
+
+
+def test_a_small_holdout_rejects_only_a_drop_beyond_its_noise():
+    # 40 messages: the candidate gets 2 more wrong, an observed drop of about 0.05.
+    examples, current, candidate = _holdout(40, [0, 1, 2, 3], [0, 1, 2, 3, 4, 5])
+    drop = macro_f1_by_head(examples, current)["dispute_type"] - macro_f1_by_head(examples, candidate)["dispute_type"]
+    assert drop > 0.04
+    bound = holdout_drop_bounds(examples, current, candidate, 0.9)["dispute_type"]
+    assert bound < drop and bound < 0.02  # two messages are within the noise of 40
+    scores = lambda labels: {"holdout": macro_f1_by_head(examples, labels)}  # noqa: E731
+    assert not quality_gate(scores(current), scores(candidate), 0.02, ["holdout"]).promote  # the bare drop
+    decision = quality_gate(scores(current), scores(candidate), 0.02, ["holdout"], {"holdout": {"dispute_type": bound}})
+    assert decision.promote and "beyond its noise" in decision.reason
+    # The same share of extra errors on 400 messages is beyond the noise.
+    examples, current, candidate = _holdout(400, range(40), range(60))
+    bound = holdout_drop_bounds(examples, current, candidate, 0.9)["dispute_type"]
+    assert bound > 0.02
+    decision = quality_gate({"holdout": macro_f1_by_head(examples, current)}, {"holdout": macro_f1_by_head(examples, candidate)},
+                            0.02, ["holdout"], {"holdout": {"dispute_type": bound}})
+    assert not decision.promote and "surely more than" in decision.reason
+    # A clearly broken candidate is rejected on 40 messages too.
+    examples, current, candidate = _holdout(40, [0, 1], range(0, 40, 2))
+    assert holdout_drop_bounds(examples, current, candidate, 0.9)["dispute_type"] > 0.2
+    # Paired: identical labels give a bound of exactly 0; the same seed gives the same bound.
+    assert holdout_drop_bounds(examples, current, current, 0.9)["dispute_type"] == 0.0
+    assert holdout_drop_bounds(examples, current, candidate, 0.9) == holdout_drop_bounds(examples, current, candidate, 0.9)
+    with pytest.raises(InvalidInput):
+        holdout_drop_bounds(examples, current, candidate, 1.0)
+
+
 def test_holder_swaps_and_notifies():
     holder = ModelHolder()
     with pytest.raises(ModelError):
@@ -229,6 +269,14 @@ def test_confirmed_labels_are_weighted_and_holdout_never_trained_on():
     assert weights.count(loop.confirmed_weight) == len(confirmed) - len(holdout_texts)
     learning = outcome.metrics["learning"]
     assert learning["confirmed_holdout"] == len(holdout_texts) and "holdout" in learning["gated"]
+    assert learning["drop_bounds"] == {}  # nothing to compare with yet
+    # The next retrain is compared with it: a bound per head from the same held-out labels,
+    # at the loop's confidence, recorded beside the observed drops.
+    learning = loop.retrain("alice").metrics["learning"]
+    assert set(learning["drop_bounds"]["holdout"]) == set(learning["drops"]["holdout"]) == set(HEADS)
+    assert learning["confidence"] == loop.confidence == 0.9
+    with pytest.raises(InvalidInput, match="confidence"):
+        make_loop(confidence=1.0)
 
 
 def test_worse_candidate_is_kept_as_rejected_and_current_stays():
@@ -385,6 +433,15 @@ def test_confirmed_weight_is_a_setting_the_service_loop_uses(tmp_path, monkeypat
         seen.append(list(weights))
         return TinyBackend().fit(texts, labels, weights)
 
+    monkeypatch.setenv("TRIAGE_PROMOTION_CONFIDENCE", "0.8")
+    assert Settings().promotion_confidence == 0.8
+    monkeypatch.setenv("TRIAGE_PROMOTION_CONFIDENCE", "1")
+    with pytest.raises(ValidationError, match="promotion_confidence"):
+        Settings()
+    monkeypatch.delenv("TRIAGE_PROMOTION_CONFIDENCE")
+    loop = loop_for_service(service, MemoryStore(), settings.model_copy(update={"promotion_confidence": 0.8}), fit=fit,
+                            fit_quick=fit, prepare=lambda text: text, load_triager=lambda store, version: ("triager", version))
+    assert loop.confidence == 0.8
     loop = loop_for_service(service, MemoryStore(), settings, fit=fit, fit_quick=fit, prepare=lambda text: text,
                             load_triager=lambda store, version: ("triager", version))
     assert loop.confirmed_weight == 1.75

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     backfill_lease_s: float = Field(default=300.0, gt=0)
     retrain_after_confirmations: int = 50
     promotion_margin: float = 0.02
+    # On the held-out confirmed labels (a few dozen at first) a candidate is rejected only when
+    # its drop is beyond the margin with this confidence (paired bootstrap over those messages);
+    # 0.5 judges the observed drop. The seed cross-validation is judged by the margin alone.
+    promotion_confidence: float = Field(default=0.9, gt=0, lt=1)
     # How many seed examples one reviewer-confirmed label counts as in a retrain. Chosen by
     # repeated CV on the review-pool part of the real dev set (bench/bench_confirmed_weight.py,
     # bench/results/confirmed_weight.md), never on the learning-curve benchmark's held-out part:
