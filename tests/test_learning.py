@@ -411,19 +411,22 @@ def test_retrain_promote_rollback_with_the_real_service_and_cli(tmp_path, monkey
 
 
 def test_confirmed_weight_is_a_setting_the_service_loop_uses(tmp_path, monkeypatch):
-    """TRIAGE_CONFIRMED_WEIGHT reaches the weights the service's retrain trains with."""
+    """TRIAGE_CONFIRMED_WEIGHT reaches the weights the service's retrain trains with, and
+    TRIAGE_PROMOTION_CONFIDENCE the service loop's gate."""
     from pydantic import ValidationError
 
     from models.learning import loop_for_service
     from review_fixtures import make_service, make_settings, train_tiny_model
     from triage.settings import Settings
 
-    monkeypatch.setenv("TRIAGE_CONFIRMED_WEIGHT", "1.75")
-    assert Settings().confirmed_weight == 1.75
-    monkeypatch.setenv("TRIAGE_CONFIRMED_WEIGHT", "0")
-    with pytest.raises(ValidationError, match="confirmed_weight"):
-        Settings()
-    monkeypatch.delenv("TRIAGE_CONFIRMED_WEIGHT")
+    for field, good, bad in (("confirmed_weight", 1.75, 0), ("promotion_confidence", 0.8, 1)):
+        variable = f"TRIAGE_{field.upper()}"
+        monkeypatch.setenv(variable, str(good))
+        assert getattr(Settings(), field) == good
+        monkeypatch.setenv(variable, str(bad))
+        with pytest.raises(ValidationError, match=field):
+            Settings()
+        monkeypatch.delenv(variable)
     settings = make_settings(tmp_path, per_type=6, confirmed_weight=1.75)
     store = train_tiny_model(settings)
     service = make_service(settings, store)
@@ -433,12 +436,6 @@ def test_confirmed_weight_is_a_setting_the_service_loop_uses(tmp_path, monkeypat
         seen.append(list(weights))
         return TinyBackend().fit(texts, labels, weights)
 
-    monkeypatch.setenv("TRIAGE_PROMOTION_CONFIDENCE", "0.8")
-    assert Settings().promotion_confidence == 0.8
-    monkeypatch.setenv("TRIAGE_PROMOTION_CONFIDENCE", "1")
-    with pytest.raises(ValidationError, match="promotion_confidence"):
-        Settings()
-    monkeypatch.delenv("TRIAGE_PROMOTION_CONFIDENCE")
     loop = loop_for_service(service, MemoryStore(), settings.model_copy(update={"promotion_confidence": 0.8}), fit=fit,
                             fit_quick=fit, prepare=lambda text: text, load_triager=lambda store, version: ("triager", version))
     assert loop.confidence == 0.8
