@@ -111,7 +111,7 @@ def _fit_linear_head(X, y_idx: np.ndarray, k: int, C: float, weights, order: Seq
     targets = [1] if k == 2 else range(k)
     for c in targets:
         yc = (y_idx == c).astype(int)
-        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", dual=True, max_iter=1000)
+        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", dual=True, max_iter=1000, random_state=0)
         model.fit(X, yc, sample_weight=weights)
         rows_W.append(model.coef_[0])
         rows_b.append(model.intercept_[0])
@@ -139,7 +139,7 @@ def _fit_ordinal_head(X, y_idx: np.ndarray, C: float, weights, order: Sequence[i
     step_W, step_b = np.zeros(d), 0.0
     for j in range(1, k):
         above = np.isin(y_idx, order[j:]).astype(int)
-        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", dual=True, max_iter=1000)
+        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", dual=True, max_iter=1000, random_state=0)
         model.fit(X, above, sample_weight=weights)
         step_W, step_b = step_W + model.coef_[0], step_b + model.intercept_[0]
         W[order[j]], b[order[j]] = step_W, step_b
@@ -231,7 +231,7 @@ class SentimentModel:
             counter.fit(strings)
             self.vocabulary = [str(t) for t in counter.get_feature_names_out()]
         X = self._features(strings)
-        model = LogisticRegression(C=C, solver="liblinear", max_iter=1000)
+        model = LogisticRegression(C=C, solver="liblinear", max_iter=1000, random_state=0)
         model.fit(X, np.asarray(negative, dtype=int))
         self.W = model.coef_[0].astype(np.float32)
         self.b = float(model.intercept_[0])
