@@ -181,6 +181,9 @@ def create_app(settings: Settings | None = None, *, models=None, service: Triage
             yield
         finally:
             service.stop_coalescing()
+            context = getattr(app.state, "review_context", None)
+            if context is not None:  # a re-grade started by a promotion here: let it record its outcome
+                context.learning.wait_regrades(timeout=30.0)
             if watch_job is not None:
                 watch_job.stop()
             if not task_queue.remote:

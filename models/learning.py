@@ -509,6 +509,7 @@ class LearningLoop:
         self._last_regrade: RegradeJob | None = None
         self.runner = runner
         self._task: JobHandle | None = None
+        self._regrade_tasks: dict[str, JobHandle] = {}  # re-grades running on threads of this process
         self.ledger = self.hooks.ledger or MemoryLedger()
 
     # ----------------------------------------------------------------- training
@@ -727,10 +728,22 @@ class LearningLoop:
                 self.runner.enqueue("models.regrade", job=job.id, version=version, actor=actor)
             except Exception as exc:  # broker down: the switch stands; re-grade here instead
                 print(f"[models] could not queue the re-grade ({exc}); re-grading in this process", file=sys.stderr)
-                DEFAULT_RUNNER.submit(f"regrade-{job.id}", lambda: self._run_regrade(job, triager))
+                self._regrade_tasks[job.id] = DEFAULT_RUNNER.submit(f"regrade-{job.id}",
+                                                                    lambda: self._run_regrade(job, triager))
         else:
-            self.runner.submit(f"regrade-{job.id}", lambda: self._run_regrade(job, triager))
+            self._regrade_tasks[job.id] = self.runner.submit(f"regrade-{job.id}", lambda: self._run_regrade(job, triager))
         return job
+
+    def wait_regrades(self, timeout: float | None = None) -> list[RegradeJob]:
+        """Block until the re-grades running on threads of this process end (shutdown, tests;
+        ``timeout`` for each); returns the jobs waited for."""
+        waited = []
+        for job_id, task in list(self._regrade_tasks.items()):
+            task.join(timeout)
+            if not task.alive:
+                self._regrade_tasks.pop(job_id, None)
+            waited.append(self._regrades[job_id])
+        return waited
 
     def run_queued_regrade(self, job: str, version: str, actor: str) -> RegradeJob:
         """The ``models.regrade`` task of a worker: re-grade the open cases with ``version``
@@ -755,7 +768,11 @@ class LearningLoop:
             traceback.print_exc(file=sys.stderr)
         finally:
             job.finished_at = _now()
-        self.ledger.end_regrade(job.id, job.actor, outcome)
+        try:
+            self.ledger.end_regrade(job.id, job.actor, outcome)
+        except Exception as exc:  # the database went away meanwhile: the job's own state stands
+            print(f"[models] re-grade {job.id} {job.state}, but its outcome could not be recorded ({exc})",
+                  file=sys.stderr)
 
     def regrade_job(self, job_id: str | None = None) -> RegradeJob | None:
         """A re-grade by id (or the latest one this process started), with its outcome read

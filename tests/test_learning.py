@@ -309,6 +309,34 @@ def test_promote_and_rollback_refuse_nonsense():
         loop.rollback(second, "admin")
 
 
+def test_a_background_regrade_can_be_waited_for_and_a_lost_database_does_not_kill_its_thread(capsys):
+    """Shutdown waits for the re-grade a promotion started; if the ledger cannot record its
+    outcome (the database went away), the job keeps its state and the thread ends cleanly."""
+    loop, store, _, regraded = make_loop()
+    first = loop.retrain("a").version
+    second = loop.retrain("a").version
+    gate = threading.Event()
+    loop.hooks.regrade = lambda triager, actor: gate.wait(10) and 7
+
+    def lost(*args):
+        raise RuntimeError("database unavailable")
+
+    loop.ledger.end_regrade = lost
+    errors = []
+    previous_hook, threading.excepthook = threading.excepthook, lambda args: errors.append(args.exc_value)
+    try:
+        job = loop.rollback(first, "admin", background=True)
+        assert job.state in ("queued", "running")
+        gate.set()
+        assert [j.id for j in loop.wait_regrades(timeout=10)] == [job.id]
+    finally:
+        threading.excepthook = previous_hook
+    assert job.state == "done" and job.regraded == 7 and not errors
+    assert "could not be recorded" in capsys.readouterr().err
+    assert loop.wait_regrades(timeout=1) == []  # nothing left running
+    assert store.current == first and second
+
+
 def test_background_job_reports_progress_and_refuses_a_second_one():
     gate = threading.Event()
 
