@@ -716,6 +716,7 @@ class LearningLoop:
     def _change(self, version: str, actor: str, action: str, reason: str, background: bool) -> RegradeJob:
         triager = self._switch(version, actor, action, reason)
         job = RegradeJob(id=uuid.uuid4().hex[:12], version=version, actor=actor, started_at=_now())
+        self._regrade_tasks = {k: task for k, task in self._regrade_tasks.items() if task.alive}  # keep the running
         self._regrades[job.id] = job
         self._last_regrade = job
         if self.hooks.regrade is None:

@@ -98,6 +98,12 @@ class LinearHead:
         return np.asarray(X @ self.W.T) + self.b
 
 
+def _balanced_lr(C: float) -> LogisticRegression:
+    """One class-balanced binary question. liblinear's dual solver shuffles: seeded, two fits
+    on the same data give the same weights."""
+    return LogisticRegression(C=C, class_weight="balanced", solver="liblinear", dual=True, max_iter=1000, random_state=0)
+
+
 def _fit_linear_head(X, y_idx: np.ndarray, k: int, C: float, weights, order: Sequence[int] | None = None) -> LinearHead:
     """One class-balanced binary logistic regression per class (liblinear: fast on sparse text).
 
@@ -111,7 +117,7 @@ def _fit_linear_head(X, y_idx: np.ndarray, k: int, C: float, weights, order: Seq
     targets = [1] if k == 2 else range(k)
     for c in targets:
         yc = (y_idx == c).astype(int)
-        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", dual=True, max_iter=1000, random_state=0)
+        model = _balanced_lr(C)
         model.fit(X, yc, sample_weight=weights)
         rows_W.append(model.coef_[0])
         rows_b.append(model.intercept_[0])
@@ -139,7 +145,7 @@ def _fit_ordinal_head(X, y_idx: np.ndarray, C: float, weights, order: Sequence[i
     step_W, step_b = np.zeros(d), 0.0
     for j in range(1, k):
         above = np.isin(y_idx, order[j:]).astype(int)
-        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", dual=True, max_iter=1000, random_state=0)
+        model = _balanced_lr(C)
         model.fit(X, above, sample_weight=weights)
         step_W, step_b = step_W + model.coef_[0], step_b + model.intercept_[0]
         W[order[j]], b[order[j]] = step_W, step_b
