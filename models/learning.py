@@ -716,7 +716,7 @@ class LearningLoop:
     def _change(self, version: str, actor: str, action: str, reason: str, background: bool) -> RegradeJob:
         triager = self._switch(version, actor, action, reason)
         job = RegradeJob(id=uuid.uuid4().hex[:12], version=version, actor=actor, started_at=_now())
-        self._regrade_tasks = {k: task for k, task in self._regrade_tasks.items() if task.alive}  # keep the running
+        self.wait_regrades(timeout=0)  # forget the finished ones
         self._regrades[job.id] = job
         self._last_regrade = job
         if self.hooks.regrade is None:
@@ -724,27 +724,26 @@ class LearningLoop:
             return job
         if not background:
             self._run_regrade(job, triager)
-        elif getattr(self.runner, "remote", False):  # a worker runs it (models.regrade task)
+            return job
+        runner = self.runner
+        if getattr(runner, "remote", False):  # a worker runs it (models.regrade task)
             try:
-                self.runner.enqueue("models.regrade", job=job.id, version=version, actor=actor)
+                runner.enqueue("models.regrade", job=job.id, version=version, actor=actor)
+                return job
             except Exception as exc:  # broker down: the switch stands; re-grade here instead
                 print(f"[models] could not queue the re-grade ({exc}); re-grading in this process", file=sys.stderr)
-                self._regrade_tasks[job.id] = DEFAULT_RUNNER.submit(f"regrade-{job.id}",
-                                                                    lambda: self._run_regrade(job, triager))
-        else:
-            self._regrade_tasks[job.id] = self.runner.submit(f"regrade-{job.id}", lambda: self._run_regrade(job, triager))
+                runner = DEFAULT_RUNNER
+        self._regrade_tasks[job.id] = runner.submit(f"regrade-{job.id}", lambda: self._run_regrade(job, triager))
         return job
 
     def wait_regrades(self, timeout: float | None = None) -> list[RegradeJob]:
         """Block until the re-grades running on threads of this process end (shutdown, tests;
         ``timeout`` for each); returns the jobs waited for."""
-        waited = []
-        for job_id, task in list(self._regrade_tasks.items()):
+        tasks = list(self._regrade_tasks.items())
+        for _, task in tasks:
             task.join(timeout)
-            if not task.alive:
-                self._regrade_tasks.pop(job_id, None)
-            waited.append(self._regrades[job_id])
-        return waited
+        self._regrade_tasks = {k: task for k, task in self._regrade_tasks.items() if task.alive}
+        return [self._regrades[k] for k, _ in tasks]
 
     def run_queued_regrade(self, job: str, version: str, actor: str) -> RegradeJob:
         """The ``models.regrade`` task of a worker: re-grade the open cases with ``version``
