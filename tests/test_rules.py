@@ -203,6 +203,29 @@ def test_skipping_the_scans_changes_nothing(text, model_escalation, monkeypatch)
     assert fast == full
 
 
+def _every_rule_term(lex):
+    return [t for t in (*lex.escalation, *lex.safety, *lex.counterfeit, *lex.unusable, *lex.loss, *lex.vulnerable,
+                        *lex.anger) if t]
+
+
+def test_the_any_term_check_finds_every_term_and_nothing_else():
+    """The pre-check's prefix-factored pattern answers as a plain "is any term in the text" would."""
+    import random
+
+    from triage.rules import mentions_a_term
+
+    lex = load_lexicons()
+    terms = _every_rule_term(lex)
+    rng = random.Random(7)
+    for term in terms:  # each term alone, inside text, and cut short by one character
+        assert mentions_a_term(term, lex)
+        assert mentions_a_term("这个" + term + "。", lex)
+    pieces = [t[: rng.randint(1, len(t))] for t in terms] + list("的了吗好差,!")
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        assert mentions_a_term(text, lex) == any(t in text for t in terms), text
+
+
 @pytest.mark.parametrize("text, term", [
     ("太垃圾了，充一晚上才充到一半", "垃圾"),
     ("用了三天就坏，再也不买这家了", "再也不买"),

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import random
 
+import unicodedata
+
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from triage.text import (
     id_number_valid,
     luhn_valid,
     mask_personal_data,
+    nfkc,
     normalise,
     normalise_with_stats,
     prepare,
@@ -25,6 +29,22 @@ VALID_CARD = "6222021234567890128"  # Luhn-valid, UnionPay prefix
 
 def test_full_width_becomes_half_width():
     assert normalise("４Ｋ６０帧，ＡＢＣ！") == "4K60帧,ABC!"
+
+
+# Marks the fast path replaces, compatibility characters around them, and combining marks
+# that NFKC reorders or composes with what precedes them (a mark's neighbours matter).
+_NFKC_ALPHABET = "，！？…；：（）。、,.!?AaＡａ０９ｶﾞ\u3000\u00a0\u00b4\u0301\u0308\u0323\u0338\u3099\u309a\u1100\u1161\u11a8ﬁ①㎏好が"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=_NFKC_ALPHABET, max_size=12) | st.text(max_size=12))
+def test_the_fast_nfkc_is_exactly_unicode_nfkc(text):
+    assert nfkc(text) == unicodedata.normalize("NFKC", text)
+
+
+def test_the_fast_nfkc_on_messages_with_full_width_marks():
+    for text in ("好用，推荐！", "真的？…", "（赠品）：没有；", "Ａ，\u0301", "，\u0338", "…\u0301好"):
+        assert nfkc(text) == unicodedata.normalize("NFKC", text)
 
 
 def test_traditional_becomes_simplified():
