@@ -7,6 +7,8 @@ stratified 5-fold splits: mean and spread (standard deviation over the test fold
 head. For configurations that train on the pool (after review), the train folds are the
 reviewers' confirmed labels; for seed-only ones the model is the same for every fold and
 the spread is the sampling spread of a fold-sized test set. Gains are paired per fold.
+The locked figures come with 95 % bootstrap intervals over the locked rows, and gains on
+them with paired intervals (the same resampled rows for both configurations).
 
 Configurations, all trained in this run:
 - previous release: the recipe of the last release (git ref below): its seed data alone, its
@@ -35,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -84,9 +88,72 @@ def metrics(preds, rows) -> dict[str, float]:
     }
 
 
-def score(backend, rows, threshold) -> dict[str, float]:
+def predict(backend, rows, threshold) -> list:
     triager = Triager(backend, "bench", max_chars=10**9, urgent_threshold=threshold)
-    return metrics(triager.predict_many([r["text"] for r in rows]), rows)
+    return triager.predict_many([r["text"] for r in rows])
+
+
+def score(backend, rows, threshold) -> dict[str, float]:
+    return metrics(predict(backend, rows, threshold), rows)
+
+
+BOOTSTRAP_RESAMPLES = 2000
+LOCKED_PAIRS = (("previous release", "default"), ("default", "default + history"), ("default", "after review"),
+                ("previous release after review", "after review"), ("after review", "after review + history"))
+
+
+def _label_codes(rows, preds) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Gold and final labels of each head as small integers, for fast resampling."""
+    out = {}
+    for m, head in (("dispute", "dispute_type"), ("urgency", "urgency"), ("emotion", "emotion")):
+        gold, pred = [str(r[head]) for r in rows], [str(getattr(p, head)) for p in preds]
+        index = {label: i for i, label in enumerate(sorted(set(gold) | set(pred)))}
+        out[m] = (np.array([index[g] for g in gold]), np.array([index[x] for x in pred]), len(index))
+    return out
+
+
+def _macro_f1(gold: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """models.evaluation's macro-F1: the mean F1 of the classes present in ``gold``."""
+    tp = np.bincount(gold[gold == pred], minlength=k)
+    total = np.bincount(gold, minlength=k) + np.bincount(pred, minlength=k)  # 2tp + fp + fn
+    present = np.bincount(gold, minlength=k) > 0
+    return float((2 * tp / np.maximum(total, 1))[present].mean())
+
+
+def _resampled_metrics(rows, preds, samples: np.ndarray) -> dict[str, np.ndarray]:
+    codes = _label_codes(rows, preds)
+    gold1 = np.array([r["urgency"] == 1 for r in rows])
+    pred1 = np.array([p.urgency == 1 for p in preds])
+    out = {m: np.array([_macro_f1(g[i], x[i], k) for i in samples]) for m, (g, x, k) in codes.items()}
+    hits = np.array([(gold1[i] & pred1[i]).sum() for i in samples], dtype=float)
+    out["u1_recall"] = hits / np.maximum([gold1[i].sum() for i in samples], 1)
+    out["u1_precision"] = hits / np.maximum([pred1[i].sum() for i in samples], 1)
+    return out
+
+
+def locked_intervals(rows, preds_by_config: dict[str, list], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0):
+    """95 % bootstrap intervals of each configuration's locked figures, and of the paired
+    differences between configurations (the same resampled rows for all), so a locked
+    figure's distance from a target, or a gain, is read against its sampling noise."""
+    n = len(rows)
+    full = np.arange(n)[None, :]
+    for name, preds in preds_by_config.items():  # the fast metrics must be the evaluation's own
+        fast, slow = _resampled_metrics(rows, preds, full), metrics(preds, rows)
+        for m in METRICS:
+            if abs(fast[m][0] - slow[m]) > 1e-3:
+                raise AssertionError(f"bootstrap {m} of {name}: {fast[m][0]} against {slow[m]}")
+    samples = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    draws = {name: _resampled_metrics(rows, preds, samples) for name, preds in preds_by_config.items()}
+    ci = {name: {m: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for m, v in d.items()}
+          for name, d in draws.items()}
+    paired_ci = {}
+    for a, b in LOCKED_PAIRS:
+        if a in draws and b in draws:
+            paired_ci[f"{a} -> {b}"] = {
+                m: [float(np.percentile(draws[b][m] - draws[a][m], 2.5)), float(np.percentile(draws[b][m] - draws[a][m], 97.5))]
+                for m in METRICS
+            }
+    return ci, paired_ci
 
 
 def previous_seed(tmp: Path) -> list[dict]:
@@ -162,6 +229,7 @@ def main() -> int:
                               "confirmed_weight": settings.confirmed_weight, "urgent_threshold": threshold},
                  "configs": {}, "skipped": []}
     timings = {}
+    locked_preds: dict[str, list] = {}
 
     def seed_only(name, seed_rows, thr, with_history=False, previous=False):
         if name in SKIP:
@@ -171,7 +239,8 @@ def main() -> int:
         model = fit(seed_rows, with_history=with_history, previous=previous)
         timings[name] = time.perf_counter() - t0
         per_fold = [score(model, test, thr) for _, test in folds]
-        out["configs"][name] = {"cv": summarise(per_fold), "per_fold": per_fold, "locked": score(model, locked, thr)}
+        locked_preds[name] = predict(model, locked, thr)
+        out["configs"][name] = {"cv": summarise(per_fold), "per_fold": per_fold, "locked": metrics(locked_preds[name], locked)}
         log(f"{name}: {out['configs'][name]['cv']['dispute']}, locked {out['configs'][name]['locked']}")
         return model
 
@@ -189,7 +258,8 @@ def main() -> int:
         if sweep:
             out["operating_points_after_review"] = {x: summarise(v) for x, v in points.items()}
         timings[name] = (time.perf_counter() - t0) / len(split)
-        locked_score = score(fit(seed_rows, tune, with_history, previous), locked, thr)
+        locked_preds[name] = predict(fit(seed_rows, tune, with_history, previous), locked, thr)
+        locked_score = metrics(locked_preds[name], locked)
         out["configs"][name] = {"cv": summarise(per_fold), "per_fold": per_fold, "locked": locked_score,
                                 "folds": len(split)}
         log(f"{name}: {out['configs'][name]['cv']['dispute']}, locked {locked_score}")
@@ -226,6 +296,7 @@ def main() -> int:
         out["learning_curve_uncertainty"] = {str(n): score(fit(seed, ranked[:n]), locked, threshold)
                                              for n in CURVE_SIZES if 0 < n < len(tune)}
         log(f"uncertainty curve: { {n: round(s['dispute'], 3) for n, s in out['learning_curve_uncertainty'].items()} }")
+    out["locked_intervals"], out["locked_paired_intervals"] = locked_intervals(locked, locked_preds)
     out["timings_s"] = timings
     out["wall_s"] = time.perf_counter() - started
     out["load_average"] = os.getloadavg()[0]
@@ -272,6 +343,21 @@ def report(out: dict) -> str:
             f"| {name}{mark} | " + " | ".join(f"{cv[m][0]:.3f} ± {cv[m][1]:.3f}" for m in METRICS)
             + f" | {lk['dispute']:.3f} / {lk['urgency']:.3f} ({lk['u1_recall']:.2f}) / {lk['emotion']:.3f} |"
         )
+    if out.get("locked_intervals"):
+        n = p["locked"]
+        lines += ["", f"Locked rows with 95 % bootstrap intervals ({BOOTSTRAP_RESAMPLES} resamples of the {n} rows; "
+                  "the locked figure's own sampling noise, which a target or a gain is read against):", "",
+                  "| configuration | dispute type | urgency | 一级 recall | 一级 precision | emotion |", "|---|---|---|---|---|---|"]
+        for name, ci in out["locked_intervals"].items():
+            lk = out["configs"][name]["locked"]
+            lines.append(f"| {name} | " + " | ".join(f"{lk[m]:.3f} [{ci[m][0]:.3f}, {ci[m][1]:.3f}]" for m in METRICS) + " |")
+        lines += ["", "Paired differences on the locked rows (the same resampled rows for both; 95 % intervals):", "",
+                  "| from -> to | dispute type | urgency | 一级 recall | emotion |", "|---|---|---|---|---|"]
+        for pair, ci in out.get("locked_paired_intervals", {}).items():
+            a, b = pair.split(" -> ")
+            la, lb = out["configs"][a]["locked"], out["configs"][b]["locked"]
+            lines.append(f"| {pair} | " + " | ".join(
+                f"{lb[m] - la[m]:+.3f} [{ci[m][0]:+.3f}, {ci[m][1]:+.3f}]" for m in ("dispute", "urgency", "u1_recall", "emotion")) + " |")
     lines += ["", "Paired gains (same test folds; mean ± standard deviation of the per-fold difference):", ""]
     lines += ["| from -> to | dispute type | urgency | 一级 recall | emotion |", "|---|---|---|---|---|"]
     for a, b in (("previous release", "default"), ("default", "default + history"),
@@ -320,12 +406,16 @@ def report(out: dict) -> str:
         if config not in out["configs"]:
             continue
         lk = out["configs"][config]["locked"]
-        verdicts = [f"{m} {lk[m]:.3f} (target {t}: {'met' if lk[m] >= t else '**not met**'})" for m, t in target.items()]
+        ci = out.get("locked_intervals", {}).get(config)
+        verdicts = [f"{m} {lk[m]:.3f}" + (f" [{ci[m][0]:.3f}, {ci[m][1]:.3f}]" if ci else "")
+                    + f" (target {t}: {'met' if lk[m] >= t else '**not met**'})" for m, t in target.items()]
         lines.append(f"- {config}: " + "; ".join(verdicts))
     if "default + history" in out["configs"]:
         base, hist = out["configs"]["default"]["locked"], out["configs"]["default + history"]["locked"]
+        pci = out.get("locked_paired_intervals", {}).get("default -> default + history")
         lines.append("- history gain on the locked rows (target +0.03 each head): " + "; ".join(
-            f"{m} {hist[m] - base[m]:+.3f}" for m in ("dispute", "urgency", "emotion")))
+            f"{m} {hist[m] - base[m]:+.3f}" + (f" [{pci[m][0]:+.3f}, {pci[m][1]:+.3f}]" if pci else "")
+            for m in ("dispute", "urgency", "emotion")))
     if out.get("skipped"):
         lines += ["", "Not measured in this run (BENCH_ACCURACY_SKIP): " + ", ".join(out["skipped"]) + "."]
     t = out["timings_s"]
