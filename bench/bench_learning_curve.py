@@ -16,12 +16,13 @@ Writes ``bench/results/learning.md`` and ``bench/results/learning_curve.png``. T
 in place, never copied. Target: after 200 confirmations, dispute-type macro-F1 on the
 held-out part at least 0.08 above the seed-only model.
 
-    python bench/bench_learning_curve.py [--batches 8] [--batch-size 25] [--holdout-share 0.35]
+    python bench/bench_learning_curve.py [--batches 0 (until the pool runs out)] [--batch-size 25] [--holdout-share 0.35]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -141,7 +142,7 @@ def run_arm(order: str, seed_store: str, pool: list[dict], held: list[dict], bat
                           "corrections": 0, "seconds": 0.0})
             rng = random.Random(rng_seed)
             confirmed = 0
-            for batch in range(batches):
+            for batch in itertools.count() if batches <= 0 else range(batches):
                 started = time.perf_counter()
                 params = {"order": "uncertainty", "limit": batch_size if order == "uncertainty" else 1000}
                 queue = client.get("/v1/review/queue", params=params, headers=headers).json()["items"]
@@ -274,7 +275,8 @@ def report(arms: list[dict], n_pool: int, n_held: int, elapsed: float, args) -> 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=0,
+                        help="batches per order; 0 (default): until the review pool runs out (29 of 25 here)")
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--holdout-share", type=float, default=0.35)
     parser.add_argument("--seed", type=int, default=7, help="random order's seed")
