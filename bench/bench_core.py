@@ -1,7 +1,8 @@
 """Benchmark of the triage core: quality on real complaints, cross-validation, speed.
 
 Quality: the default model (trained on ``datasets/seed`` only, plus the optional corpus
-sentiment signal) scored on the real labeled complaints in ``../shared/data/dev_labeled.jsonl``,
+sentiment signal) scored on the real labeled complaints of ``../shared/data/dev_labeled.jsonl``'s
+tuning pool (``bench/dev_split.py``: the locked rows are scored by ``bench_accuracy.py`` alone),
 beside a majority-class baseline and 5-fold cross-validation on the seed data. The model
 is also trained without the corpus signal, to show what that signal is worth.
 Speed: ``triage predict`` on a 10k-message JSONL sampled from the real review corpora
@@ -27,7 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from dev_split import split_dev  # noqa: E402
 from models.evaluation import majority_baseline, score_predictions  # noqa: E402
 from models.store import ModelStore  # noqa: E402
 from models.training import CORPUS_FILES, cross_validate, fit_sentiment, load_labeled, train_backend  # noqa: E402
@@ -87,7 +90,7 @@ def main() -> int:
 
     # ---------------------------------------------------------------- quality on real complaints
     if have_dev:
-        dev, _ = load_labeled(DEV)
+        dev, _ = split_dev(DEV)  # the tuning pool: the locked rows are bench_accuracy's alone
         corpus_texts = set(stream_texts(10**7)) if have_corpora else set()
         out["dev_texts_also_in_corpora"] = sum(r["text"] in corpus_texts for r in dev)
         log("dev quality (with and without the corpus sentiment signal)")
@@ -184,7 +187,8 @@ def render(out: dict) -> str:
         final, model, base = out["dev"]["final"], out["dev"]["model"], out["dev_majority"]
         nocorp = out.get("dev_no_corpora")
         lines += [
-            f"Quality on {out['dev_n']} real complaints (`../shared/data/dev_labeled.jsonl`), model trained on "
+            f"Quality on {out['dev_n']} real complaints (the tuning pool of `../shared/data/dev_labeled.jsonl`; "
+            "its locked rows are scored by `bench_accuracy.py` alone), model trained on "
             f"`datasets/seed` only ({out['seed_messages']} messages) plus the corpus sentiment signal; "
             "final = model + domain rules.",
             "",
@@ -216,7 +220,7 @@ def render(out: dict) -> str:
             lines.append(f"| {head} | ECE | - | {fmt(final[head]['ece'])} | {fmt(model[head]['ece'])} | | | |")
         lines += [
             "",
-            f"All {out['dev_texts_also_in_corpora']} dev texts also occur verbatim in the review corpora; the sentiment "
+            f"{out['dev_texts_also_in_corpora']} of these {out['dev_n']} texts also occur verbatim in the review corpora; the sentiment "
             "signal's training always leaves them out (`models.training.evaluation_texts`), so the figures above carry no leak.",
             "",
         ]
