@@ -2,7 +2,7 @@
 
 Quality: the default model (trained on ``datasets/seed`` only, plus the optional corpus
 sentiment signal) scored on the real labeled complaints of ``../shared/data/dev_labeled.jsonl``'s
-tuning pool (``bench/dev_split.py``: the locked rows are scored by ``bench_accuracy.py`` alone),
+tuning pool (``bench/dev_split.py``: the locked rows are left out; ``bench_accuracy.py`` scores them),
 beside a majority-class baseline and 5-fold cross-validation on the seed data. The model
 is also trained without the corpus signal, to show what that signal is worth.
 Speed: ``triage predict`` on a 10k-message JSONL sampled from the real review corpora
@@ -90,7 +90,7 @@ def main() -> int:
 
     # ---------------------------------------------------------------- quality on real complaints
     if have_dev:
-        dev, _ = split_dev(DEV)  # the tuning pool: the locked rows are bench_accuracy's alone
+        dev, _ = split_dev(DEV)  # the tuning pool: the locked rows are left out (bench_accuracy scores them)
         corpus_texts = set(stream_texts(10**7)) if have_corpora else set()
         out["dev_texts_also_in_corpora"] = sum(r["text"] in corpus_texts for r in dev)
         log("dev quality (with and without the corpus sentiment signal)")
@@ -188,7 +188,7 @@ def render(out: dict) -> str:
         nocorp = out.get("dev_no_corpora")
         lines += [
             f"Quality on {out['dev_n']} real complaints (the tuning pool of `../shared/data/dev_labeled.jsonl`; "
-            "its locked rows are scored by `bench_accuracy.py` alone), model trained on "
+            "its locked rows are left out: `bench_accuracy.py` scores them), model trained on "
             f"`datasets/seed` only ({out['seed_messages']} messages) plus the corpus sentiment signal; "
             "final = model + domain rules.",
             "",
