@@ -115,9 +115,9 @@ def _label_codes(rows, preds) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
 def _macro_f1(gold: np.ndarray, pred: np.ndarray, k: int) -> float:
     """models.evaluation's macro-F1: the mean F1 of the classes present in ``gold``."""
     tp = np.bincount(gold[gold == pred], minlength=k)
-    total = np.bincount(gold, minlength=k) + np.bincount(pred, minlength=k)  # 2tp + fp + fn
-    present = np.bincount(gold, minlength=k) > 0
-    return float((2 * tp / np.maximum(total, 1))[present].mean())
+    in_gold = np.bincount(gold, minlength=k)
+    total = in_gold + np.bincount(pred, minlength=k)  # 2tp + fp + fn
+    return float((2 * tp / np.maximum(total, 1))[in_gold > 0].mean())
 
 
 def _resampled_metrics(rows, preds, samples: np.ndarray) -> dict[str, np.ndarray]:
@@ -144,15 +144,11 @@ def locked_intervals(rows, preds_by_config: dict[str, list], resamples: int = BO
                 raise AssertionError(f"bootstrap {m} of {name}: {fast[m][0]} against {slow[m]}")
     samples = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     draws = {name: _resampled_metrics(rows, preds, samples) for name, preds in preds_by_config.items()}
-    ci = {name: {m: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for m, v in d.items()}
-          for name, d in draws.items()}
+    ci = {name: {m: np.percentile(v, [2.5, 97.5]).tolist() for m, v in d.items()} for name, d in draws.items()}
     paired_ci = {}
     for a, b in LOCKED_PAIRS:
         if a in draws and b in draws:
-            paired_ci[f"{a} -> {b}"] = {
-                m: [float(np.percentile(draws[b][m] - draws[a][m], 2.5)), float(np.percentile(draws[b][m] - draws[a][m], 97.5))]
-                for m in METRICS
-            }
+            paired_ci[f"{a} -> {b}"] = {m: np.percentile(draws[b][m] - draws[a][m], [2.5, 97.5]).tolist() for m in METRICS}
     return ci, paired_ci
 
 
