@@ -112,7 +112,8 @@ def self_train(
 
     ``fit(inputs, labels, weights, progress)`` trains a fresh backend (the same recipe for
     both rounds). Returns the second model, or the first when there is no history or the
-    backend cannot take partial labels. ``known``: labels already known for some unlabeled
+    backend cannot take partial labels. An ensemble that cannot is returned with its members
+    that can (scikit-learn) self-trained, each on its own pseudo-labels. ``known``: labels already known for some unlabeled
     texts (keyed by the text, or a prepared text's ``text``), head -> a label or a set of
     labels. A label replaces the model's pseudo-label of that head (a positive public review
     is praise, and praise is ``calm``); a set narrows the pseudo-label to the most probable
@@ -123,12 +124,31 @@ def self_train(
     first = fit(inputs, labels, weights, _scaled(progress, 0.0, 0.4))
     if not unlabeled or not config.heads:
         return first
-    if not supports_partial_labels(first):
+    if supports_partial_labels(first):
+        return _learn_from_history(first, fit, inputs, labels, weights, unlabeled, config, known, say,
+                                   _scaled(progress, 0.45, 1.0))
+    learners = [m for m in getattr(first, "members", ()) if supports_partial_labels(m)]
+    if not learners:
         say(f"{type(first).__name__} cannot learn from unlabeled history; trained on the labeled data only")
         return first
+    # An ensemble: each member that can learn from the history does, by its own recipe (its
+    # own pseudo-labels, fitted again in place), as it would alone; the others keep their fit.
+    for i, member in enumerate(learners):
+        say(f"{type(first).__name__}: member {type(member).__name__} self-trains on the history")
+        refit = lambda t, l, w, p, member=member: member.fit(t, l, sample_weight=w, progress=p)  # noqa: E731
+        _learn_from_history(member, refit, inputs, labels, weights, unlabeled, config, known, say,
+                            _scaled(progress, 0.45 + 0.55 * i / len(learners), 0.45 + 0.55 * (i + 1) / len(learners)))
+    first._merge_classes()
+    return first
+
+
+def _learn_from_history(teacher, fit: Fit, inputs, labels, weights, unlabeled, config: SelfTraining, known, say,
+                        progress):
+    """The second round of :func:`self_train`: ``teacher``'s confident labels of ``unlabeled``
+    (with what is ``known`` of them), then ``fit`` on the labeled and pseudo-labeled data."""
     if progress:
-        progress("labelling the message history", 0.45)
-    pseudo = pseudo_labels(first, unlabeled, config, known)
+        progress("labelling the message history", 0.0)
+    pseudo = pseudo_labels(teacher, unlabeled, config, known)
     replaced = _apply_known(pseudo, unlabeled, known, config.heads) if known else 0
     narrowed = sum(_is_set(v) for item in unlabeled for h, v in _known_of(item, known or {}).items()
                    if h in config.heads)
@@ -141,7 +161,7 @@ def self_train(
         [*inputs, *unlabeled],
         {h: [*labels[h], *pseudo[h]] for h in HEADS},
         base_weights + [config.weight] * len(unlabeled),
-        _scaled(progress, 0.5, 1.0),
+        _scaled(progress, 0.1, 1.0),
     )
 
 

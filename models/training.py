@@ -276,6 +276,8 @@ def train_backend(
     self-training (:mod:`models.history`, settings in ``self_training``) where the backend
     supports it; ``known_labels`` (text -> head -> label) replace pseudo-labels there.
     """
+    from models.history import SelfTraining, self_train, supports_partial_labels
+
     if not records:
         raise ModelError("no labeled records to train on")
     missing = [h for h in HEADS if any(h not in r for r in records)]
@@ -283,32 +285,10 @@ def train_backend(
         raise ModelError(f"every training record needs the labels {', '.join(missing)}")
     if sample_weight is not None and len(sample_weight) != len(records):
         raise ModelError(f"{len(sample_weight)} sample weights for {len(records)} records")
-    template = get_backend_class(backend)(**params)
-    members = getattr(template, "members", None)
-    if unlabeled and members:  # an ensemble: each member by its own recipe (self-training where it can)
-        count = len(members)
-        for i, member in enumerate(members):
-            member_progress = None
-            if progress:
-                def member_progress(stage, fraction, i=i, name=member.name):
-                    progress(f"{name}: {stage}", (i + fraction) / count)
-            members[i] = _fit_recipe(member, records, sample_weight, member_progress, sentiment, unlabeled,
-                                     self_training, report, known_labels)
-        template._merge_classes()
-        return template
-    return _fit_recipe(template, records, sample_weight, progress, sentiment, unlabeled, self_training, report,
-                       known_labels)
-
-
-def _fit_recipe(template, records, sample_weight, progress, sentiment, unlabeled, self_training, report, known_labels):
-    """Fit fresh copies of the unfitted backend ``template``: on the labeled records, then
-    (where it can learn from partial labels) self-trained on ``unlabeled``."""
-    import copy
-
-    from models.history import SelfTraining, self_train, supports_partial_labels
+    backend_cls = get_backend_class(backend)
 
     def fit(inputs, labels, weights, fit_progress):
-        model = with_sentiment(copy.deepcopy(template), sentiment)
+        model = with_sentiment(backend_cls(**params), sentiment)
         return model.fit(inputs, labels, sample_weight=weights, progress=fit_progress)
 
     texts: list[Any] = [r["text"] for r in records]
@@ -316,7 +296,7 @@ def _fit_recipe(template, records, sample_weight, progress, sentiment, unlabeled
     if not unlabeled:
         return fit(texts, labels, sample_weight, progress)
     history: list[Any] = list(unlabeled)
-    if supports_partial_labels(template):  # both rounds see the same texts: prepare them once
+    if supports_partial_labels(backend_cls):  # both rounds see the same texts: prepare them once
         from triage.text import PreparedText, prepare
 
         texts, history = ([t if isinstance(t, PreparedText) else prepare(t) for t in items] for items in (texts, history))
