@@ -112,10 +112,10 @@ def self_train(
 
     ``fit(inputs, labels, weights, progress)`` trains a fresh backend (the same recipe for
     both rounds). Returns the second model, or the first when there is no history or the
-    backend cannot take partial labels. An ensemble that cannot is returned with its members
-    that can (scikit-learn) self-trained, each on its own pseudo-labels. ``known``: labels already known for some unlabeled
-    texts (keyed by the text, or a prepared text's ``text``), head -> a label or a set of
-    labels. A label replaces the model's pseudo-label of that head (a positive public review
+    backend cannot take partial labels; an ensemble, which cannot, is returned with its
+    members that can (scikit-learn) self-trained, each on its own pseudo-labels as it would
+    be alone. ``known``: labels already known for some unlabeled texts (keyed by the text,
+    or a prepared text's ``text``), head -> a label or a set of labels. A label replaces the model's pseudo-label of that head (a positive public review
     is praise, and praise is ``calm``); a set narrows the pseudo-label to the most probable
     of its labels (:func:`pseudo_labels`: a negative public review is a complaint, so its
     dispute type is not ``other``). See :meth:`models.public_reviews.PublicReviews.known_labels`.
@@ -138,7 +138,9 @@ def self_train(
         refit = lambda t, l, w, p, member=member: member.fit(t, l, sample_weight=w, progress=p)  # noqa: E731
         learn_from_history(member, refit, inputs, labels, weights, unlabeled, config, known, say,
                             _scaled(progress, 0.45 + 0.55 * i / len(learners), 0.45 + 0.55 * (i + 1) / len(learners)))
-    first._merge_classes()
+    merge = getattr(first, "_merge_classes", None)  # the members' classes, refitted
+    if merge is not None:
+        merge()
     return first
 
 

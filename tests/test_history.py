@@ -143,6 +143,7 @@ def test_an_ensemble_self_trains_each_member_that_can_learn_from_the_history():
     texts, labels = _labeled_set()
     records = [{"text": t, **{h: labels[h][i] for h in HEADS}} for i, t in enumerate(texts)]
     history = [HISTORY[d] + "!" * (i % 3) for i in range(20) for d in ("quality", "service")]
+
     def members():
         return [SklearnBackend(calibration_folds=0), SklearnBackend(calibration_folds=0, char_ngram=(1, 2))]
 
