@@ -115,10 +115,11 @@ def self_train(
     backend cannot take partial labels; an ensemble, which cannot, is returned with its
     members that can (scikit-learn) self-trained, each on its own pseudo-labels as it would
     be alone. ``known``: labels already known for some unlabeled texts (keyed by the text,
-    or a prepared text's ``text``), head -> a label or a set of labels. A label replaces the model's pseudo-label of that head (a positive public review
-    is praise, and praise is ``calm``); a set narrows the pseudo-label to the most probable
-    of its labels (:func:`pseudo_labels`: a negative public review is a complaint, so its
-    dispute type is not ``other``). See :meth:`models.public_reviews.PublicReviews.known_labels`.
+    or a prepared text's ``text``), head -> a label or a set of labels. A label replaces the
+    model's pseudo-label of that head (a positive public review is praise, and praise is
+    ``calm``); a set narrows the pseudo-label to the most probable of its labels
+    (:func:`pseudo_labels`: a negative public review is a complaint, so its dispute type is
+    not ``other``). See :meth:`models.public_reviews.PublicReviews.known_labels`.
     """
     say = report or (lambda msg: None)
     first = fit(inputs, labels, weights, _scaled(progress, 0.0, 0.4))
