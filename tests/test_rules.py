@@ -275,3 +275,47 @@ def test_a_lexicon_folder_without_anger_words_still_loads(tmp_path):
     lex = load_lexicons(tmp_path)
     assert lex.anger == ()
     assert apply_rules("垃圾", urgency=3, emotion="calm", lexicons=lex).emotion == "calm"
+
+
+# Cantonese and Taiwanese customers: the same rules in their words (written in traditional
+# characters, as they are; the text pipeline converts them before the rules read them).
+@pytest.mark.parametrize(
+    "text, rule, effect",
+    [
+        ("部相機開唔到機，充咗成晚都冇反應", "unusable", ("urgency", 1)),
+        ("補光燈插咗電就出煙，好驚", "safety", ("urgency", 1)),
+        ("充電器用咗一陣就有燶味", "safety", ("urgency", 1)),
+        ("食完你哋啲雞翼成家人肚痾", "safety", ("urgency", 1)),
+        ("再唔退錢我就報海關，話你賣假貨", "escalation_threat", ("escalation", True)),
+        ("我會去消費者委員會投訴你哋", "escalation_threat", ("escalation", True)),
+        ("店家再不處理我就提告", "escalation_threat", ("escalation", True)),
+        ("已經約了消保官，等著吧", "escalation_threat", ("escalation", True)),
+        ("仆街，呃人㗎，再都唔買", "anger_words", ("emotion", "angry")),
+        ("on9客服，成日搵唔到人", "anger_words", ("emotion", "angry")),
+        ("唔好再呃人啦", "anger_words", ("emotion", "angry")),  # an imperative, like 不要坑人
+    ],
+)
+def test_cantonese_and_taiwanese_words_fire_the_rules(text, rule, effect):
+    out = apply_rules(normalise(text), urgency=2, escalation=False, emotion="upset")
+    assert rule in rules_of(out), text
+    field, value = effect
+    assert getattr(out, field) == value, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我唔會去消委會投訴，退返錢就得",  # negated in Cantonese
+        "唔使報警咁誇張，換過部就得",
+        "包裹俾海關扣咗三日",  # customs holding a parcel is no threat
+        "唔係垃圾嚟㗎，幾好用",  # 唔係 takes the insult back
+        "冇呃人，真係同描述一樣",
+        "隔音一般，一晚上刺激死我啦",  # 刺激死我 is no 激死我
+        "酒店越靠北越貴",
+    ],
+)
+def test_cantonese_negations_and_look_alikes_do_not_fire(text):
+    out = apply_rules(normalise(text), urgency=2, escalation=False, emotion="upset")
+    assert out.escalation is False, text
+    assert out.urgency == 2, text
+    assert out.emotion == "upset", text

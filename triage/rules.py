@@ -57,8 +57,9 @@ _ROLE_TERMS = ("律师", "记者", "电视台", "市场监管局", "市场监督
 _ROLE_CUES = ("是", "做", "当", "干", "在")
 _NEGATION_WINDOW = 6
 # Cues that take an anger word back (不是垃圾, 并不是骗子, 不算坑人). Fewer than the escalation
-# negations: 别坑人了 and 不要坑人 are angry, not a retraction.
-_ANGER_NEGATIONS = ("并不是", "不是", "并非", "不算", "算不上", "谈不上", "没有", "没", "不")
+# negations: 别坑人了 and 不要坑人 are angry, not a retraction. Cantonese: 唔系垃圾, 冇呃人 (唔好呃人 is
+# an imperative: 好 is no light verb, so it stays angry).
+_ANGER_NEGATIONS = ("并不是", "不是", "并非", "不算", "算不上", "谈不上", "没有", "没", "不", "并唔系", "唔系", "唔算", "冇", "唔")
 ANGRY = "angry"
 # Laughter marks a joke (气死我了，又被种草了哈哈; 千万别买！除非你想天天追剧哈哈): its anger words do not count.
 _JOKE_CUES = ("哈哈", "嘻嘻", "hhh")
