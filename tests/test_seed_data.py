@@ -88,7 +88,7 @@ def test_every_row_has_the_fields_and_valid_labels(seed):
     for r in seed:
         assert set(r) - {"_where"} == FIELDS, r["_where"]
         assert isinstance(r["text"], str) and r["text"].strip(), r["_where"]
-        assert 5 <= len(r["text"]) <= 400, (r["_where"], len(r["text"]))
+        assert 5 <= len(r["text"]) <= 1200, (r["_where"], len(r["text"]))
         assert r["source"].startswith("seed/"), r["_where"]
         for head, labels in HEAD_LABELS.items():
             assert r[head] in labels and type(r[head]) is type(labels[0]), (r["_where"], head, r[head])
