@@ -319,3 +319,27 @@ def test_cantonese_negations_and_look_alikes_do_not_fire(text):
     assert out.escalation is False, text
     assert out.urgency == 2, text
     assert out.emotion == "upset", text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "补光用的两盏60W的灯，曝光我是手动锁的，ISO 400、快门1/50",  # the camera's exposure, in a sentence about it
+        "相機嘅曝光一直跳，係咪設定問題？",
+        "我看有的店写“假一赔十”，你们店支持吗",  # other shops' promise, mentioned
+        "别家都说假一赔十，你们呢",
+    ],
+)
+def test_camera_exposure_and_other_shops_promises_are_no_threat(text):
+    counted, ignored = find_escalation(normalise(text))
+    assert counted == [] and ignored, text
+    assert apply_rules(normalise(text), urgency=3).escalation is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["相机坏了，我要曝光你们", "镜头进灰了，不给换就曝光", "相机是二手翻新的，曝光你们这家黑店", "相机的事不解决，我就去曝光"],
+)
+def test_a_camera_owners_threat_to_expose_still_counts(text):
+    counted, _ = find_escalation(normalise(text))
+    assert counted == ["曝光"], text

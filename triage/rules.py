@@ -48,7 +48,12 @@ _HYPOTHETICAL_CUES = ("本来", "原本", "差点", "本想", "以为能")
 # ... or it is someone else's idea, words or deed (朋友叫我去消协, 客服说可以去12315, 有网友说要起诉),
 # or the news (看到新闻说…被市场监管局查处): unless the speaker then states their own intent.
 _THIRD_PARTY_CUES = ("别人", "有人", "网友", "人家", "评论里", "朋友", "我妈", "家人", "同事", "客服说", "主播说",
-                     "观众", "新闻", "报道", "听说", "看到", "看了", "网上说")
+                     "观众", "新闻", "报道", "听说", "看到", "看了", "网上说", "有的店", "别家", "别的店", "其他店", "其他家")
+# 曝光 is also a camera's exposure (曝光我是手动锁的，ISO 400; 相机嘅曝光一直跳): in a sentence about
+# the camera it is the setting, unless the clause threatens (我要曝光你们, 不给换就曝光).
+_CAMERA_CUES = ("相机", "镜头", "快门", "光圈", "ISO", "iso", "白平衡", "对焦", "测光", "摄像头", "过曝", "欠曝", "逆光")
+_EXPOSING_NEXT = ("你们", "你家", "你哋", "他们", "出去", "到网上", "网上", "给媒体", "这家", "这个店", "商家")
+_SENTENCE_BOUNDARY = re.compile(r"[.!?;。！？；\n]")
 _FIRST_PERSON_INTENT = ("我要", "我也要", "我会", "我就", "我已经", "我决定", "我明天", "我马上")
 # A condition the speaker sets in the next clause: 不给解决我就让他报道, 再拖就…, 否则…
 _THREAT_NEXT = re.compile(r"(?:再|不|没).{0,8}就|否则|不然")
@@ -198,6 +203,22 @@ def _not_the_speakers_threat(text: str, hit: TermHit, clause_start: int, clause_
     return False
 
 
+def _camera_exposure(text: str, hit: TermHit, clause_start: int, clause_end: int) -> bool:
+    """曝光 as the camera's exposure: a camera word in the sentence, and no threat in the clause."""
+    if hit.term != "曝光":
+        return False
+    clause = text[clause_start:clause_end]
+    if any(cue in clause for cue in _INTENT_CUES) or _THREAT_NEXT.search(clause):
+        return False
+    end = hit.start + len(hit.term)
+    if text[end : end + 4].startswith(_EXPOSING_NEXT):
+        return False
+    starts = [m.end() for m in _SENTENCE_BOUNDARY.finditer(text, 0, hit.start)]
+    following = _SENTENCE_BOUNDARY.search(text, end)
+    sentence = text[starts[-1] if starts else 0 : following.start() if following else len(text)]
+    return any(cue in sentence for cue in _CAMERA_CUES)
+
+
 def find_escalation(text: str, lexicons: Lexicons | None = None) -> tuple[list[str], list[str]]:
     """Escalation terms that count, and those ignored (negated, asked about, or only
     mentioned), in order."""
@@ -211,6 +232,7 @@ def find_escalation(text: str, lexicons: Lexicons | None = None) -> tuple[list[s
             _negated(text, hit, lex.negations, left)
             or _is_question(text, hit, left, right, closing)
             or _not_the_speakers_threat(text, hit, left, right)
+            or _camera_exposure(text, hit, left, right)
         ):
             ignored.append(hit.term)
         else:
