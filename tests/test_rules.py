@@ -343,3 +343,13 @@ def test_camera_exposure_and_other_shops_promises_are_no_threat(text):
 def test_a_camera_owners_threat_to_expose_still_counts(text):
     counted, _ = find_escalation(normalise(text))
     assert counted == ["曝光"], text
+
+
+def test_every_exclusion_in_the_default_lexicons_contains_one_of_their_terms():
+    """An exclusion (a -word line) only ever matters around a term it contains: one that
+    contains none is a typo or a broken line, and silently does nothing."""
+    lex = load_lexicons(DEFAULT_LEXICON_DIR)
+    for name in ("escalation", "safety", "counterfeit", "unusable", "loss", "anger"):
+        terms = getattr(lex, name)
+        dead = [x for x in getattr(lex, f"{name}_exclusions") if not any(t in x for t in terms)]
+        assert dead == [], (name, dead)
