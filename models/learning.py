@@ -467,6 +467,7 @@ class LearningLoop:
         confirmed_weight: float = CONFIRMED_WEIGHT,
         runner: JobRunner = DEFAULT_RUNNER,
         self_training=None,
+        lexicon_dir: Path | str | None = None,
     ):
         """``fit(texts, labels, weights, progress) -> backend`` trains a fresh backend
         (``fit_quick``, if given, the same recipe cheaper, for cross-validation only);
@@ -508,6 +509,7 @@ class LearningLoop:
         self._regrades: dict[str, RegradeJob] = {}
         self._last_regrade: RegradeJob | None = None
         self.runner = runner
+        self.lexicon_dir = lexicon_dir  # the rules' lexicons, for the 一级 operating-point curve
         self._task: JobHandle | None = None
         self._regrade_tasks: dict[str, JobHandle] = {}  # re-grades running on threads of this process
         self.ledger = self.hooks.ledger or MemoryLedger()
@@ -665,7 +667,8 @@ class LearningLoop:
             }
         }
         report("saving candidate", 0.92)
-        version = self._save(candidate, metrics, decision, trigger, cutoff)
+        version = self._save(candidate, metrics, decision, trigger, cutoff,
+                             operating_point=self._urgent_curve(candidate, seed, train_confirmed))
         self._audit("model.trained", actor, {"version": version, "promoted": decision.promote, "reason": decision.reason})
         regraded = 0
         if decision.promote:
@@ -679,9 +682,22 @@ class LearningLoop:
         backend, _manifest = self.store.load(version)
         return backend
 
-    def _save(self, backend, metrics, decision: GateDecision, trigger: str, cutoff: int | None) -> str:
+    def _urgent_curve(self, candidate, seed, confirmed) -> dict[str, Any] | None:
+        """一级 recall and precision per threshold on the candidate's confirmed labels, out of
+        fold (:mod:`models.operating_point`); ``TRIAGE_URGENT_RECALL`` reads it when serving."""
+        from models.operating_point import curve_from_backend
+        from triage.lexicons import load_lexicons
+
+        return curve_from_backend(candidate, range(len(seed), len(seed) + len(confirmed)),
+                                  [self._prepare(example.text) for example in confirmed],
+                                  [example.labels["urgency"] for example in confirmed],
+                                  lexicons=load_lexicons(self.lexicon_dir))
+
+    def _save(self, backend, metrics, decision: GateDecision, trigger: str, cutoff: int | None,
+              operating_point: dict[str, Any] | None = None) -> str:
         extra = {
             "metrics": metrics,
+            "operating_point": operating_point,
             "status": "candidate" if decision.promote else "rejected",
             "reason": decision.reason,
             "trigger": trigger,
@@ -1011,6 +1027,7 @@ def loop_for_service(service, store, settings=None, **kwargs) -> LearningLoop:
         "confidence": settings.promotion_confidence,
         "retrain_after": settings.retrain_after_confirmations,
         "confirmed_weight": settings.confirmed_weight,
+        "lexicon_dir": settings.lexicon_dir,
         **kwargs,
     }
     return LearningLoop(

@@ -349,6 +349,7 @@ class SklearnBackend(ClassifierBackend):
         chars = self.char_vectorizer.fit_transform([_char_input(p) for p in prepared])
         X = sp.hstack([words, chars, *self._extra_features(prepared)], format="csr")
         self.models, self.temperatures, self.classes_ = {}, {}, {}
+        self.oof_proba_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         heads = list(labels)
         for i, head in enumerate(heads):
             if progress:
@@ -369,7 +370,9 @@ class SklearnBackend(ClassifierBackend):
             Xh = X if rows.all() else X[np.flatnonzero(rows)]
             wh = None if weights is None else weights[rows]
             self.models[head] = self._fit_head(head, Xh, y_idx, wh)
-            self.temperatures[head] = self._calibrate(head, Xh, y_idx, wh)
+            self.temperatures[head], oof = self._calibrate(head, Xh, y_idx, wh)
+            if oof is not None and head == "urgency":  # for the 一级 operating point (models.operating_point); never saved
+                self.oof_proba_[head] = (np.flatnonzero(rows), _softmax(oof / self.temperatures[head]))
         self._index_weights()
         if progress:
             progress("done", 1.0)
@@ -389,12 +392,13 @@ class SklearnBackend(ClassifierBackend):
     def _fit_head(self, head, X, y_idx, weights) -> LinearHead:
         return _fit_linear_head(X, y_idx, int(y_idx.max()) + 1, self._C(head), weights, self._order(head))
 
-    def _calibrate(self, head, X, y_idx, weights) -> float:
-        """Temperature from out-of-fold scores; 1.0 when a class is too rare to fold."""
+    def _calibrate(self, head, X, y_idx, weights) -> tuple[float, np.ndarray | None]:
+        """Temperature from out-of-fold scores, and those scores; (1.0, None) when a class is
+        too rare to fold."""
         folds = int(self.params["calibration_folds"])
         counts = np.bincount(y_idx)
         if folds < 2 or counts.min() < folds:
-            return 1.0
+            return 1.0, None
         oof = np.zeros((X.shape[0], len(counts)))
         for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(X, y_idx):
             head_model = _fit_linear_head(
@@ -402,7 +406,7 @@ class SklearnBackend(ClassifierBackend):
                 self._order(head),
             )
             oof[test] = head_model.scores(X[test])
-        return _fit_temperature(oof, y_idx)
+        return _fit_temperature(oof, y_idx), oof
 
     def _index_weights(self) -> None:
         """Feature names and per-class weights (relative to the class mean) for explanations."""

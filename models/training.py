@@ -367,6 +367,18 @@ def train_default(
     backend = train_backend(labeled, settings.backend, sample_weight=weights, progress=progress,
                             sentiment=sentiment, unlabeled=unlabeled, report=say,
                             known_labels=public.known_labels() if public else None)
+    operating_point = None
+    if confirmed:
+        from models.operating_point import curve_from_backend
+        from triage.lexicons import load_lexicons
+
+        operating_point = curve_from_backend(
+            backend, range(len(records), len(labeled)), [r["text"] for r in confirmed], [r["urgency"] for r in confirmed],
+            lexicons=load_lexicons(settings.lexicon_dir))
+        if operating_point:
+            say(f"一级 curve on the {operating_point['confirmed']} confirmed labels (out of fold): "
+                + ", ".join(f"{pt['threshold']:g} -> recall {pt['recall']:.2f} precision {pt['precision']:.2f}"
+                            for pt in operating_point["points"] if pt["threshold"] in (0.5, 0.3, 0.2, 0.1)))
     metrics: dict[str, Any] = {}
     if cv_folds and cv_folds > 1:
         say(f"{cv_folds}-fold cross-validation")
@@ -378,6 +390,7 @@ def train_default(
         {
             "data_hash": data_hash(labeled),
             "metrics": metrics,
+            "operating_point": operating_point,
             "training": {
                 "records": len(records),
                 "confirmed": len(confirmed),

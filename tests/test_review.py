@@ -329,6 +329,7 @@ def test_review_and_model_routes(db_url, tmp_path, model_store):
         models = client.get("/v1/models", headers=as_rita).json()
         first = models["current"]
         assert [v["version"] for v in models["versions"]] == [first] and models["retrain"] is None
+        assert models["operating_point"]["source"] == "fixed"  # no TRIAGE_URGENT_RECALL: the fixed threshold
         assert client.post("/v1/models/retrain", headers=as_rita).status_code == 403
         started = client.post("/v1/models/retrain", headers=as_boss)
         assert started.status_code == 202

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # point favours 一级 recall; chosen by repeated CV on the tuning part of the real dev set
     # (bench/bench_accuracy.py).
     urgent_threshold: float | None = Field(default=0.3, gt=0, lt=1)
+    # Grade 一级 by a recall target instead: the share of real 一级 to find (say 0.85). Each
+    # training with confirmed labels measures 一级 recall and precision per threshold on them,
+    # out of fold (the model's manifest, "operating_point"); the service grades at the
+    # largest threshold that reaches the target there. Until a model has at least 15
+    # confirmed 一级, urgent_threshold applies. Empty: urgent_threshold always.
+    urgent_recall: float | None = Field(default=None, gt=0, lt=1)
     store_raw_text: bool = False
     host: str = "127.0.0.1"
     port: int = 8000

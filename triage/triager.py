@@ -77,6 +77,9 @@ class Triager:
             raise InvalidInput(f"urgent_threshold must be in (0, 1), got {urgent_threshold}")
         self.urgent_threshold = urgent_threshold
         self.manifest: dict[str, Any] = {}
+        # How urgent_threshold was chosen: a fixed setting, or a recall target read off the
+        # model's confirmed labels (TRIAGE_URGENT_RECALL; models.operating_point).
+        self.operating_point: dict[str, Any] = {"source": "fixed", "threshold": urgent_threshold}
 
     @classmethod
     def from_store(cls, store, version: str | None = None, **kwargs) -> "Triager":
@@ -91,9 +94,16 @@ class Triager:
         backend, manifest = store.load_predictor(version) if settings.fast_predict else store.load(version)
         kwargs.setdefault("max_chars", settings.max_text_chars)
         kwargs.setdefault("escalation_threshold", settings.escalation_threshold)
-        kwargs.setdefault("urgent_threshold", settings.urgent_threshold)
+        chosen = None
+        if "urgent_threshold" not in kwargs and settings.urgent_recall is not None:
+            from models.operating_point import threshold_for_recall
+
+            chosen = threshold_for_recall(manifest.get("operating_point"), settings.urgent_recall)
+        kwargs.setdefault("urgent_threshold", chosen.threshold if chosen else settings.urgent_threshold)
         triager = cls(backend, manifest["version"], **kwargs)
         triager.manifest = manifest
+        if chosen:
+            triager.operating_point = chosen.as_dict()
         return triager
 
     # ------------------------------------------------------------------ validation

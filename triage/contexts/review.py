@@ -760,8 +760,12 @@ class ReviewContext:
         recorded by whichever process ran them)."""
         job = self.learning.job()
         regrade = self.learning.regrade_job()
+        holder = self.learning.holder
         return {
             "current": self.store.current_version(),
+            # How the serving model grades 一级: a fixed threshold or a recall target
+            # (TRIAGE_URGENT_RECALL) read off its confirmed labels, with what it costs there.
+            "operating_point": getattr(holder.triager, "operating_point", None) if holder.loaded else None,
             "versions": self.store.list_versions(),
             "retrain": job.as_dict() if job else None,
             "regrade": regrade.as_dict() if regrade else None,
