@@ -1,0 +1,174 @@
+"""一级 by a recall target (``TRIAGE_URGENT_RECALL``) against the fixed operating point (issue 16).
+
+After review, the model has the installation's confirmed labels. Every training with
+confirmed labels stores 一级 recall and precision per threshold on them, out of fold
+(``models/operating_point.py``); with a recall target the service grades at the largest
+threshold that reaches it there. This benchmark asks whether the recall a team sets is the
+recall it gets on messages nobody labeled, and what precision (reviewer load) it costs.
+
+- Tuning pool: the after-review model of each of the 5x3 folds (seed + the train folds as
+  confirmed labels, the shipped recipe with the public reviews), its curve from those
+  confirmed labels, scored on the test fold at the fixed 0.3 and at each target: paired.
+- Locked rows (once for this change set; nothing chosen on them): seed + the whole pool
+  confirmed, with 95 % bootstrap intervals over the 424 rows.
+
+Writes ``bench/results/operating_point.md`` and ``operating_point.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_accuracy import _resampled_metrics, metrics  # noqa: E402
+from dev_split import DEV_PATH, repeated_folds, split_dev  # noqa: E402
+from models.history import SelfTraining  # noqa: E402
+from models.operating_point import curve_from_backend, threshold_for_recall  # noqa: E402
+from models.public_reviews import load_public_reviews  # noqa: E402
+from models.training import load_labeled, train_backend  # noqa: E402
+from triage.settings import Settings  # noqa: E402
+from triage.text import prepare  # noqa: E402
+from triage.triager import Triager  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+TARGETS = (0.8, 0.85, 0.9)
+SHOWN = ("urgency", "u1_recall", "u1_precision")
+RESAMPLES = 2000
+
+
+def log(msg: str) -> None:
+    print(f"[operating point] {msg}", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    if not DEV_PATH.is_file():
+        log(f"{DEV_PATH} not found: nothing to measure")
+        return 1
+    started = time.perf_counter()
+    settings = Settings()
+    fixed = settings.urgent_threshold
+    tune, locked = split_dev()
+    folds = list(repeated_folds(tune, 5, 3))
+    seed, _ = load_labeled(ROOT / "datasets" / "seed")
+    public = load_public_reviews(settings.public_reviews, report=log)
+    recipe = public.training_inputs() if public else {}
+    prepared = {r["text"]: prepare(r["text"]) for r in seed + tune + locked}
+
+    def after_review(confirmed):
+        rows = [{**r, "text": prepared[r["text"]]} for r in [*seed, *confirmed]]
+        weights = [1.0] * len(seed) + [settings.confirmed_weight] * len(confirmed)
+        model = train_backend(rows, "sklearn", sample_weight=weights, self_training=SelfTraining(), **recipe)
+        curve = curve_from_backend(model, range(len(seed), len(rows)), [prepared[r["text"]] for r in confirmed],
+                                   [r["urgency"] for r in confirmed])
+        return model, curve
+
+    def predict(model, rows, threshold):
+        return Triager(model, "bench", max_chars=10**9, urgent_threshold=threshold).predict_many([r["text"] for r in rows])
+
+    pool: dict = {"fixed": [], **{str(t): [] for t in TARGETS}}
+    chosen: dict[str, list] = {str(t): [] for t in TARGETS}
+    for i, (train, test) in enumerate(folds):
+        model, curve = after_review(train)
+        pool["fixed"].append(metrics(predict(model, test, fixed), test))
+        for t in TARGETS:
+            point = threshold_for_recall(curve, t)
+            thr = point.threshold if point else fixed
+            chosen[str(t)].append({"threshold": thr, "confirmed_recall": point.recall if point else None,
+                                   "confirmed_precision": point.precision if point else None})
+            pool[str(t)].append(metrics(predict(model, test, thr), test))
+        log(f"fold {i + 1}/{len(folds)}: thresholds {[c[-1]['threshold'] for c in chosen.values()]}")
+
+    log("locked rows: seed + the whole pool confirmed")
+    model, curve = after_review(tune)
+    locked_preds = {"fixed": predict(model, locked, fixed)}
+    locked_points = {}
+    for t in TARGETS:
+        point = threshold_for_recall(curve, t)
+        locked_points[str(t)] = point.as_dict() if point else None
+        locked_preds[str(t)] = predict(model, locked, point.threshold if point else fixed)
+    samples = np.random.default_rng(0).integers(0, len(locked), size=(RESAMPLES, len(locked)))
+    draws = {k: _resampled_metrics(locked, p, samples) for k, p in locked_preds.items()}
+    locked_out = {k: {"value": metrics(p, locked), "ci": {m: np.percentile(draws[k][m], [2.5, 97.5]).tolist() for m in SHOWN},
+                      "paired_ci": None if k == "fixed" else
+                      {m: np.percentile(draws[k][m] - draws["fixed"][m], [2.5, 97.5]).tolist() for m in SHOWN}}
+                  for k, p in locked_preds.items()}
+    out = {"fixed_threshold": fixed, "targets": list(TARGETS), "folds": len(folds), "pool_size": len(tune),
+           "locked_size": len(locked), "pool": pool, "chosen": chosen, "locked": locked_out,
+           "locked_curve": curve, "locked_points": locked_points, "wall_s": time.perf_counter() - started}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "operating_point.json").write_text(json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")
+    (RESULTS / "operating_point.md").write_text(report(out), encoding="utf-8")
+    print(report(out))
+    return 0
+
+
+def _mean_sd(values, sign: bool = False) -> str:
+    return f"{statistics.mean(values):{'+' if sign else ''}.3f} ± {statistics.stdev(values):.3f}"
+
+
+def report(out: dict) -> str:
+    pool, fixed = out["pool"], out["pool"]["fixed"]
+    lines = [
+        f"一级 by a recall target after review: the after-review model (seed + confirmed labels, the shipped recipe) "
+        f"grades 一级 at the largest threshold whose out-of-fold recall on its confirmed labels reaches the target "
+        f"(`TRIAGE_URGENT_RECALL`), against the fixed `TRIAGE_URGENT_THRESHOLD` {out['fixed_threshold']}. "
+        f"Final labels (model + rules).",
+        "",
+        f"Tuning pool ({out['pool_size']} real complaints), {out['folds']} folds (5x3): each fold's model is trained "
+        "with the other folds confirmed and scored on its test fold; mean ± standard deviation over the folds, and the "
+        "paired difference against the fixed threshold.",
+        "",
+        "| operating point | thresholds chosen (median, range) | urgency macro-F1 | 一级 recall | 一级 precision | "
+        "paired: recall | paired: precision | paired: urgency |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| fixed {out['fixed_threshold']} | - | {_mean_sd([f['urgency'] for f in fixed])} | "
+        f"{_mean_sd([f['u1_recall'] for f in fixed])} | {_mean_sd([f['u1_precision'] for f in fixed])} | | | |",
+    ]
+    for t in out["targets"]:
+        rows = pool[str(t)]
+        thr = [c["threshold"] for c in out["chosen"][str(t)]]
+        diff = {m: [a[m] - b[m] for a, b in zip(rows, fixed)] for m in SHOWN}
+        lines.append(
+            f"| recall target {t} | {statistics.median(thr):g} ({min(thr):g} to {max(thr):g}) | "
+            f"{_mean_sd([f['urgency'] for f in rows])} | {_mean_sd([f['u1_recall'] for f in rows])} | "
+            f"{_mean_sd([f['u1_precision'] for f in rows])} | {_mean_sd(diff['u1_recall'], True)} | "
+            f"{_mean_sd(diff['u1_precision'], True)} | {_mean_sd(diff['urgency'], True)} |")
+    lines += [
+        "",
+        f"Locked rows ({out['locked_size']}; scored once for this change set, nothing chosen on them): seed + the "
+        "whole pool confirmed; 95 % bootstrap intervals, and the paired difference against the fixed threshold.",
+        "",
+        "| operating point | threshold | recall on the confirmed labels (out of fold) | urgency macro-F1 | 一级 recall | "
+        "一级 precision | paired: recall | paired: precision |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, r in out["locked"].items():
+        v, ci = r["value"], r["ci"]
+        point = out["locked_points"].get(k)
+        thr = out["fixed_threshold"] if k == "fixed" else (point["threshold"] if point else out["fixed_threshold"])
+        name = f"fixed {out['fixed_threshold']}" if k == "fixed" else f"recall target {k}"
+        conf = "-" if not point else f"{point['confirmed_recall']:.3f} (precision {point['confirmed_precision']:.3f})"
+        paired = ("", "") if r["paired_ci"] is None else tuple(
+            f"[{r['paired_ci'][m][0]:+.3f}, {r['paired_ci'][m][1]:+.3f}]" for m in ("u1_recall", "u1_precision"))
+        lines.append(
+            f"| {name} | {thr:g} | {conf} | {v['urgency']:.3f} [{ci['urgency'][0]:.3f}, {ci['urgency'][1]:.3f}] | "
+            f"{v['u1_recall']:.3f} [{ci['u1_recall'][0]:.3f}, {ci['u1_recall'][1]:.3f}] | "
+            f"{v['u1_precision']:.3f} [{ci['u1_precision'][0]:.3f}, {ci['u1_precision'][1]:.3f}] | {paired[0]} | {paired[1]} |")
+    lines += ["", f"Whole benchmark {out['wall_s'] / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--report"]:  # the tables again from operating_point.json, without re-running
+        print(report(json.loads((RESULTS / "operating_point.json").read_text(encoding="utf-8"))))
+        sys.exit(0)
+    sys.exit(main())
