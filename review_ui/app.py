@@ -404,7 +404,8 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
         except TriageError as exc:
             return _error(tr, exc), gr.update(), ""
         choices = [v["version"] for v in reversed(overview["versions"]) if v.get("status") != "foreign"]
-        status = "\n\n".join(t for t in (job_text(overview["retrain"], tr), regrade_text(overview.get("regrade"), tr)) if t)
+        status = "\n\n".join(t for t in (render.operating_point(overview.get("operating_point"), tr), job_text(overview["retrain"], tr),
+                                         regrade_text(overview.get("regrade"), tr)) if t)
         return versions_html(overview, tr), gr.update(choices=choices), status
 
     def model_action(action: str):

@@ -188,3 +188,15 @@ def early_warning(alerts: Sequence[Any], incidents: Sequence[Any], followups: Se
     parts.append(table(follow_rows, follow_cols, titled(follow_cols))
                  if follow_rows else f"<p>{esc(tr('dash.no_followups'))}</p>")
     return "".join(parts)
+
+
+def operating_point(point: Mapping[str, Any] | None, tr: Translator = ZH) -> str:
+    """How the serving model grades 一级 (``GET /v1/models``' ``operating_point``): a fixed
+    threshold, or a recall target with the recall and precision it had on the confirmed labels."""
+    if not point or point.get("threshold") is None:
+        return ""
+    if point.get("source") == "recall target":
+        return tr("models.point_recall", target=point["target_recall"], threshold=point["threshold"],
+                  count=point["confirmed_urgent"], recall=f"{point['confirmed_recall']:.2f}",
+                  precision=f"{point['confirmed_precision']:.2f}")
+    return tr("models.point_fixed", threshold=point["threshold"])

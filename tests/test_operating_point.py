@@ -155,3 +155,18 @@ def test_a_retrain_stores_the_curve_of_its_confirmed_training_labels(tmp_path):
     assert curve["confirmed_urgent"] == sum(e.labels["urgency"] == 1 for e in train)
     assert [pt["threshold"] for pt in curve["points"]] == sorted((pt["threshold"] for pt in curve["points"]), reverse=True)
     service.db.dispose()
+
+
+def test_the_review_desk_says_how_one_is_graded_and_what_it_costs():
+    from models.operating_point import ChosenPoint
+    from review_ui import render
+    from review_ui.messages import Translator
+
+    zh, en = Translator("zh"), Translator("en")
+    assert "0.3" in render.operating_point({"source": "fixed", "threshold": 0.3}, zh)
+    assert "TRIAGE_URGENT_THRESHOLD" in render.operating_point({"source": "fixed", "threshold": 0.3}, en)
+    point = ChosenPoint(0.1, 0.85, 0.8545, 0.3357, 55).as_dict()
+    line = render.operating_point(point, en)
+    assert all(part in line for part in ("0.85", "threshold 0.1", "55 confirmed", "recall 0.85", "precision 0.34")), line
+    assert "召回目标 0.85" in render.operating_point(point, zh)
+    assert render.operating_point(None, en) == "" and render.operating_point({"source": "fixed", "threshold": None}) == ""
