@@ -12,6 +12,10 @@ training. A label counts as found when its out-of-fold P(一级) reaches the thr
 domain rule raises the message to 一级 (safety, unusable, counterfeit, business loss, an
 escalation term), as at prediction time. Every training that has confirmed labels stores the
 curve in its manifest (``operating_point``), so the target can change without a retrain.
+
+The folds do not keep copies of one text apart: a confirmed message that also stands in the
+seed, or one confirmed twice, is predicted by heads that saw its copy, so its recall here is
+optimistic.
 """
 
 from __future__ import annotations
