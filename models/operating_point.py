@@ -13,9 +13,9 @@ domain rule raises the message to 一级 (safety, unusable, counterfeit, busines
 escalation term), as at prediction time. Every training that has confirmed labels stores the
 curve in its manifest (``operating_point``), so the target can change without a retrain.
 
-The folds do not keep copies of one text apart: a confirmed message that also stands in the
-seed, or one confirmed twice, is predicted by heads that saw its copy, so its recall here is
-optimistic.
+Copies of one text stay in one calibration fold (a retrain self-trains on the stored
+messages, which include the confirmed ones): scored by heads that had learned a copy's
+label, the curve would promise more recall than the service then finds.
 """
 
 from __future__ import annotations

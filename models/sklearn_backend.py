@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from models.base import ClassifierBackend, ProgressFn
 from triage.errors import ModelError
@@ -350,6 +350,7 @@ class SklearnBackend(ClassifierBackend):
         X = sp.hstack([words, chars, *self._extra_features(prepared)], format="csr")
         self.models, self.temperatures, self.classes_ = {}, {}, {}
         self.oof_proba_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        texts_of_rows = [p.text for p in prepared]  # copies of one text stay in one calibration fold
         heads = list(labels)
         for i, head in enumerate(heads):
             if progress:
@@ -370,7 +371,8 @@ class SklearnBackend(ClassifierBackend):
             Xh = X if rows.all() else X[np.flatnonzero(rows)]
             wh = None if weights is None else weights[rows]
             self.models[head] = self._fit_head(head, Xh, y_idx, wh)
-            self.temperatures[head], oof = self._calibrate(head, Xh, y_idx, wh)
+            head_texts = texts_of_rows if rows.all() else [texts_of_rows[i] for i in np.flatnonzero(rows)]
+            self.temperatures[head], oof = self._calibrate(head, Xh, y_idx, wh, head_texts)
             if oof is not None and head == "urgency":  # for the 一级 operating point (models.operating_point); never saved
                 self.oof_proba_[head] = (np.flatnonzero(rows), _softmax(oof / self.temperatures[head]))
         self._index_weights()
@@ -392,15 +394,27 @@ class SklearnBackend(ClassifierBackend):
     def _fit_head(self, head, X, y_idx, weights) -> LinearHead:
         return _fit_linear_head(X, y_idx, int(y_idx.max()) + 1, self._C(head), weights, self._order(head))
 
-    def _calibrate(self, head, X, y_idx, weights) -> tuple[float, np.ndarray | None]:
+    def _calibrate(self, head, X, y_idx, weights, texts: Sequence[str] | None = None) -> tuple[float, np.ndarray | None]:
         """Temperature from out-of-fold scores, and those scores; (1.0, None) when a class is
-        too rare to fold."""
+        too rare to fold.
+
+        Copies of one text (``texts``; a retrain's stored messages include the confirmed ones,
+        self-trained as pseudo-labels) are kept in one fold, or a copy's label would be
+        learned before the text is scored; without copies the folds are as they always were.
+        """
         folds = int(self.params["calibration_folds"])
         counts = np.bincount(y_idx)
         if folds < 2 or counts.min() < folds:
             return 1.0, None
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(X, y_idx))
+        if texts is not None and len(set(texts)) < len(texts):
+            ids: dict[str, int] = {}
+            groups = np.array([ids.setdefault(t, len(ids)) for t in texts])
+            grouped = list(StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(X, y_idx, groups))
+            if all(len(np.unique(y_idx[train])) == len(counts) for train, _ in grouped):
+                splits = grouped
         oof = np.zeros((X.shape[0], len(counts)))
-        for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(X, y_idx):
+        for train, test in splits:
             head_model = _fit_linear_head(
                 X[train], y_idx[train], len(counts), self._C(head), None if weights is None else weights[train],
                 self._order(head),
