@@ -9,6 +9,9 @@ recall it gets on messages nobody labeled, and what precision (reviewer load) it
 - Tuning pool: the after-review model of each of the 5x3 folds (seed + the train folds as
   confirmed labels, the shipped recipe with the public reviews), its curve from those
   confirmed labels, scored on the test fold at the fixed 0.3 and at each target: paired.
+  Twice: with the confirmed labels only (``triage train --confirmed``), and with the
+  confirmed messages also in the self-training history, as the service's retrain reads them
+  from its stored messages (where a copy of a confirmed text sits among the pseudo-labels).
 - Locked rows (once for this change set; nothing chosen on them): seed + the whole pool
   confirmed, with 95 % bootstrap intervals over the 424 rows.
 
@@ -43,6 +46,7 @@ RESULTS = ROOT / "bench" / "results"
 TARGETS = (0.8, 0.85, 0.9)
 SHOWN = ("urgency", "u1_recall", "u1_precision")
 RESAMPLES = 2000
+ARMS = {False: "confirmed labels only", True: "confirmed messages also stored"}
 
 
 def log(msg: str) -> None:
@@ -63,10 +67,14 @@ def main() -> int:
     recipe = public.training_inputs() if public else {}
     prepared = {r["text"]: prepare(r["text"]) for r in seed + tune + locked}
 
-    def after_review(confirmed):
+    def after_review(confirmed, stored: bool):
+        """Seed + ``confirmed``; with ``stored``, the confirmed messages are also in the
+        self-training history, as a retrain reads them from the service's stored messages."""
         rows = [{**r, "text": prepared[r["text"]]} for r in [*seed, *confirmed]]
         weights = [1.0] * len(seed) + [settings.confirmed_weight] * len(confirmed)
-        model = train_backend(rows, "sklearn", sample_weight=weights, self_training=SelfTraining(), **recipe)
+        history = [prepared[r["text"]] for r in confirmed] if stored else []
+        inputs = {**recipe, "unlabeled": [*history, *recipe.get("unlabeled", [])]}
+        model = train_backend(rows, "sklearn", sample_weight=weights, self_training=SelfTraining(), **inputs)
         curve = curve_from_backend(model, range(len(seed), len(rows)), [prepared[r["text"]] for r in confirmed],
                                    [r["urgency"] for r in confirmed])
         return model, curve
@@ -74,36 +82,40 @@ def main() -> int:
     def predict(model, rows, threshold):
         return Triager(model, "bench", max_chars=10**9, urgent_threshold=threshold).predict_many([r["text"] for r in rows])
 
-    pool: dict = {"fixed": [], **{str(t): [] for t in TARGETS}}
-    chosen: dict[str, list] = {str(t): [] for t in TARGETS}
-    for i, (train, test) in enumerate(folds):
-        model, curve = after_review(train)
-        pool["fixed"].append(metrics(predict(model, test, fixed), test))
+    def arm(stored: bool) -> dict:
+        pool: dict = {"fixed": [], **{str(t): [] for t in TARGETS}}
+        chosen: dict[str, list] = {str(t): [] for t in TARGETS}
+        for i, (train, test) in enumerate(folds):
+            model, curve = after_review(train, stored)
+            pool["fixed"].append(metrics(predict(model, test, fixed), test))
+            for t in TARGETS:
+                point = threshold_for_recall(curve, t)
+                thr = point.threshold if point else fixed
+                chosen[str(t)].append({"threshold": thr, "confirmed_recall": point.recall if point else None,
+                                       "confirmed_precision": point.precision if point else None})
+                pool[str(t)].append(metrics(predict(model, test, thr), test))
+            log(f"{ARMS[stored]}: fold {i + 1}/{len(folds)}: thresholds {[c[-1]['threshold'] for c in chosen.values()]}")
+
+        log(f"{ARMS[stored]}: locked rows, seed + the whole pool confirmed")
+        model, curve = after_review(tune, stored)
+        locked_preds = {"fixed": predict(model, locked, fixed)}
+        locked_points = {}
         for t in TARGETS:
             point = threshold_for_recall(curve, t)
-            thr = point.threshold if point else fixed
-            chosen[str(t)].append({"threshold": thr, "confirmed_recall": point.recall if point else None,
-                                   "confirmed_precision": point.precision if point else None})
-            pool[str(t)].append(metrics(predict(model, test, thr), test))
-        log(f"fold {i + 1}/{len(folds)}: thresholds {[c[-1]['threshold'] for c in chosen.values()]}")
+            locked_points[str(t)] = point.as_dict() if point else None
+            locked_preds[str(t)] = predict(model, locked, point.threshold if point else fixed)
+        samples = np.random.default_rng(0).integers(0, len(locked), size=(RESAMPLES, len(locked)))
+        draws = {k: _resampled_metrics(locked, p, samples) for k, p in locked_preds.items()}
+        locked_out = {k: {"value": metrics(p, locked),
+                          "ci": {m: np.percentile(draws[k][m], [2.5, 97.5]).tolist() for m in SHOWN},
+                          "paired_ci": None if k == "fixed" else
+                          {m: np.percentile(draws[k][m] - draws["fixed"][m], [2.5, 97.5]).tolist() for m in SHOWN}}
+                      for k, p in locked_preds.items()}
+        return {"pool": pool, "chosen": chosen, "locked": locked_out, "locked_curve": curve, "locked_points": locked_points}
 
-    log("locked rows: seed + the whole pool confirmed")
-    model, curve = after_review(tune)
-    locked_preds = {"fixed": predict(model, locked, fixed)}
-    locked_points = {}
-    for t in TARGETS:
-        point = threshold_for_recall(curve, t)
-        locked_points[str(t)] = point.as_dict() if point else None
-        locked_preds[str(t)] = predict(model, locked, point.threshold if point else fixed)
-    samples = np.random.default_rng(0).integers(0, len(locked), size=(RESAMPLES, len(locked)))
-    draws = {k: _resampled_metrics(locked, p, samples) for k, p in locked_preds.items()}
-    locked_out = {k: {"value": metrics(p, locked), "ci": {m: np.percentile(draws[k][m], [2.5, 97.5]).tolist() for m in SHOWN},
-                      "paired_ci": None if k == "fixed" else
-                      {m: np.percentile(draws[k][m] - draws["fixed"][m], [2.5, 97.5]).tolist() for m in SHOWN}}
-                  for k, p in locked_preds.items()}
     out = {"fixed_threshold": fixed, "targets": list(TARGETS), "folds": len(folds), "pool_size": len(tune),
-           "locked_size": len(locked), "pool": pool, "chosen": chosen, "locked": locked_out,
-           "locked_curve": curve, "locked_points": locked_points, "wall_s": time.perf_counter() - started}
+           "locked_size": len(locked), "arms": {ARMS[stored]: arm(stored) for stored in (False, True)}}
+    out["wall_s"] = time.perf_counter() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "operating_point.json").write_text(json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")
     (RESULTS / "operating_point.md").write_text(report(out), encoding="utf-8")
@@ -116,53 +128,57 @@ def _mean_sd(values, sign: bool = False) -> str:
 
 
 def report(out: dict) -> str:
-    pool, fixed = out["pool"], out["pool"]["fixed"]
     lines = [
         f"一级 by a recall target after review: the after-review model (seed + confirmed labels, the shipped recipe) "
         f"grades 一级 at the largest threshold whose out-of-fold recall on its confirmed labels reaches the target "
         f"(`TRIAGE_URGENT_RECALL`), against the fixed `TRIAGE_URGENT_THRESHOLD` {out['fixed_threshold']}. "
-        f"Final labels (model + rules).",
+        "Final labels (model + rules). Two setups: the confirmed labels only (as `triage train --confirmed`), and "
+        "the confirmed messages also among the stored messages a retrain self-trains on (as the service retrains).",
         "",
         f"Tuning pool ({out['pool_size']} real complaints), {out['folds']} folds (5x3): each fold's model is trained "
         "with the other folds confirmed and scored on its test fold; mean ± standard deviation over the folds, and the "
         "paired difference against the fixed threshold.",
         "",
-        "| operating point | thresholds chosen (median, range) | urgency macro-F1 | 一级 recall | 一级 precision | "
+        "| setup | operating point | thresholds chosen (median, range) | urgency macro-F1 | 一级 recall | 一级 precision | "
         "paired: recall | paired: precision | paired: urgency |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| fixed {out['fixed_threshold']} | - | {_mean_sd([f['urgency'] for f in fixed])} | "
-        f"{_mean_sd([f['u1_recall'] for f in fixed])} | {_mean_sd([f['u1_precision'] for f in fixed])} | | | |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for t in out["targets"]:
-        rows = pool[str(t)]
-        thr = [c["threshold"] for c in out["chosen"][str(t)]]
-        diff = {m: [a[m] - b[m] for a, b in zip(rows, fixed)] for m in SHOWN}
-        lines.append(
-            f"| recall target {t} | {statistics.median(thr):g} ({min(thr):g} to {max(thr):g}) | "
-            f"{_mean_sd([f['urgency'] for f in rows])} | {_mean_sd([f['u1_recall'] for f in rows])} | "
-            f"{_mean_sd([f['u1_precision'] for f in rows])} | {_mean_sd(diff['u1_recall'], True)} | "
-            f"{_mean_sd(diff['u1_precision'], True)} | {_mean_sd(diff['urgency'], True)} |")
+    for name, a in out["arms"].items():
+        pool, fixed = a["pool"], a["pool"]["fixed"]
+        lines.append(f"| {name} | fixed {out['fixed_threshold']} | - | {_mean_sd([f['urgency'] for f in fixed])} | "
+                     f"{_mean_sd([f['u1_recall'] for f in fixed])} | {_mean_sd([f['u1_precision'] for f in fixed])} | | | |")
+        for t in out["targets"]:
+            rows = pool[str(t)]
+            thr = [c["threshold"] for c in a["chosen"][str(t)]]
+            diff = {m: [x[m] - b[m] for x, b in zip(rows, fixed)] for m in SHOWN}
+            lines.append(
+                f"| {name} | recall target {t} | {statistics.median(thr):g} ({min(thr):g} to {max(thr):g}) | "
+                f"{_mean_sd([f['urgency'] for f in rows])} | {_mean_sd([f['u1_recall'] for f in rows])} | "
+                f"{_mean_sd([f['u1_precision'] for f in rows])} | {_mean_sd(diff['u1_recall'], True)} | "
+                f"{_mean_sd(diff['u1_precision'], True)} | {_mean_sd(diff['urgency'], True)} |")
     lines += [
         "",
         f"Locked rows ({out['locked_size']}; scored once for this change set, nothing chosen on them): seed + the "
         "whole pool confirmed; 95 % bootstrap intervals, and the paired difference against the fixed threshold.",
         "",
-        "| operating point | threshold | recall on the confirmed labels (out of fold) | urgency macro-F1 | 一级 recall | "
-        "一级 precision | paired: recall | paired: precision |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setup | operating point | threshold | recall on the confirmed labels (out of fold) | urgency macro-F1 | "
+        "一级 recall | 一级 precision | paired: recall | paired: precision |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for k, r in out["locked"].items():
-        v, ci = r["value"], r["ci"]
-        point = out["locked_points"].get(k)
-        thr = out["fixed_threshold"] if k == "fixed" else (point["threshold"] if point else out["fixed_threshold"])
-        name = f"fixed {out['fixed_threshold']}" if k == "fixed" else f"recall target {k}"
-        conf = "-" if not point else f"{point['confirmed_recall']:.3f} (precision {point['confirmed_precision']:.3f})"
-        paired = ("", "") if r["paired_ci"] is None else tuple(
-            f"[{r['paired_ci'][m][0]:+.3f}, {r['paired_ci'][m][1]:+.3f}]" for m in ("u1_recall", "u1_precision"))
-        lines.append(
-            f"| {name} | {thr:g} | {conf} | {v['urgency']:.3f} [{ci['urgency'][0]:.3f}, {ci['urgency'][1]:.3f}] | "
-            f"{v['u1_recall']:.3f} [{ci['u1_recall'][0]:.3f}, {ci['u1_recall'][1]:.3f}] | "
-            f"{v['u1_precision']:.3f} [{ci['u1_precision'][0]:.3f}, {ci['u1_precision'][1]:.3f}] | {paired[0]} | {paired[1]} |")
+    for name, a in out["arms"].items():
+        for k, r in a["locked"].items():
+            v, ci = r["value"], r["ci"]
+            point = a["locked_points"].get(k)
+            thr = out["fixed_threshold"] if k == "fixed" or not point else point["threshold"]
+            op = f"fixed {out['fixed_threshold']}" if k == "fixed" else f"recall target {k}"
+            conf = "-" if not point else f"{point['confirmed_recall']:.3f} (precision {point['confirmed_precision']:.3f})"
+            paired = ("", "") if r["paired_ci"] is None else tuple(
+                f"[{r['paired_ci'][m][0]:+.3f}, {r['paired_ci'][m][1]:+.3f}]" for m in ("u1_recall", "u1_precision"))
+            lines.append(
+                f"| {name} | {op} | {thr:g} | {conf} | {v['urgency']:.3f} [{ci['urgency'][0]:.3f}, {ci['urgency'][1]:.3f}] | "
+                f"{v['u1_recall']:.3f} [{ci['u1_recall'][0]:.3f}, {ci['u1_recall'][1]:.3f}] | "
+                f"{v['u1_precision']:.3f} [{ci['u1_precision'][0]:.3f}, {ci['u1_precision'][1]:.3f}] | "
+                f"{paired[0]} | {paired[1]} |")
     lines += ["", f"Whole benchmark {out['wall_s'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
