@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     # training with confirmed labels measures 一级 recall and precision per threshold on them,
     # out of fold (the model's manifest, "operating_point"); the service grades at the
     # largest threshold that reaches the target there. Until a model has at least 15
-    # confirmed 一级, urgent_threshold applies. Empty: urgent_threshold always.
+    # confirmed 一级, and for the transformers and ensemble backends (no out-of-fold
+    # probabilities to read), urgent_threshold applies. Empty: urgent_threshold always.
     urgent_recall: float | None = Field(default=None, gt=0, lt=1)
     store_raw_text: bool = False
     host: str = "127.0.0.1"
