@@ -57,7 +57,7 @@ class ClaimNextIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stage: Literal["any", "first", "second", "adjudication"] = Field(
         default="any", description="any: a second review first, else a first one; adjudication: supervisors")
-    order: Literal["deadline", "uncertainty"] = "deadline"
+    order: Literal["deadline", "uncertainty", "learning"] = "deadline"
     exclude: list[Annotated[StrictInt, Field(ge=1, le=MAX_ID)]] = Field(
         default_factory=list, max_length=500, description="case ids to pass over (those you skipped)")
 
@@ -72,7 +72,7 @@ class ModelChangeIn(BaseModel):
 @router.get("/review/queue", tags=["review"], responses=responses(*AUTHENTICATED), summary="Cases waiting for review, most pressing first")
 def get_queue(
     request: Request,
-    order: Literal["deadline", "uncertainty"] = "deadline",
+    order: Literal["deadline", "uncertainty", "learning"] = "deadline",
     type_: Literal["quality", "service", "advertising", "refund", "other"] | None = Query(None, alias="type"),
     grade: int | None = Query(None, ge=1, le=3),
     emotion: Literal["calm", "upset", "angry"] | None = None,

@@ -175,6 +175,27 @@ def history_texts(n: int, exclude: set[str], seed: int = 0) -> list[str]:
     return texts[:n]
 
 
+def learning_order(ranked: list[dict], predicted: dict[str, str]) -> list[dict]:
+    """The review queue's learning order (``triage/contexts/review.py``, ``_ordered``) as a
+    reviewer meets it, deciding one case at a time: the queue's head is the least sure case
+    of the predicted dispute type with the fewest confirmations so far (ties in the
+    taxonomy's order), and each confirmation counts for the type it confirms. ``ranked``:
+    least sure first."""
+    from triage.taxonomy import DISPUTE_TYPES
+
+    waiting: dict[str, list[dict]] = {t: [] for t in DISPUTE_TYPES}
+    for r in ranked:
+        waiting[predicted[r["id"]]].append(r)
+    done = dict.fromkeys(DISPUTE_TYPES, 0)
+    order: list[dict] = []
+    while any(waiting.values()):
+        head = min((t for t in DISPUTE_TYPES if waiting[t]), key=lambda t: (done[t], DISPUTE_TYPES.index(t)))
+        r = waiting[head].pop(0)
+        order.append(r)
+        done[r["dispute_type"]] += 1
+    return order
+
+
 def summarise(per_fold: list[dict[str, float]]) -> dict[str, list[float]]:
     return {m: [statistics.mean(f[m] for f in per_fold), statistics.stdev(f[m] for f in per_fold)] for m in METRICS}
 
@@ -292,6 +313,12 @@ def main() -> int:
         out["learning_curve_uncertainty"] = {str(n): score(fit(seed, ranked[:n]), locked, threshold)
                                              for n in CURVE_SIZES if 0 < n < len(tune)}
         log(f"uncertainty curve: { {n: round(s['dispute'], 3) for n, s in out['learning_curve_uncertainty'].items()} }")
+        # ... and in the queue's learning order (GET /v1/review/queue?order=learning), decided one at a time
+        predicted = {r["id"]: p.dispute_type for r, p in zip(tune, triager.predict_many([r["text"] for r in tune]))}
+        in_turns = learning_order(ranked, predicted)
+        out["learning_curve_learning"] = {str(n): score(fit(seed, in_turns[:n]), locked, threshold)
+                                          for n in CURVE_SIZES if 0 < n < len(tune)}
+        log(f"learning-order curve: { {n: round(s['dispute'], 3) for n, s in out['learning_curve_learning'].items()} }")
     out["locked_intervals"], out["locked_paired_intervals"] = locked_intervals(locked, locked_preds)
     out["timings_s"] = timings
     out["wall_s"] = time.perf_counter() - started
@@ -386,16 +413,22 @@ def report(out: dict) -> str:
         if first and at200:
             gain = at200["dispute"][0] - first["dispute"][0]
             lines.append(f"\nDispute-type gain after 200 confirmations: {gain:+.3f} (target +0.08: {'met' if gain >= 0.08 else '**not met**'}).")
-        ucurve = out.get("learning_curve_uncertainty")
-        if ucurve and first:
-            lines += ["", "The same, confirming in the review queue's uncertainty order (the pool by the default "
-                      "model's confidence, least sure first; one order):", "",
+        for key, name, how in (
+            ("learning_curve_uncertainty", "uncertainty",
+             "the pool by the default model's confidence, least sure first; one order"),
+            ("learning_curve_learning", "learning",
+             "the least sure case of the predicted dispute type with the fewest confirmations so far, one at a time; one order"),
+        ):
+            ucurve = out.get(key)
+            if not (ucurve and first):
+                continue
+            lines += ["", f"The same, confirming in the review queue's {name} order ({how}):", "",
                       "| confirmed | dispute type | urgency | 一级 recall | emotion |", "|---:|---|---|---|---|"]
             for n, c in ucurve.items():
                 lines.append(f"| {n} | " + " | ".join(f"{c[m]:.3f}" for m in ("dispute", "urgency", "u1_recall", "emotion")) + " |")
             if "200" in ucurve:
                 gain = ucurve["200"]["dispute"] - first["dispute"][0]
-                lines.append(f"\nDispute-type gain after 200 confirmations in uncertainty order: {gain:+.3f} "
+                lines.append(f"\nDispute-type gain after 200 confirmations in {name} order: {gain:+.3f} "
                              f"(target +0.08: {'met' if gain >= 0.08 else '**not met**'}).")
     lines += ["", "Targets (issue 16), on the locked rows:", ""]
     for config, target in TARGETS.items():

@@ -7,9 +7,11 @@ Starting from a model trained on the project's seed data only, simulated reviewe
 ``POST /v1/cases/{id}/review``) in batches of 25. The service retrains on its own after every
 25 confirmations (``TRIAGE_RETRAIN_AFTER_CONFIRMATIONS``), through the real quality gate.
 Every version, promoted or rejected, is scored on a fixed held-out part of the file that is
-never ingested. Two orders are compared, each in its own process, database and model store:
+never ingested. Three orders are compared, each in its own process, database and model store:
 
 * ``uncertainty``: the queue's uncertainty order (lowest model confidence first);
+* ``learning``: the queue's learning order (the least sure case of each predicted dispute
+  type in turns, a type starting late by the turns its latest decisions had);
 * ``random``: a seeded random sample of the queue.
 
 Writes ``bench/results/learning.md`` and ``bench/results/learning_curve.png``. Texts are read
@@ -17,6 +19,7 @@ in place, never copied. Target: after 200 confirmations, dispute-type macro-F1 o
 held-out part at least 0.08 above the seed-only model.
 
     python bench/bench_learning_curve.py [--batches 0 (until the pool runs out)] [--batch-size 25] [--holdout-share 0.35]
+                                         [--orders uncertainty,learning,random] [--jobs 3]
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ RESULTS = ROOT / "bench" / "results"
 DEV_FILE = ROOT.parent / "shared" / "data" / "dev_labeled.jsonl"
 TARGET_GAIN = 0.08
 HEADS = ("dispute_type", "urgency", "emotion", "escalation")
+ORDERS = ("uncertainty", "learning", "random")  # "random" samples the queue; the others are its orders
 
 
 def say(message: str) -> None:
@@ -144,9 +148,9 @@ def run_arm(order: str, seed_store: str, pool: list[dict], held: list[dict], bat
             confirmed = 0
             for batch in itertools.count() if batches <= 0 else range(batches):
                 started = time.perf_counter()
-                params = {"order": "uncertainty", "limit": batch_size if order == "uncertainty" else 1000}
+                params = {"order": "uncertainty", "limit": 1000} if order == "random" else {"order": order, "limit": batch_size}
                 queue = client.get("/v1/review/queue", params=params, headers=headers).json()["items"]
-                picked = queue if order == "uncertainty" else rng.sample(queue, min(batch_size, len(queue)))
+                picked = rng.sample(queue, min(batch_size, len(queue))) if order == "random" else queue
                 if len(picked) < batch_size:
                     say(f"{order}: the pool ran out after {confirmed} confirmations")
                     break
@@ -207,7 +211,7 @@ def plot(arms: list[dict], seed_f1: float, path: Path) -> None:
 
     fig = Figure(figsize=(7, 4.2), tight_layout=True)
     ax = fig.subplots()
-    colours = {"uncertainty": "#2563eb", "random": "#f59e0b"}
+    colours = {"uncertainty": "#2563eb", "learning": "#059669", "random": "#f59e0b"}
     for arm in arms:
         xs = [s["confirmed"] for s in arm["steps"]]
         ax.plot(xs, [s["current_f1"]["dispute_type"] for s in arm["steps"]], marker="o",
@@ -239,7 +243,7 @@ def report(arms: list[dict], n_pool: int, n_held: int, elapsed: float, args) -> 
         f"{settings.promotion_confidence:g}); a confirmed label weighs {settings.confirmed_weight:g} seed messages "
         "(`TRIAGE_CONFIRMED_WEIGHT`). Scores: macro-F1 of the whole triager (model + rules) on the held-out part. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; total "
-        f"{elapsed / 60:.1f} min (both orders in parallel, one process each; 1-minute load average at the end "
+        f"{elapsed / 60:.1f} min ({len(arms)} orders, {args.jobs} at a time, one process each; 1-minute load average at the end "
         f"{os.getloadavg()[0]:.1f}: the `s` column is wall time per batch and grows with other work on the machine).",
         "",
         "![learning curve](learning_curve.png)",
@@ -280,9 +284,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--holdout-share", type=float, default=0.35)
     parser.add_argument("--seed", type=int, default=7, help="random order's seed")
-    parser.add_argument("--jobs", type=int, default=2, help="orders run in parallel (one process each)")
+    parser.add_argument("--orders", default=",".join(ORDERS), help=f"comma-separated, from {', '.join(ORDERS)}")
+    parser.add_argument("--jobs", type=int, default=3, help="orders run in parallel (one process each)")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from bench/results/learning.json")
     args = parser.parse_args(argv)
+    orders = [o.strip() for o in args.orders.split(",") if o.strip()]
+    if not orders or set(orders) - set(ORDERS):
+        parser.error(f"--orders: choose from {', '.join(ORDERS)}, got {args.orders!r}")
     if args.replot:
         arms = json.loads((RESULTS / "learning.json").read_text(encoding="utf-8"))
         plot(arms, arms[0]["steps"][0]["current_f1"]["dispute_type"], RESULTS / "learning_curve.png")
@@ -301,7 +309,7 @@ def main(argv=None) -> int:
         train_seed_model(Path(tmp) / "models")
         with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool_exec:
             futures = [pool_exec.submit(run_arm, order, str(Path(tmp) / "models"), pool, held, args.batches,
-                                        args.batch_size, args.seed) for order in ("uncertainty", "random")]
+                                        args.batch_size, args.seed) for order in orders]
             arms = [f.result() for f in futures]
     elapsed = time.perf_counter() - started
     RESULTS.mkdir(parents=True, exist_ok=True)

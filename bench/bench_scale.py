@@ -127,6 +127,7 @@ def requests(mid_id: int) -> dict[str, str]:
     return {
         "queue, deadline order": "/v1/review/queue?limit=20",
         "queue, uncertainty order": "/v1/review/queue?order=uncertainty&limit=20",
+        "queue, learning order": "/v1/review/queue?order=learning&limit=20",
         "queue, grade 1": "/v1/review/queue?grade=1&limit=20",
         "queue, refund + breached": "/v1/review/queue?type=refund&breached=true&limit=20",
         "queue, page 5": "/v1/review/queue?limit=20&offset=80",

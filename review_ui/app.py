@@ -478,7 +478,8 @@ def build_review_ui(get_context: Callable[[], Any]) -> gr.Blocks:
                                lambda t: {"label": t("filter.breached"), "choices": breached_choices(t)})
 
                 def order_choices(t):
-                    return [(t("order.deadline"), "deadline"), (t("order.uncertainty"), "uncertainty")]
+                    return [(t("order.deadline"), "deadline"), (t("order.uncertainty"), "uncertainty"),
+                            (t("order.learning"), "learning")]
 
                 f_order = L(gr.Radio(order_choices(zh), value="deadline", label=zh("filter.order")),
                             lambda t: {"label": t("filter.order"), "choices": order_choices(t)})

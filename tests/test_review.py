@@ -112,6 +112,42 @@ def test_queue_orders_by_deadline_then_grade_then_uncertainty(db):
     assert review.queue_size() == 5
 
 
+def test_learning_order_takes_the_dispute_types_in_turns(db):
+    """Least sure first within each predicted dispute type, the types in turns (taxonomy
+    order); paging, filters and claims follow the same order, on both databases."""
+    q1 = add_case(db, 1, dispute_type="quality", confidence=0.2)
+    q2 = add_case(db, 2, dispute_type="quality", confidence=0.3)
+    q3 = add_case(db, 3, dispute_type="quality", confidence=0.35)
+    s2 = add_case(db, 4, dispute_type="service", confidence=0.9)
+    s1 = add_case(db, 5, dispute_type="service", confidence=0.5)
+    o1 = add_case(db, 6, dispute_type="other", confidence=0.1)
+    r_none = add_case(db, 7, dispute_type="refund", confidence=0.05)
+    with db.session(write=True) as session:  # a case from before confidences were copied: last of its type
+        session.get(Case, r_none).confidence = None
+    r1 = add_case(db, 8, dispute_type="refund", confidence=0.6)
+    add_case(db, 9, dispute_type="advertising", confidence=0.01, labels_source="review")  # reviewed: not queued
+    review = ReviewService(db)
+    expected = [q1, s1, r1, o1, q2, s2, r_none, q3]
+    assert [i["case_id"] for i in review.queue(order="learning")] == expected
+    assert [i["case_id"] for i in review.queue(order="uncertainty")][:3] == [o1, q1, q2]  # not in turns
+    assert [i["case_id"] for i in review.queue(order="learning", limit=3, offset=3)] == expected[3:6]
+    assert [i["case_id"] for i in review.queue(QueueFilters(dispute_type="quality"), order="learning")] == [q1, q2, q3]
+    assert [i["case_id"] for i in review.queue(QueueFilters(exclude=[q1, s1]), order="learning")][:3] == [q2, s2, r1]  # turns re-counted
+    assert review.claim_next("ann", order="learning", stage="first")["case_id"] == q1
+    # ann's case counts as quality's turn for others: bob starts with service, not with q2
+    assert review.claim_next("bob", order="learning", stage="first")["case_id"] == s1
+    assert review.claim_next("ann", order="learning", stage="first")["case_id"] == q1  # hers comes back
+    assert review.queue(order="learning", stage="second") == []
+    # a final decision counts for the type it confirmed: one more turn done for service
+    done = add_case(db, 10, dispute_type="quality", labels_source="review")
+    with db.session(write=True) as session:
+        message_id = session.get(Case, done).message_id
+        session.add(ReviewDecision(case_id=done, message_id=message_id, reviewer="dan", labels={"dispute_type": "service"},
+                                   previous={"dispute_type": "quality"}, changed=True, stage="single", final=True))
+    # cat sees neither held case; quality is one turn late (q1 held), service three (s1 held, the decision)
+    assert [i["case_id"] for i in review.queue(order="learning", reviewer="cat")] == [r1, o1, q2, r_none, q3, s2]
+
+
 def test_queue_filters_and_bad_filters(db):
     a = add_case(db, 1, dispute_type="service", tier="supervisor")
     b = add_case(db, 2, dispute_type="quality", emotion="angry", breached=True)
@@ -312,6 +348,8 @@ def test_review_and_model_routes(db_url, tmp_path, model_store):
         only = client.get("/v1/review/queue", params={"type": queue["items"][0]["labels"]["dispute_type"]}, headers=as_rita)
         assert all(i["labels"]["dispute_type"] == queue["items"][0]["labels"]["dispute_type"] for i in only.json()["items"])
         assert client.get("/v1/review/queue", params={"order": "random"}, headers=as_rita).status_code == 422
+        learning = client.get("/v1/review/queue", params={"order": "learning"}, headers=as_rita).json()
+        assert learning["total"] == 3 and {i["case_id"] for i in learning["items"]} == set(ids)
 
         item = queue["items"][0]
         ok = client.post(f"/v1/cases/{item['case_id']}/review", headers=as_rita,

@@ -36,10 +36,11 @@ from triage.store.tables import (
     SlaEvent,
     utcnow,
 )
-from triage.taxonomy import HEADS, validate_label
+from triage.taxonomy import DISPUTE_TYPES, HEADS, validate_label
 
 OPEN_STATUSES = QUEUE_STATUSES
-ORDERS = ("deadline", "uncertainty")
+ORDERS = ("deadline", "uncertainty", "learning")
+LEARNING_MEMORY = 500  # the latest final decisions whose dispute types the learning order spreads over
 ACTIONS = ("confirm", "correct", "skip")
 STAGES = ("first", "second", "adjudication")  # what a case waits for
 CLAIM_STAGES = ("any", *STAGES)
@@ -186,30 +187,63 @@ class ReviewService:
         return query.where(Case.id.not_in(ReviewClaims.held_by_others(reviewer, now or self.now())))
 
     @staticmethod
-    def _ordered(query, order: str):
-        """Both orders walk one of the queue's partial indexes (triage/store/tables.py), NULLs
-        last written as (x IS NULL), x: the LIMIT stops after ``offset + limit`` entries."""
+    def _ordered(query, order: str, turns_done: dict[str, int] | None = None):
+        """The deadline and uncertainty orders walk one of the queue's partial indexes
+        (triage/store/tables.py), NULLs last written as (x IS NULL), x: the LIMIT stops after
+        ``offset + limit`` entries.
+
+        ``learning``: the uncertainty order taken in turns across the predicted dispute types:
+        each type's least sure case, then each type's second least sure, and so on, a type
+        starting as many turns late as it has in ``turns_done`` (:meth:`_learning_turns`: the
+        types of the latest decisions and of the cases other reviewers hold), so that the
+        confirmations of a session, and of several reviewers at once, spread over the types.
+        Least sure first alone fills a labeling session with the hardest cases of one or two
+        types; in turns, each confirmation teaches the dispute-type head more (README, Model
+        quality). The turns are numbered over the whole filtered queue (a window function),
+        so its cost follows the size of the live queue."""
         uncertainty = (Case.confidence.is_(None), Case.confidence)
         if order == "deadline":
             deadline = text(f"({RUNNING_DEADLINE})")
             return query.order_by(text(f"({RUNNING_DEADLINE}) IS NULL"), deadline, Case.priority_grade,
                                   *uncertainty, Case.id)
+        if order == "learning":
+            turn = func.row_number().over(partition_by=Case.dispute_type, order_by=(*uncertainty, Case.id))
+            late = {t: n for t, n in (turns_done or {}).items() if n}
+            if late:
+                turn = turn + sql_case(late, value=Case.dispute_type, else_=0)
+            ranked = query.with_only_columns(Case.id.label("case_id"), turn.label("turn"),
+                                             maintain_column_froms=True).subquery("ranked")
+            kind = sql_case({t: i for i, t in enumerate(DISPUTE_TYPES)}, value=Case.dispute_type, else_=len(DISPUTE_TYPES))
+            return select(Case).join(ranked, ranked.c.case_id == Case.id).order_by(ranked.c.turn, kind, Case.id)
         return query.order_by(*uncertainty, Case.id)
+
+    def _learning_turns(self, reviewer: str | None, now: datetime) -> dict[str, int]:
+        """How many turns each dispute type has had: the confirmed types of the latest
+        ``LEARNING_MEMORY`` final decisions, and the types of the cases others hold now."""
+        with self.db.session() as session:
+            recent = session.scalars(select(ReviewDecision.labels).where(ReviewDecision.final.is_(True))
+                                     .order_by(ReviewDecision.id.desc()).limit(LEARNING_MEMORY))
+            done = Counter(labels.get("dispute_type") for labels in recent if isinstance(labels, dict))
+            held = ReviewClaims.held_by_others(reviewer, now)
+            done.update(session.scalars(select(Case.dispute_type).where(Case.id.in_(held))))
+        return {t: done[t] for t in DISPUTE_TYPES if done[t]}
 
     def queue(
         self, filters: QueueFilters | None = None, order: str = "deadline", limit: int = 50, offset: int = 0,
         *, reviewer: str | None = None, stage: str = "first",
     ) -> list[dict[str, Any]]:
         """Cases waiting for a ``stage`` review that nobody else holds: by running deadline,
-        then grade, then model uncertainty; or purely by uncertainty (lowest confidence
-        first) for labeling sessions. Each item says who holds it (``claimed_by``: only the
+        then grade, then model uncertainty; or, for labeling sessions, purely by uncertainty
+        (lowest confidence first) or in the ``learning`` order (the least sure of each
+        predicted dispute type in turns; see :meth:`_ordered`). Each item says who holds it (``claimed_by``: only the
         reviewer themself can appear here) and its ``review_stage``."""
         if not 1 <= limit <= 1000:
             raise InvalidInput(f"limit must be between 1 and 1000, got {limit}")
         if offset < 0:
             raise InvalidInput(f"offset must be >= 0, got {offset}")
         now = self.now()
-        query = self._ordered(self._queue_query(filters or QueueFilters(), order, stage, reviewer, now), order)
+        turns = self._learning_turns(reviewer, now) if order == "learning" else None
+        query = self._ordered(self._queue_query(filters or QueueFilters(), order, stage, reviewer, now), order, turns)
         query = query.options(joinedload(Case.message), joinedload(Case.prediction)).limit(limit).offset(offset)
         with self.db.session() as session:
             items = [queue_item(case, now) for case in session.scalars(query).unique()]
@@ -316,7 +350,8 @@ class ReviewService:
         now = self.now()
         minutes = self.claim_minutes
         stages = ("second", "first") if stage == "any" else (stage,)
-        queries = {current: self._ordered(self._queue_query(filters, order, current, reviewer, now), order)
+        turns = self._learning_turns(reviewer, now) if order == "learning" else None
+        queries = {current: self._ordered(self._queue_query(filters, order, current, reviewer, now), order, turns)
                    for current in stages}
         held = self.claims.held_by(reviewer, now)
         for current, query in queries.items() if held else ():
