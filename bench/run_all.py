@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["bench_masking.py", "bench_accuracy.py", "bench_rules.py", "bench_operating_point.py", "bench_domain.py", "bench_core.py", "bench_speed.py", "bench_load.py",
+ORDER = ["bench_masking.py", "bench_accuracy.py", "bench_rules.py", "bench_operating_point.py", "bench_review_order.py", "bench_domain.py", "bench_core.py", "bench_speed.py", "bench_load.py",
          "bench_scaleout.py",
          "bench_surge.py", "bench_scale.py", "bench_learning_curve.py", "bench_transformers.py"]
 
