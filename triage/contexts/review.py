@@ -198,8 +198,8 @@ class ReviewService:
         types of the latest decisions and of the cases other reviewers hold), so that the
         confirmations of a session, and of several reviewers at once, spread over the types.
         Least sure first alone fills a labeling session with the hardest cases of one or two
-        types; in turns, each confirmation teaches the dispute-type head more (README, Model
-        quality). The turns are numbered over the whole filtered queue (a window function),
+        types; in turns, the first few hundred confirmations teach the dispute-type head
+        faster and the urgency head slower (README, Model quality). The turns are numbered over the whole filtered queue (a window function),
         so its cost follows the size of the live queue."""
         uncertainty = (Case.confidence.is_(None), Case.confidence)
         if order == "deadline":
