@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import case as sql_case
 from sqlalchemy import func, select, text, update
@@ -187,35 +187,42 @@ class ReviewService:
         return query.where(Case.id.not_in(ReviewClaims.held_by_others(reviewer, now or self.now())))
 
     @staticmethod
-    def _ordered(query, order: str, turns_done: dict[str, int] | None = None):
-        """The deadline and uncertainty orders walk one of the queue's partial indexes
-        (triage/store/tables.py), NULLs last written as (x IS NULL), x: the LIMIT stops after
-        ``offset + limit`` entries.
-
-        ``learning``: the uncertainty order taken in turns across the predicted dispute types:
-        each type's least sure case, then each type's second least sure, and so on, a type
-        starting as many turns late as it has in ``turns_done`` (:meth:`_learning_turns`: the
-        types of the latest decisions and of the cases other reviewers hold), so that the
-        confirmations of a session, and of several reviewers at once, spread over the types.
-        Least sure first alone fills a labeling session with the hardest cases of one or two
-        types; in turns, the first few hundred confirmations teach the dispute-type head
-        faster and the urgency head slower (README, Model quality). The turns are numbered over the whole filtered queue (a window function),
-        so its cost follows the size of the live queue."""
+    def _ordered(query, order: str):
+        """Both orders walk one of the queue's partial indexes (triage/store/tables.py), NULLs
+        last written as (x IS NULL), x: the LIMIT stops after ``offset + limit`` entries. The
+        learning order is the uncertainty order per dispute type (:meth:`_head`)."""
         uncertainty = (Case.confidence.is_(None), Case.confidence)
         if order == "deadline":
             deadline = text(f"({RUNNING_DEADLINE})")
             return query.order_by(text(f"({RUNNING_DEADLINE}) IS NULL"), deadline, Case.priority_grade,
                                   *uncertainty, Case.id)
-        if order == "learning":
-            turn = func.row_number().over(partition_by=Case.dispute_type, order_by=(*uncertainty, Case.id))
-            late = {t: n for t, n in (turns_done or {}).items() if n}
-            if late:
-                turn = turn + sql_case(late, value=Case.dispute_type, else_=0)
-            ranked = query.with_only_columns(Case.id.label("case_id"), turn.label("turn"),
-                                             maintain_column_froms=True).subquery("ranked")
-            kind = sql_case({t: i for i, t in enumerate(DISPUTE_TYPES)}, value=Case.dispute_type, else_=len(DISPUTE_TYPES))
-            return select(Case).join(ranked, ranked.c.case_id == Case.id).order_by(ranked.c.turn, kind, Case.id)
         return query.order_by(*uncertainty, Case.id)
+
+    def _head(self, session, query, order: str, n: int, turns_done: dict[str, int] | None = None,
+              types: Sequence[str] = DISPUTE_TYPES) -> list[int]:
+        """The ids of the first ``n`` cases of ``query`` (a :meth:`_queue_query`) in ``order``.
+
+        ``learning``: the uncertainty order taken in turns across the predicted dispute types:
+        each type's least sure case, then each type's second least sure, and so on (types in
+        the taxonomy's order within a turn), a type starting as many turns late as it has in
+        ``turns_done`` (:meth:`_learning_turns`: the types of the latest decisions and of the
+        cases other reviewers hold), so that the confirmations of a session, and of several
+        reviewers at once, spread over the types. Least sure first alone fills a labeling
+        session with the hardest cases of one or two types; in turns, the first few hundred
+        confirmations teach the dispute-type head faster and the urgency head slower (README,
+        Model quality). The first ``n`` in turns are among each type's ``n`` least sure, so
+        it walks the uncertainty index once per type, ``n`` entries of that type each."""
+        if order != "learning":
+            return list(session.scalars(self._ordered(query, order).with_only_columns(
+                Case.id, maintain_column_froms=True).limit(n)))
+        late = turns_done or {}
+        ranked = []
+        for t in types:
+            of_type = query.where(Case.dispute_type.concat("") == t)  # through the queue's index, as the filter
+            ids = session.scalars(self._ordered(of_type, "uncertainty").with_only_columns(
+                Case.id, maintain_column_froms=True).limit(n))
+            ranked += [(i + 1 + late.get(t, 0), DISPUTE_TYPES.index(t), case_id) for i, case_id in enumerate(ids)]
+        return [case_id for *_, case_id in sorted(ranked)[:n]]
 
     def _learning_turns(self, reviewer: str | None, now: datetime) -> dict[str, int]:
         """How many turns each dispute type has had: the confirmed types of the latest
@@ -228,6 +235,11 @@ class ReviewService:
             done.update(session.scalars(select(Case.dispute_type).where(Case.id.in_(held))))
         return {t: done[t] for t in DISPUTE_TYPES if done[t]}
 
+    @staticmethod
+    def _types(filters: QueueFilters) -> tuple[str, ...]:
+        """The dispute types a queue filtered so can hold (for the learning order's walks)."""
+        return (filters.dispute_type,) if filters.dispute_type else DISPUTE_TYPES
+
     def queue(
         self, filters: QueueFilters | None = None, order: str = "deadline", limit: int = 50, offset: int = 0,
         *, reviewer: str | None = None, stage: str = "first",
@@ -235,18 +247,25 @@ class ReviewService:
         """Cases waiting for a ``stage`` review that nobody else holds: by running deadline,
         then grade, then model uncertainty; or, for labeling sessions, purely by uncertainty
         (lowest confidence first) or in the ``learning`` order (the least sure of each
-        predicted dispute type in turns; see :meth:`_ordered`). Each item says who holds it (``claimed_by``: only the
+        predicted dispute type in turns; see :meth:`_head`). Each item says who holds it (``claimed_by``: only the
         reviewer themself can appear here) and its ``review_stage``."""
         if not 1 <= limit <= 1000:
             raise InvalidInput(f"limit must be between 1 and 1000, got {limit}")
         if offset < 0:
             raise InvalidInput(f"offset must be >= 0, got {offset}")
         now = self.now()
-        turns = self._learning_turns(reviewer, now) if order == "learning" else None
-        query = self._ordered(self._queue_query(filters or QueueFilters(), order, stage, reviewer, now), order, turns)
-        query = query.options(joinedload(Case.message), joinedload(Case.prediction)).limit(limit).offset(offset)
+        filters = filters or QueueFilters()
+        query = self._queue_query(filters, order, stage, reviewer, now)
         with self.db.session() as session:
-            items = [queue_item(case, now) for case in session.scalars(query).unique()]
+            if order == "learning":
+                ids = self._head(session, query, order, offset + limit, self._learning_turns(reviewer, now),
+                                 self._types(filters))[offset:]
+                cases = {case.id: case for case in session.scalars(
+                    select(Case).where(Case.id.in_(ids)).options(joinedload(Case.message), joinedload(Case.prediction))).unique()}
+                items = [queue_item(cases[i], now) for i in ids]
+            else:
+                query = self._ordered(query, order).options(joinedload(Case.message), joinedload(Case.prediction))
+                items = [queue_item(case, now) for case in session.scalars(query.limit(limit).offset(offset)).unique()]
             return self._annotate(session, items, now, reviewer)
 
     def queue_size(self, filters: QueueFilters | None = None, *, reviewer: str | None = None,
@@ -351,19 +370,18 @@ class ReviewService:
         minutes = self.claim_minutes
         stages = ("second", "first") if stage == "any" else (stage,)
         turns = self._learning_turns(reviewer, now) if order == "learning" else None
-        queries = {current: self._ordered(self._queue_query(filters, order, current, reviewer, now), order, turns)
-                   for current in stages}
+        queries = {current: self._queue_query(filters, order, current, reviewer, now) for current in stages}
         held = self.claims.held_by(reviewer, now)
         for current, query in queries.items() if held else ():
             with self.db.session() as session:
-                mine = session.scalars(query.where(Case.id.in_(held)).limit(1)).first()
-                mine_id = mine.id if mine is not None else None
+                mine = self._head(session, query.where(Case.id.in_(held)), order, 1, turns, self._types(filters))
+                mine_id = mine[0] if mine else None
             if mine_id is not None and self.claims.take(mine_id, reviewer, current, now, minutes):
                 return self.item(mine_id, viewer=reviewer)
         for current, query in queries.items():
             for _ in range(5):  # each round's candidates lost to other reviewers are held by them next round
                 with self.db.session() as session:
-                    candidates = [c.id for c in session.scalars(query.limit(20))]
+                    candidates = self._head(session, query, order, 20, turns, self._types(filters))
                 if not candidates:
                     break
                 for case_id in candidates:
