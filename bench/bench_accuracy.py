@@ -46,11 +46,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from dev_split import CORPORA_DIR, DEV_PATH, load_dev, repeated_folds, split_dev  # noqa: E402
 from models.evaluation import score_predictions  # noqa: E402
-from models.history import SelfTraining  # noqa: E402
-from models.public_reviews import load_public_reviews  # noqa: E402
-from models.training import load_labeled, train_backend  # noqa: E402
+from models.training import load_labeled  # noqa: E402
+from recipe import Recipe  # noqa: E402
 from triage.settings import Settings  # noqa: E402
-from triage.text import prepare  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -176,7 +174,7 @@ def history_texts(n: int, exclude: set[str], seed: int = 0) -> list[str]:
 
 
 def learning_order(ranked: list[dict], predicted: dict[str, str]) -> list[dict]:
-    """The review queue's learning order (``triage/contexts/review.py``, ``_ordered``) as a
+    """The review queue's learning order (``triage/contexts/review.py``, ``_head``) as a
     reviewer meets it, deciding one case at a time: the queue's head is the least sure case
     of the predicted dispute type with the fewest confirmations so far (ties in the
     taxonomy's order), and each confirmation counts for the type it confirms. ``ranked``:
@@ -218,25 +216,17 @@ def main() -> int:
     history = history_texts(HISTORY_SIZE, every_dev) if (CORPORA_DIR / "online_shopping_10_cats.csv").is_file() else []
     log(f"history: {len(history)} unlabeled reviews (dev texts left out)")
     t = time.perf_counter()
-    seed_prepared = {r["text"]: prepare(r["text"]) for r in seed + old_seed + tune}
-    history_prepared = [prepare(x) for x in history]
-    public = load_public_reviews(settings.public_reviews, report=log)
-    public_prepared, public_sentiment = (public.prepared, public.sentiment()) if public else ([], None)
-    public_known = public.known_labels() if public else None
+    recipe = Recipe(settings, report=log)
+    recipe.warm(r["text"] for r in seed + old_seed + tune)
+    history_prepared = [recipe.prepared(x) for x in history]
+    public = recipe.public
     log(f"prepared texts in {time.perf_counter() - t:.0f} s")
-    st = SelfTraining()
-
-    def records(rows):
-        return [{**r, "text": seed_prepared[r["text"]]} for r in rows]
+    st = recipe.self_training
 
     def fit(seed_rows, confirmed=(), with_history=False, previous=False):
         """The shipped recipe (the previous release's: seed and confirmed labels alone)."""
-        rows = records(list(seed_rows) + list(confirmed))
-        weights = [1.0] * len(seed_rows) + [settings.confirmed_weight] * len(confirmed)
-        unlabeled = ([] if previous else public_prepared) + (history_prepared if with_history else [])
-        return train_backend(rows, "sklearn", sample_weight=weights, unlabeled=unlabeled or None, self_training=st,
-                             sentiment=None if previous else public_sentiment,
-                             known_labels=None if previous else public_known, **(PREVIOUS_PARAMS if previous else {}))
+        return recipe.fit(seed_rows, confirmed, history_prepared if with_history else (), previous=previous,
+                          **(PREVIOUS_PARAMS if previous else {}))
 
     out: dict = {"protocol": {"tuning_pool": len(tune), "locked": len(locked), "folds": "5x3 stratified by dispute type",
                               "previous_ref": PREVIOUS_REF, "history": len(history),

@@ -28,12 +28,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from models.evaluation import score_predictions  # noqa: E402
-from models.public_reviews import load_public_reviews  # noqa: E402
-from models.training import load_labeled, train_backend  # noqa: E402
+from models.training import load_labeled  # noqa: E402
+from recipe import Recipe  # noqa: E402
 from triage.settings import Settings  # noqa: E402
-from triage.text import prepare  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -72,14 +72,13 @@ def main() -> int:
     started = time.perf_counter()
     settings = Settings()
     seed, _ = load_labeled(ROOT / "datasets" / "seed")
-    prepared = [prepare(r["text"]) for r in seed]
     # The shipped recipe: the public reviews as self-training text and sentiment signal.
-    public = load_public_reviews(settings.public_reviews)
-    recipe = public.training_inputs() if public else {}
+    recipe = Recipe(settings)
+    prepared = [recipe.prepared(r["text"]) for r in seed]
     strata = [f"{r.get('source')}|{r['escalation']}" for r in seed]
     preds: list = [None] * len(seed)
     for k, (train, test) in enumerate(StratifiedKFold(5, shuffle=True, random_state=0).split(prepared, strata)):
-        backend = train_backend([{**seed[i], "text": prepared[i]} for i in train], "sklearn", **recipe)
+        backend = recipe.fit([seed[i] for i in train])
         triager = Triager(backend, f"fold-{k}", max_chars=10**9, urgent_threshold=settings.urgent_threshold,
                           escalation_threshold=settings.escalation_threshold)
         for i, p in zip(test, triager.predict_prepared([prepared[i] for i in test])):
@@ -90,8 +89,7 @@ def main() -> int:
         if not members:
             continue
         left_out = set(members)
-        backend = train_backend([{**seed[i], "text": prepared[i]} for i in range(len(seed)) if i not in left_out],
-                                "sklearn", **recipe)
+        backend = recipe.fit([seed[i] for i in range(len(seed)) if i not in left_out])
         triager = Triager(backend, "left-out", max_chars=10**9, urgent_threshold=settings.urgent_threshold,
                           escalation_threshold=settings.escalation_threshold)
         unseen = triager.predict_prepared([prepared[i] for i in members])

@@ -34,12 +34,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_accuracy import _resampled_metrics, metrics  # noqa: E402
 from dev_split import DEV_PATH, repeated_folds, split_dev  # noqa: E402
-from models.history import SelfTraining  # noqa: E402
 from models.operating_point import curve_from_backend, threshold_for_recall  # noqa: E402
-from models.public_reviews import load_public_reviews  # noqa: E402
-from models.training import load_labeled, train_backend  # noqa: E402
+from models.training import load_labeled  # noqa: E402
+from recipe import Recipe  # noqa: E402
 from triage.settings import Settings  # noqa: E402
-from triage.text import prepare  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -63,19 +61,15 @@ def main() -> int:
     tune, locked = split_dev()
     folds = list(repeated_folds(tune, 5, 3))
     seed, _ = load_labeled(ROOT / "datasets" / "seed")
-    public = load_public_reviews(settings.public_reviews, report=log)
-    recipe = public.training_inputs() if public else {}
-    prepared = {r["text"]: prepare(r["text"]) for r in seed + tune + locked}
+    recipe = Recipe(settings, report=log)
 
     def after_review(confirmed, stored: bool):
         """Seed + ``confirmed``; with ``stored``, the confirmed messages are also in the
         self-training history, as a retrain reads them from the service's stored messages."""
-        rows = [{**r, "text": prepared[r["text"]]} for r in [*seed, *confirmed]]
-        weights = [1.0] * len(seed) + [settings.confirmed_weight] * len(confirmed)
-        history = [prepared[r["text"]] for r in confirmed] if stored else []
-        inputs = {**recipe, "unlabeled": [*history, *recipe.get("unlabeled", [])]}
-        model = train_backend(rows, "sklearn", sample_weight=weights, self_training=SelfTraining(), **inputs)
-        curve = curve_from_backend(model, range(len(seed), len(rows)), [prepared[r["text"]] for r in confirmed],
+        history = [recipe.prepared(r["text"]) for r in confirmed] if stored else []
+        model = recipe.fit(seed, confirmed, history)
+        curve = curve_from_backend(model, range(len(seed), len(seed) + len(confirmed)),
+                                   [recipe.prepared(r["text"]) for r in confirmed],
                                    [r["urgency"] for r in confirmed])
         return model, curve
 

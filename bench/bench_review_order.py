@@ -34,11 +34,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_accuracy import METRICS, learning_order, score  # noqa: E402
 from dev_split import DEV_PATH, repeated_folds, split_dev  # noqa: E402
-from models.history import SelfTraining  # noqa: E402
-from models.public_reviews import load_public_reviews  # noqa: E402
-from models.training import load_labeled, train_backend  # noqa: E402
+from models.training import load_labeled  # noqa: E402
+from recipe import Recipe  # noqa: E402
 from triage.settings import Settings  # noqa: E402
-from triage.text import prepare  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -65,17 +63,11 @@ def main() -> int:
     tune, _locked = split_dev()
     folds = list(repeated_folds(tune, 5, 1))
     seed, _ = load_labeled(ROOT / "datasets" / "seed")
-    prepared = {r["text"]: prepare(r["text"]) for r in seed + tune}
-    public = load_public_reviews(settings.public_reviews, report=log)
-    st = SelfTraining()
+    recipe = Recipe(settings, report=log)
 
     def fit(confirmed=()):
         """Seed + confirmed labels with the shipped recipe (as ``bench_accuracy``'s after review)."""
-        rows = [{**r, "text": prepared[r["text"]]} for r in list(seed) + list(confirmed)]
-        weights = [1.0] * len(seed) + [settings.confirmed_weight] * len(confirmed)
-        return train_backend(rows, "sklearn", sample_weight=weights, unlabeled=public.prepared if public else None,
-                             self_training=st, sentiment=public.sentiment() if public else None,
-                             known_labels=public.known_labels() if public else None)
+        return recipe.fit(seed, confirmed)
 
     default = fit()
     triager = Triager(default, "bench", max_chars=10**9, urgent_threshold=threshold)

@@ -27,12 +27,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_accuracy import metrics  # noqa: E402
 from dev_split import DEV_PATH, repeated_folds, split_dev  # noqa: E402
-from models.history import SelfTraining  # noqa: E402
-from models.public_reviews import load_public_reviews  # noqa: E402
-from models.training import load_labeled, train_backend  # noqa: E402
+from models.training import load_labeled  # noqa: E402
+from recipe import Recipe  # noqa: E402
 import triage.rules as rules  # noqa: E402
 from triage.settings import Settings  # noqa: E402
-from triage.text import prepare  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -71,14 +69,10 @@ def main() -> int:
     tune, _locked = split_dev()
     folds = list(repeated_folds(tune, 5, 3))
     seed, _ = load_labeled(ROOT / "datasets" / "seed")
-    public = load_public_reviews(settings.public_reviews, report=log)
-    recipe = public.training_inputs() if public else {}  # the shipped recipe
-    prepared = {r["text"]: prepare(r["text"]) for r in seed + tune}
+    recipe = Recipe(settings, report=log)  # the shipped recipe
 
     def fit(confirmed=()):
-        rows = [{**r, "text": prepared[r["text"]]} for r in [*seed, *confirmed]]
-        weights = [1.0] * len(seed) + [settings.confirmed_weight] * len(confirmed)
-        return train_backend(rows, "sklearn", sample_weight=weights, self_training=SelfTraining(), **recipe)
+        return recipe.fit(seed, confirmed)
 
     def triager(model):
         return Triager(model, "bench", max_chars=10**9, urgent_threshold=settings.urgent_threshold)

@@ -165,7 +165,7 @@ def label_counts(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]
 
 def default_corpora_dir() -> Path | None:
     """Real review corpora for the sentiment signal: ``TRIAGE_CORPORA_DIR`` (settings
-    ``corpora_dir``; "none" turns the signal off), by default ``../shared/data/corpora``."""
+    ``corpora_dir``; "none", the default, turns the signal off)."""
     from triage.settings import Settings
 
     configured = Settings().corpora_dir.strip()
@@ -304,6 +304,39 @@ def train_backend(
                       progress=progress, report=report, known=known_labels)
 
 
+PUBLIC_SENTIMENT = "public"  # train_recipe's default: the public reviews' sentiment signal
+
+
+def train_recipe(
+    records: Sequence[dict[str, Any]],
+    confirmed: Sequence[dict[str, Any]] = (),
+    history: Sequence[Any] = (),
+    *,
+    public=None,
+    confirmed_weight: float = 5.0,
+    backend: str = "sklearn",
+    sentiment: Any = PUBLIC_SENTIMENT,
+    self_training=None,
+    progress: ProgressFn | None = None,
+    report: Callable[[str], None] | None = None,
+    **params: Any,
+) -> ClassifierBackend:
+    """The shipped recipe, as ``triage train`` runs it: the labeled ``records`` (the seed)
+    weigh 1 each and the reviewers' ``confirmed`` labels ``confirmed_weight`` each;
+    self-training reads the installation's ``history`` and then the ``public`` reviews
+    (:class:`models.public_reviews.PublicReviews`, or None), whose known labels replace
+    pseudo-labels. ``sentiment``: the public reviews' signal by default, a fitted
+    SentimentModel (e.g. from the corpora), or None for none. Texts may be prepared
+    already (:func:`triage.text.prepare`), as benchmarks that train many times do."""
+    if sentiment == PUBLIC_SENTIMENT:
+        sentiment = public.sentiment() if public is not None else None
+    weights = [1.0] * len(records) + [confirmed_weight] * len(confirmed) if confirmed else None
+    unlabeled = [*history, *(public.prepared if public is not None else [])]
+    return train_backend([*records, *confirmed], backend, sample_weight=weights, progress=progress,
+                         sentiment=sentiment, unlabeled=unlabeled or None, self_training=self_training,
+                         report=report, known_labels=public.known_labels() if public is not None else None, **params)
+
+
 def train_default(
     settings=None,
     data_paths: Sequence[Path | str] | None = None,
@@ -339,7 +372,6 @@ def train_default(
         say(f"skipped {problem}")
     if not records:
         raise ModelError(f"no usable labeled records in {', '.join(map(str, paths))}")
-    weights = None
     confirmed: list[dict[str, Any]] = []
     if confirmed_paths:
         confirmed, bad = load_labeled(list(confirmed_paths))
@@ -348,14 +380,12 @@ def train_default(
         if not confirmed:
             raise ModelError(f"no usable confirmed records in {', '.join(map(str, confirmed_paths))}")
         say(f"{len(confirmed)} confirmed labels, each weighing {settings.confirmed_weight:g} seed messages")
-        weights = [1.0] * len(records) + [settings.confirmed_weight] * len(confirmed)
     history: list[str] = []
     if unlabeled_paths and settings.history_limit > 0:
         history = read_unlabeled(unlabeled_paths, limit=settings.history_limit, report=say)
         say(f"{len(history)} unlabeled messages for self-training")
     labeled = records + confirmed
     public = load_public_reviews(settings.public_reviews, report=say)
-    unlabeled = history + (public.prepared if public else [])
     sentiment = None  # the corpora's signal when asked for, else the public reviews'
     if settings.backend in ("sklearn", "ensemble"):
         if corpora or (corpora is not False and default_corpora_dir() is not None):
@@ -364,9 +394,8 @@ def train_default(
             sentiment = public.sentiment()
     say(f"training {settings.backend} on {len(labeled)} messages from {', '.join(map(str, paths))}"
         + (" and the confirmed labels" if confirmed else ""))
-    backend = train_backend(labeled, settings.backend, sample_weight=weights, progress=progress,
-                            sentiment=sentiment, unlabeled=unlabeled, report=say,
-                            known_labels=public.known_labels() if public else None)
+    backend = train_recipe(records, confirmed, history, public=public, confirmed_weight=settings.confirmed_weight,
+                           backend=settings.backend, sentiment=sentiment, progress=progress, report=say)
     operating_point = None
     if confirmed:
         from models.operating_point import curve_from_backend

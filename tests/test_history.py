@@ -215,6 +215,39 @@ def test_train_command_uses_unlabeled_and_confirmed_files(tmp_path, monkeypatch,
         get_settings.cache_clear()
 
 
+def test_train_recipe_is_what_train_and_the_benchmarks_share(monkeypatch):
+    """``triage train`` and every benchmark that scores a configuration of the product train
+    through one function: seed at weight 1, confirmed labels at the confirmed weight, the
+    installation's history before the public reviews, and the reviews' signal and labels."""
+    import models.training as training
+
+    calls = []
+    monkeypatch.setattr(training, "train_backend", lambda records, backend, **kw: calls.append((records, backend, kw)))
+
+    class Reviews:
+        prepared = ["好评一", "差评二"]
+
+        def sentiment(self):
+            return "the signal"
+
+        def known_labels(self):
+            return {"好评一": {"emotion": "calm"}}
+
+    seed, confirmed = [{"text": "a"}, {"text": "b"}], [{"text": "c"}]
+    training.train_recipe(seed, confirmed, ["历史一"], public=Reviews(), confirmed_weight=4.0)
+    records, backend, kw = calls[-1]
+    assert [r["text"] for r in records] == ["a", "b", "c"] and backend == "sklearn"
+    assert kw["sample_weight"] == [1.0, 1.0, 4.0]
+    assert kw["unlabeled"] == ["历史一", "好评一", "差评二"]
+    assert kw["sentiment"] == "the signal" and kw["known_labels"] == {"好评一": {"emotion": "calm"}}
+    training.train_recipe(seed, public=Reviews(), sentiment=None, word_min_df=1)
+    kw = calls[-1][2]
+    assert kw["sample_weight"] is None and kw["sentiment"] is None and kw["word_min_df"] == 1
+    training.train_recipe(seed, confirmed, public=None)  # the previous release's recipe: labels alone
+    kw = calls[-1][2]
+    assert kw["unlabeled"] is None and kw["sentiment"] is None and kw["known_labels"] is None
+
+
 def test_retrain_learns_from_stored_messages_but_not_the_held_out_ones(tmp_path):
     """The service's retrain reads the newest stored (masked) messages as history and leaves
     the confirmed hold-out, which judges the candidate, out of it."""
