@@ -74,6 +74,7 @@ def main() -> int:
     seed, _ = load_labeled(ROOT / "datasets" / "seed")
     # The shipped recipe: the public reviews as self-training text and sentiment signal.
     recipe = Recipe(settings)
+    public = recipe.public
     prepared = [recipe.prepared(r["text"]) for r in seed]
     strata = [f"{r.get('source')}|{r['escalation']}" for r in seed]
     preds: list = [None] * len(seed)
