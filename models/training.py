@@ -72,8 +72,9 @@ def parse_record(obj: Any, require_labels: bool = True) -> dict[str, Any]:
 
 
 def read_jsonl(
-    path: Path, parse: Callable[[Any], dict[str, Any]], problems: list[LineProblem]
+    path: Path, parse: Callable[[Any], dict[str, Any]], problems: list[LineProblem], where: bool = False
 ) -> list[dict[str, Any]]:
+    """The records of one JSONL file; with ``where``, each says its ``"file:line"``."""
     records = []
     with path.open("r", encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
@@ -85,22 +86,27 @@ def read_jsonl(
                 problems.append(LineProblem(str(path), lineno, f"not JSON ({exc.msg})"))
                 continue
             try:
-                records.append(parse(obj))
+                record = parse(obj)
             except ValueError as exc:
                 problems.append(LineProblem(str(path), lineno, str(exc)))
+                continue
+            if where:
+                record["where"] = f"{path}:{lineno}"
+            records.append(record)
     return records
 
 
 def load_labeled(
-    paths: Sequence[Path | str] | Path | str, require_labels: bool = True
+    paths: Sequence[Path | str] | Path | str, require_labels: bool = True, where: bool = False
 ) -> tuple[list[dict[str, Any]], list[LineProblem]]:
-    """Records with all four labels from JSONL files or folders, and the lines skipped."""
+    """Records with all four labels from JSONL files or folders, and the lines skipped
+    (``where``: each record also says its ``"file:line"``)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     problems: list[LineProblem] = []
     records: list[dict[str, Any]] = []
     for path in expand_paths(paths):
-        records.extend(read_jsonl(path, lambda o: parse_record(o, require_labels), problems))
+        records.extend(read_jsonl(path, lambda o: parse_record(o, require_labels), problems, where))
     return records, problems
 
 

@@ -1,6 +1,6 @@
 """The ``triage`` command line, one module per command group:
 
-- :mod:`.training`: ``train``, ``ensure-model``, ``evaluate``, ``pretrain``, ``fetch-checkpoint``
+- :mod:`.training`: ``train``, ``ensure-model``, ``evaluate``, ``audit``, ``pretrain``, ``fetch-checkpoint``
 - :mod:`.predicting`: ``predict``
 - :mod:`.server`: ``serve``
 - :mod:`.accounts`: ``users ...``, ``keys ...``
@@ -26,6 +26,7 @@ app.command()(training.train)
 app.command("ensure-model")(training.ensure_model)
 app.command()(predicting.predict)
 app.command()(training.evaluate)
+app.command()(training.audit)
 app.command()(training.pretrain)
 app.command("fetch-checkpoint")(training.fetch_checkpoint)
 app.add_typer(accounts.users_app, name="users")

@@ -1,4 +1,4 @@
-"""``triage train``, ``ensure-model``, ``evaluate``, ``pretrain`` and ``fetch-checkpoint``:
+"""``triage train``, ``ensure-model``, ``evaluate``, ``audit``, ``pretrain`` and ``fetch-checkpoint``:
 building and measuring models."""
 
 from __future__ import annotations
@@ -95,6 +95,42 @@ def evaluate(
         typer.echo(json.dumps({"model_version": triager.version, "n": len(records), "heads": report}, ensure_ascii=False, indent=1))
     else:
         typer.echo(format_report(report, f"model {triager.version} on {len(records)} messages"))
+
+
+def audit(
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="labeled JSONL file or folder (repeatable); default datasets/seed"),
+    head: Optional[list[str]] = typer.Option(None, "--head", help="dispute_type, urgency, emotion or escalation (repeatable; default all)"),
+    top: int = typer.Option(50, min=0, help="how many suspects to list, most contradicted first (0: all)"),
+    folds: int = typer.Option(5, min=2, help="cross-validation folds for the out-of-fold probabilities"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object a line instead of the table"),
+):
+    """List labels the rest of the data contradicts (confident learning); changes nothing."""
+    from models.label_audit import AUDITED_HEADS, audit as run_audit
+    from models.training import load_labeled
+    from triage.settings import get_settings
+
+    heads = tuple(head) if head else AUDITED_HEADS
+    unknown = [h for h in heads if h not in AUDITED_HEADS]
+    if unknown:
+        raise fail(ValueError(f"unknown head {', '.join(unknown)}; choose from {', '.join(AUDITED_HEADS)}"))
+    try:
+        records, problems = load_labeled(data or [get_settings().seed_dir], where=True)
+        for problem in problems:
+            err(f"skipped {problem}")
+        err(f"{len(records)} labeled messages; {folds}-fold out-of-fold probabilities")
+        issues = run_audit(records, heads, folds=folds, progress=stage_progress())
+    except TriageError as exc:
+        raise fail(exc)
+    counts = {h: sum(1 for i in issues if i.head == h) for h in heads}
+    err(f"{len(issues)} suspect labels in {len(records)} messages (" + ", ".join(f"{h} {n}" for h, n in counts.items())
+        + ")" + (f"; the {top} most contradicted:" if top and len(issues) > top else ":"))
+    for issue in issues[:top or None]:
+        if as_json:
+            typer.echo(json.dumps(issue.as_dict(), ensure_ascii=False))
+        else:
+            text = issue.text.replace("\n", " ")
+            typer.echo(f"{issue.where}\t{issue.head}\t{issue.label} -> {issue.suggested}"
+                       f"\t({issue.p_label:.2f} -> {issue.p_suggested:.2f})\t{text[:60]}{'…' if len(text) > 60 else ''}")
 
 
 def pretrain(
