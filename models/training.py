@@ -319,7 +319,7 @@ def train_recipe(
     history: Sequence[Any] = (),
     *,
     public=None,
-    confirmed_weight: float = 5.0,
+    confirmed_weight: float | None = None,
     backend: str = "sklearn",
     sentiment: Any = PUBLIC_SENTIMENT,
     self_training=None,
@@ -328,14 +328,19 @@ def train_recipe(
     **params: Any,
 ) -> ClassifierBackend:
     """The shipped recipe, as ``triage train`` runs it: the labeled ``records`` (the seed)
-    weigh 1 each and the reviewers' ``confirmed`` labels ``confirmed_weight`` each;
+    weigh 1 each and the reviewers' ``confirmed`` labels ``confirmed_weight`` each (default:
+    the settings' default, ``TRIAGE_CONFIRMED_WEIGHT``);
     self-training reads the installation's ``history`` and then the ``public`` reviews
     (:class:`models.public_reviews.PublicReviews`, or None), whose known labels replace
     pseudo-labels. ``sentiment``: the public reviews' signal by default, a fitted
     SentimentModel (e.g. from the corpora), or None for none. Texts may be prepared
     already (:func:`triage.text.prepare`), as benchmarks that train many times do."""
-    if sentiment == PUBLIC_SENTIMENT:
+    if isinstance(sentiment, str) and sentiment == PUBLIC_SENTIMENT:
         sentiment = public.sentiment() if public is not None else None
+    if confirmed_weight is None:
+        from triage.settings import Settings
+
+        confirmed_weight = Settings.model_fields["confirmed_weight"].default
     weights = [1.0] * len(records) + [confirmed_weight] * len(confirmed) if confirmed else None
     unlabeled = [*history, *(public.prepared if public is not None else [])]
     return train_backend([*records, *confirmed], backend, sample_weight=weights, progress=progress,

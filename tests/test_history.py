@@ -220,6 +220,7 @@ def test_train_recipe_is_what_train_and_the_benchmarks_share(monkeypatch):
     through one function: seed at weight 1, confirmed labels at the confirmed weight, the
     installation's history before the public reviews, and the reviews' signal and labels."""
     import models.training as training
+    from triage.settings import Settings
 
     calls = []
     monkeypatch.setattr(training, "train_backend", lambda records, backend, **kw: calls.append((records, backend, kw)))
@@ -243,6 +244,8 @@ def test_train_recipe_is_what_train_and_the_benchmarks_share(monkeypatch):
     training.train_recipe(seed, public=Reviews(), sentiment=None, word_min_df=1)
     kw = calls[-1][2]
     assert kw["sample_weight"] is None and kw["sentiment"] is None and kw["word_min_df"] == 1
+    training.train_recipe(seed, confirmed, public=Reviews())  # the settings' default weight
+    assert calls[-1][2]["sample_weight"] == [1.0, 1.0, Settings.model_fields["confirmed_weight"].default]
     training.train_recipe(seed, confirmed, public=None)  # the previous release's recipe: labels alone
     kw = calls[-1][2]
     assert kw["unlabeled"] is None and kw["sentiment"] is None and kw["known_labels"] is None
