@@ -44,11 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dev_split import CORPORA_DIR, DEV_PATH, load_dev, repeated_folds, split_dev  # noqa: E402
+from dev_split import CORPORA_DIR, load_dev  # noqa: E402
 from models.evaluation import score_predictions  # noqa: E402
 from models.training import load_labeled  # noqa: E402
-from recipe import Recipe  # noqa: E402
-from triage.settings import Settings  # noqa: E402
+from recipe import bench_inputs  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -199,16 +198,14 @@ def summarise(per_fold: list[dict[str, float]]) -> dict[str, list[float]]:
 
 
 def main() -> int:
-    if not DEV_PATH.is_file():
-        log(f"{DEV_PATH} not found: nothing to measure")
-        return 1
     started = time.perf_counter()
-    settings = Settings()
+    inputs = bench_inputs(log)
+    if inputs is None:
+        return 1
+    settings, tune, locked, seed, recipe = inputs.settings, inputs.tune, inputs.locked, inputs.seed, inputs.recipe
     threshold = settings.urgent_threshold
-    tune, locked = split_dev()
-    folds = list(repeated_folds(tune, 5, 3))
+    folds = inputs.folds(3)
     folds_1 = folds[:5]  # the first repeat: one 5-fold split, for the costly self-trained configurations
-    seed, _ = load_labeled(ROOT / "datasets" / "seed")
     with tempfile.TemporaryDirectory() as tmp:
         old_seed = previous_seed(Path(tmp))
     log(f"tuning pool {len(tune)}, locked {len(locked)}; seed {len(seed)} (previous release {len(old_seed)})")
@@ -216,7 +213,6 @@ def main() -> int:
     history = history_texts(HISTORY_SIZE, every_dev) if (CORPORA_DIR / "online_shopping_10_cats.csv").is_file() else []
     log(f"history: {len(history)} unlabeled reviews (dev texts left out)")
     t = time.perf_counter()
-    recipe = Recipe(settings, report=log)
     recipe.warm(r["text"] for r in seed + old_seed + tune)
     history_prepared = [recipe.prepared(x) for x in history]
     public = recipe.public

@@ -33,11 +33,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_accuracy import _resampled_metrics, metrics  # noqa: E402
-from dev_split import DEV_PATH, repeated_folds, split_dev  # noqa: E402
 from models.operating_point import curve_from_backend, threshold_for_recall  # noqa: E402
-from models.training import load_labeled  # noqa: E402
-from recipe import Recipe  # noqa: E402
-from triage.settings import Settings  # noqa: E402
+from recipe import bench_inputs  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -52,16 +49,13 @@ def log(msg: str) -> None:
 
 
 def main() -> int:
-    if not DEV_PATH.is_file():
-        log(f"{DEV_PATH} not found: nothing to measure")
-        return 1
     started = time.perf_counter()
-    settings = Settings()
+    inputs = bench_inputs(log)
+    if inputs is None:
+        return 1
+    settings, tune, locked, seed, recipe = inputs.settings, inputs.tune, inputs.locked, inputs.seed, inputs.recipe
     fixed = settings.urgent_threshold
-    tune, locked = split_dev()
-    folds = list(repeated_folds(tune, 5, 3))
-    seed, _ = load_labeled(ROOT / "datasets" / "seed")
-    recipe = Recipe(settings, report=log)
+    folds = inputs.folds(3)
 
     def after_review(confirmed, stored: bool):
         """Seed + ``confirmed``; with ``stored``, the confirmed messages are also in the

@@ -33,10 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_accuracy import METRICS, learning_order, score  # noqa: E402
-from dev_split import DEV_PATH, repeated_folds, split_dev  # noqa: E402
-from models.training import load_labeled  # noqa: E402
-from recipe import Recipe  # noqa: E402
-from triage.settings import Settings  # noqa: E402
+from recipe import bench_inputs  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -54,16 +51,12 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def main() -> int:
-    if not DEV_PATH.is_file():
-        log(f"{DEV_PATH} not found: nothing to measure")
-        return 1
     started = time.perf_counter()
-    settings = Settings()
+    inputs = bench_inputs(log)
+    if inputs is None:
+        return 1
+    settings, tune, seed, recipe, folds = inputs.settings, inputs.tune, inputs.seed, inputs.recipe, inputs.folds(1)
     threshold = settings.urgent_threshold
-    tune, _locked = split_dev()
-    folds = list(repeated_folds(tune, 5, 1))
-    seed, _ = load_labeled(ROOT / "datasets" / "seed")
-    recipe = Recipe(settings, report=log)
 
     def fit(confirmed=()):
         """Seed + confirmed labels with the shipped recipe (as ``bench_accuracy``'s after review)."""

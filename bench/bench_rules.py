@@ -26,11 +26,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_accuracy import metrics  # noqa: E402
-from dev_split import DEV_PATH, repeated_folds, split_dev  # noqa: E402
-from models.training import load_labeled  # noqa: E402
-from recipe import Recipe  # noqa: E402
+from recipe import bench_inputs  # noqa: E402
 import triage.rules as rules  # noqa: E402
-from triage.settings import Settings  # noqa: E402
 from triage.triager import Triager  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -61,15 +58,12 @@ def switched_off(finder: str, value):
 
 
 def main() -> int:
-    if not DEV_PATH.is_file():
-        log(f"{DEV_PATH} not found: nothing to measure")
-        return 1
     started = time.perf_counter()
-    settings = Settings()
-    tune, _locked = split_dev()
-    folds = list(repeated_folds(tune, 5, 3))
-    seed, _ = load_labeled(ROOT / "datasets" / "seed")
-    recipe = Recipe(settings, report=log)  # the shipped recipe
+    inputs = bench_inputs(log)
+    if inputs is None:
+        return 1
+    settings, tune, seed, recipe = inputs.settings, inputs.tune, inputs.seed, inputs.recipe  # the shipped recipe
+    folds = inputs.folds(3)
 
     def fit(confirmed=()):
         return recipe.fit(seed, confirmed)

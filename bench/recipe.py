@@ -11,11 +11,14 @@ once. Benchmarks import this module; the shipped service never does.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from dev_split import DEV_PATH, repeated_folds, split_dev
 from models.history import SelfTraining
 from models.public_reviews import load_public_reviews
-from models.training import train_recipe
+from models.training import load_labeled, train_recipe
 from triage.settings import Settings
 from triage.text import prepare
 
@@ -53,3 +56,33 @@ class Recipe:
                             public=None if previous else self.public,
                             confirmed_weight=self.settings.confirmed_weight,
                             self_training=self.self_training, **params)
+
+
+SEED_DIR = Path(__file__).resolve().parent.parent / "datasets" / "seed"
+
+
+@dataclass
+class Inputs:
+    """What every accuracy benchmark starts from: the settings, the dev set's tuning pool
+    and locked rows (``bench/dev_split.py``), the seed data and the recipe."""
+
+    settings: Settings
+    tune: list[dict]
+    locked: list[dict]
+    seed: list[dict]
+    recipe: Recipe
+
+    def folds(self, repeats: int) -> list[tuple[list[dict], list[dict]]]:
+        """``repeats`` stratified 5-fold splits of the tuning pool."""
+        return list(repeated_folds(self.tune, 5, repeats))
+
+
+def bench_inputs(report: Callable[[str], None]) -> Inputs | None:
+    """The benchmark's inputs, or None (said through ``report``) where ``../shared`` is absent."""
+    if not DEV_PATH.is_file():
+        report(f"{DEV_PATH} not found: nothing to measure")
+        return None
+    settings = Settings()
+    tune, locked = split_dev()
+    seed, _ = load_labeled(SEED_DIR)
+    return Inputs(settings, tune, locked, seed, Recipe(settings, report=report))
